@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both create or reuse .venv.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.gleitzeit-installed
+PROJECTS := pyproject.toml \
+	integrations/langchain-gleitzeit/pyproject.toml \
+	integrations/llama-index-llms-gleitzeit/pyproject.toml \
+	integrations/llama-index-embeddings-gleitzeit/pyproject.toml
+
+.PHONY: venv test demo lint format clean
+
+venv: $(STAMP)
+
+# Re-installs only when a pyproject changes, so a second `make test` starts at once.
+$(STAMP): $(PROJECTS)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@$(PY) -m pip install --quiet --disable-pip-version-check \
+		-e '.[test,prometheus]' \
+		-e 'integrations/langchain-gleitzeit[test]' \
+		-e integrations/llama-index-llms-gleitzeit \
+		-e integrations/llama-index-embeddings-gleitzeit
+	@touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	$(PY) -m gleitzeit_llm.cli demo
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(STAMP)
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,3 @@
+"""LlamaIndex llms integration for gleitzeit-llm (a pool of Ollama servers)."""
+
+__all__: list[str] = []
