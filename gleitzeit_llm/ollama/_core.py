@@ -1,0 +1,276 @@
+"""What the async and sync transports share: request building, timeouts by phase, status
+classification and response parsing. Only the I/O lives in ``transport.py``."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from gleitzeit_llm._version import __version__
+from gleitzeit_llm.errors import (
+    ConfigError,
+    InstanceFailedError,
+    InstanceTimeoutError,
+    StreamInterruptedError,
+)
+from gleitzeit_llm.ollama._classify import (
+    describe_instance,
+    error_for_exception,
+    error_for_status,
+    not_ollama,
+    ollama_error_text,
+)
+from gleitzeit_llm.ollama.timeouts import Timeouts
+from gleitzeit_llm.ollama.urls import parse_instance_url
+
+M = TypeVar("M", bound=BaseModel)
+
+_JSON_BODY_HEADERS = {"Content-Type": "application/json"}
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+class Call:
+    """One request in flight: what it is (for messages) and its timeouts and deadline."""
+
+    __slots__ = ("deadline", "method", "model", "path", "timeouts")
+
+    def __init__(self, method: str, path: str, model: str | None, timeouts: Timeouts) -> None:
+        self.method = method
+        self.path = path
+        self.model = model
+        self.timeouts = timeouts
+        self.deadline = None if timeouts.total is None else time.monotonic() + timeouts.total
+
+    def capped(self, seconds: float | None) -> float | None:
+        """``seconds`` capped by what is left of the total timeout."""
+        if self.deadline is None:
+            return seconds
+        remaining = max(self.deadline - time.monotonic(), 0.0)
+        return remaining if seconds is None else min(seconds, remaining)
+
+    def expired(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+
+class TransportCore:
+    """The per-instance logic of a transport, independent of sync or async I/O."""
+
+    __slots__ = ("default_timeouts", "headers", "instance", "label", "url")
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        instance_id: str | None,
+        timeouts: Timeouts,
+        headers: dict[str, str] | None,
+    ) -> None:
+        if not isinstance(timeouts, Timeouts):
+            raise ConfigError(
+                f"timeouts must be a Timeouts, got {type(timeouts).__name__}",
+                field="timeouts",
+                hint="Timeouts(connect=5.0, first_byte=300.0, idle=120.0)",
+            )
+        base, username, password = parse_instance_url(url)
+        self.url = base
+        self.instance = instance_id or urlsplit(base).netloc
+        self.label = describe_instance(self.instance, self.url)
+        self.default_timeouts = timeouts
+        merged = {
+            "Accept": "application/json, application/x-ndjson",
+            "User-Agent": f"gleitzeit-llm/{__version__}",
+        }
+        if username is not None or password is not None:
+            token = base64.b64encode(f"{username or ''}:{password or ''}".encode()).decode("ascii")
+            merged["Authorization"] = f"Basic {token}"
+        for key, value in (headers or {}).items():
+            for existing in [k for k in merged if k.lower() == key.lower()]:
+                del merged[existing]
+            merged[key] = value
+        self.headers = merged
+
+    def client_options(self, *, max_connections: int, verify: Any, transport: Any) -> dict[str, Any]:
+        if not isinstance(max_connections, int) or max_connections < 1:
+            raise ConfigError(
+                f"max_connections must be a positive integer, got {max_connections!r}",
+                field="max_connections",
+                value=max_connections,
+            )
+        t = self.default_timeouts
+        return {
+            "base_url": self.url,
+            "headers": self.headers,
+            "timeout": httpx.Timeout(
+                connect=t.connect, read=t.first_byte, write=t.first_byte, pool=t.first_byte
+            ),
+            "limits": httpx.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=max_connections,
+                keepalive_expiry=30.0,
+            ),
+            "verify": verify,
+            "transport": transport,
+            "follow_redirects": False,
+        }
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def start(self, method: str, path: str, model: str | None, timeouts: Timeouts | None) -> Call:
+        return Call(method, path, model, self.default_timeouts if timeouts is None else timeouts)
+
+    def build(
+        self, client: httpx.Client | httpx.AsyncClient, call: Call, body: dict[str, Any] | None
+    ) -> httpx.Request:
+        t = call.timeouts
+        first_byte = call.capped(t.first_byte)
+        # httpcore reads this dict when it waits for headers and again when the body starts, so
+        # enter_body() can switch "read" from the first-byte to the idle timeout in between.
+        extensions = {
+            "timeout": {
+                "connect": call.capped(t.connect),
+                "read": first_byte,
+                "write": first_byte,
+                "pool": first_byte,
+            }
+        }
+        if body is None:
+            return client.build_request(call.method, call.path, extensions=extensions)
+        return client.build_request(
+            call.method,
+            call.path,
+            content=_dumps(body).encode("utf-8"),
+            headers=_JSON_BODY_HEADERS,
+            extensions=extensions,
+        )
+
+    def enter_body(self, response: httpx.Response, call: Call) -> None:
+        """Headers arrived: from now on the read timeout is the longest gap between chunks."""
+        timeout = response.request.extensions.get("timeout")
+        if isinstance(timeout, dict):
+            timeout["read"] = call.capped(call.timeouts.idle)
+
+    # -- errors --------------------------------------------------------------------------------
+
+    def send_error(self, exc: httpx.HTTPError, call: Call) -> Exception:
+        return error_for_exception(
+            exc,
+            instance=self.instance,
+            url=self.url,
+            in_body=False,
+            timeouts=call.timeouts,
+            total_expired=call.expired(),
+        )
+
+    def body_error(
+        self, exc: httpx.HTTPError, call: Call, response: httpx.Response, chunks: int
+    ) -> Exception:
+        return error_for_exception(
+            exc,
+            instance=self.instance,
+            url=self.url,
+            in_body=True,
+            timeouts=call.timeouts,
+            total_expired=call.expired(),
+            chunks_received=chunks,
+            status=response.status_code,
+        )
+
+    def status_error(self, response: httpx.Response, body: bytes, call: Call) -> Exception:
+        return error_for_status(
+            response,
+            body,
+            instance=self.instance,
+            url=self.url,
+            method=call.method,
+            path=call.path,
+            model=call.model,
+        )
+
+    def check_deadline(self, call: Call, chunks: int) -> None:
+        if call.expired():
+            raise InstanceTimeoutError(
+                f"{self.label}: total timeout of {call.timeouts.total:g}s exceeded after {chunks} chunks",
+                phase="total",
+                instance=self.instance,
+                url=self.url,
+                status=200,
+            )
+
+    def not_a_stream(self, response: httpx.Response) -> bool:
+        """A status or content type after which the body is an error, not NDJSON chunks."""
+        if response.status_code != 200:
+            return True
+        return response.headers.get("content-type", "").startswith("text/html")
+
+    def stream_error(self, response: httpx.Response, body: bytes, call: Call) -> Exception:
+        if response.status_code != 200:
+            return self.status_error(response, body, call)
+        return self._not_ollama(response, body, call, "expected an NDJSON stream")
+
+    # -- responses -----------------------------------------------------------------------------
+
+    def parse(self, response: httpx.Response, body: bytes, model: type[M], call: Call) -> M:
+        """Validate a complete JSON body into ``model`` in one pass (no separate json.loads)."""
+        if not 200 <= response.status_code < 300:
+            raise self.status_error(response, body, call)
+        try:
+            result = model.model_validate_json(body)
+        except ValidationError as exc:
+            ollama_message, _ = ollama_error_text(body)
+            if ollama_message is not None:
+                raise self._error_in_200(response, ollama_message) from None
+            first = exc.errors(include_url=False)[0]
+            if first["type"] == "json_invalid":
+                reason = "not JSON"
+            else:
+                where = ".".join(str(p) for p in first["loc"]) or "body"
+                reason = f"not a {call.path} response ({where}: {first['msg']})"
+            raise self._not_ollama(response, body, call, reason) from None
+        extra = result.__pydantic_extra__
+        if extra and "error" in extra:
+            raise self._error_in_200(response, str(extra["error"]))
+        return result
+
+    def chunk(self, model: type[M], obj: dict[str, Any], chunks: int, call: Call) -> M:
+        try:
+            return model.model_validate(obj)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in first["loc"]) or "chunk"
+            raise StreamInterruptedError(
+                f"{self.label}: chunk {chunks + 1} of {call.path} is not an Ollama chunk "
+                f"({where}: {first['msg']}); this does not look like Ollama",
+                chunks_received=chunks,
+                instance=self.instance,
+                url=self.url,
+                status=200,
+            ) from None
+
+    def ping_result(self, response: httpx.Response, body: bytes, call: Call) -> bool:
+        if not 200 <= response.status_code < 300:
+            raise self.status_error(response, body, call)
+        if b"Ollama" not in body:
+            raise self._not_ollama(response, body, call, "expected 'Ollama is running'")
+        return True
+
+    def _error_in_200(self, response: httpx.Response, message: str) -> InstanceFailedError:
+        return InstanceFailedError(
+            f"{self.label}: {message} (HTTP {response.status_code})",
+            instance=self.instance,
+            url=self.url,
+            status=response.status_code,
+            ollama_message=message,
+        )
+
+    def _not_ollama(
+        self, response: httpx.Response, body: bytes, call: Call, reason: str
+    ) -> InstanceFailedError:
+        return not_ollama(
+            response, body, reason, instance=self.instance, url=self.url, method=call.method, path=call.path
+        )

@@ -1,0 +1,466 @@
+"""One Ollama server over HTTP: :class:`AsyncOllamaTransport` and its sync twin :class:`OllamaTransport`.
+
+One transport per instance, each with its own connection pool. Both faces share
+:class:`~gleitzeit_llm.ollama._core.TransportCore` (request building, timeouts by phase, status
+classification, parsing); only the I/O differs. Every failure is one of the errors in
+:mod:`gleitzeit_llm.errors` (see :mod:`gleitzeit_llm.ollama._classify` for the mapping)::
+
+    async with AsyncOllamaTransport("http://gpu1:11434", instance_id="gpu-1") as gpu1:
+        answer = await gpu1.chat({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]})
+        async with gpu1.stream_chat(request) as chunks:
+            async for chunk in chunks:
+                print(chunk.message.content, end="")
+
+Streams are lazy: the request is sent on the first iteration, so a failure before the first chunk
+(the one point where failing over is always safe) surfaces there. Leaving a stream early
+(``break``, an exception, task cancellation) closes the response, which frees the connection and
+makes Ollama stop generating for it; ``async with`` / ``aclose()`` do so at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Generator, Mapping
+from typing import Any, Generic, TypeVar
+
+import httpx
+
+from gleitzeit_llm.ollama._core import Call, TransportCore
+from gleitzeit_llm.ollama.models import (
+    ChatRequest,
+    ChatResponse,
+    EmbedRequest,
+    EmbedResponse,
+    GenerateRequest,
+    GenerateResponse,
+    ListResponse,
+    ProcessResponse,
+    ShowRequest,
+    ShowResponse,
+    VersionResponse,
+)
+from gleitzeit_llm.ollama.stream import aiter_ndjson, iter_ndjson
+from gleitzeit_llm.ollama.timeouts import Timeouts
+
+__all__ = ["AsyncOllamaTransport", "AsyncResponseStream", "OllamaTransport", "ResponseStream"]
+
+T = TypeVar("T")
+M = TypeVar("M", bound=Any)
+
+DEFAULT_MAX_CONNECTIONS = 100
+
+
+class AsyncResponseStream(Generic[T]):
+    """The chunks of one streamed response: an async iterator, and an async context manager
+    that closes the response on exit. The request is sent on the first iteration."""
+
+    __slots__ = ("_agen",)
+
+    def __init__(self, agen: AsyncGenerator[T, None]) -> None:
+        self._agen = agen
+
+    def __aiter__(self) -> AsyncResponseStream[T]:
+        return self
+
+    def __anext__(self) -> Any:
+        return self._agen.__anext__()
+
+    async def aclose(self) -> None:
+        """Stop reading and free the connection (and the server's slot)."""
+        await self._agen.aclose()
+
+    async def __aenter__(self) -> AsyncResponseStream[T]:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+class ResponseStream(Generic[T]):
+    """Sync twin of :class:`AsyncResponseStream`."""
+
+    __slots__ = ("_gen",)
+
+    def __init__(self, gen: Generator[T, None, None]) -> None:
+        self._gen = gen
+
+    def __iter__(self) -> ResponseStream[T]:
+        return self
+
+    def __next__(self) -> T:
+        return next(self._gen)
+
+    def close(self) -> None:
+        """Stop reading and free the connection (and the server's slot)."""
+        self._gen.close()
+
+    def __enter__(self) -> ResponseStream[T]:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class _TransportBase:
+    """The public face both transports share; subclasses add the I/O."""
+
+    _core: TransportCore
+
+    def _init_core(
+        self, url: str, instance_id: str | None, timeouts: Timeouts, headers: Mapping[str, str] | None
+    ):
+        self._core = TransportCore(
+            url, instance_id=instance_id, timeouts=timeouts, headers=dict(headers) if headers else None
+        )
+
+    @property
+    def instance_id(self) -> str:
+        """The instance's id (by default ``host:port``)."""
+        return self._core.instance
+
+    @property
+    def url(self) -> str:
+        """The base URL, without credentials."""
+        return self._core.url
+
+    @property
+    def timeouts(self) -> Timeouts:
+        return self._core.default_timeouts
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(instance_id={self._core.instance!r}, url={self._core.url!r})"
+
+
+class AsyncOllamaTransport(_TransportBase):
+    """Async client for one Ollama server.
+
+    ``url`` may carry ``user:pass@`` (sent as basic auth, never shown); a bare ``host[:port]``
+    means ``http://`` and port 11434. ``transport`` replaces httpx's network transport (tests
+    pass ``httpx.MockTransport`` or respx). Every method takes ``timeouts=`` to override the
+    instance's :class:`Timeouts` for one call (a health probe wants seconds, not minutes).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        instance_id: str | None = None,
+        timeouts: Timeouts = Timeouts(),  # noqa: B008 - frozen, so sharing the default is safe
+        headers: Mapping[str, str] | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        verify: Any = True,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._init_core(url, instance_id, timeouts, headers)
+        self._client = httpx.AsyncClient(
+            **self._core.client_options(max_connections=max_connections, verify=verify, transport=transport)
+        )
+
+    # -- generation ----------------------------------------------------------------------------
+
+    async def chat(
+        self, request: ChatRequest | Mapping[str, Any], *, timeouts: Timeouts | None = None
+    ) -> ChatResponse:
+        """``POST /api/chat`` with ``"stream": false``: the whole answer at once."""
+        req = ChatRequest.coerce(request)
+        return await self._call(
+            "POST", "/api/chat", req.to_wire(stream=False), ChatResponse, req.model, timeouts
+        )
+
+    def stream_chat(
+        self, request: ChatRequest | Mapping[str, Any], *, timeouts: Timeouts | None = None
+    ) -> AsyncResponseStream[ChatResponse]:
+        """``POST /api/chat`` streamed: one :class:`ChatResponse` per chunk, the last with ``done``."""
+        req = ChatRequest.coerce(request)  # validated now, before any I/O
+        return AsyncResponseStream(
+            self._stream("/api/chat", req.to_wire(stream=True), ChatResponse, req.model, timeouts)
+        )
+
+    async def generate(
+        self, request: GenerateRequest | Mapping[str, Any], *, timeouts: Timeouts | None = None
+    ) -> GenerateResponse:
+        """``POST /api/generate`` with ``"stream": false``."""
+        req = GenerateRequest.coerce(request)
+        return await self._call(
+            "POST", "/api/generate", req.to_wire(stream=False), GenerateResponse, req.model, timeouts
+        )
+
+    def stream_generate(
+        self, request: GenerateRequest | Mapping[str, Any], *, timeouts: Timeouts | None = None
+    ) -> AsyncResponseStream[GenerateResponse]:
+        """``POST /api/generate`` streamed."""
+        req = GenerateRequest.coerce(request)
+        return AsyncResponseStream(
+            self._stream("/api/generate", req.to_wire(stream=True), GenerateResponse, req.model, timeouts)
+        )
+
+    async def embed(
+        self, request: EmbedRequest | Mapping[str, Any], *, timeouts: Timeouts | None = None
+    ) -> EmbedResponse:
+        """``POST /api/embed``."""
+        req = EmbedRequest.coerce(request)
+        return await self._call("POST", "/api/embed", req.to_wire(), EmbedResponse, req.model, timeouts)
+
+    # -- inspection (cheap: none of these loads a model) ---------------------------------------
+
+    async def tags(self, *, timeouts: Timeouts | None = None) -> ListResponse:
+        """``GET /api/tags``: installed models."""
+        return await self._call("GET", "/api/tags", None, ListResponse, None, timeouts)
+
+    async def ps(self, *, timeouts: Timeouts | None = None) -> ProcessResponse:
+        """``GET /api/ps``: loaded models."""
+        return await self._call("GET", "/api/ps", None, ProcessResponse, None, timeouts)
+
+    async def version(self, *, timeouts: Timeouts | None = None) -> VersionResponse:
+        """``GET /api/version``."""
+        return await self._call("GET", "/api/version", None, VersionResponse, None, timeouts)
+
+    async def show(
+        self, model: str, *, verbose: bool | None = None, timeouts: Timeouts | None = None
+    ) -> ShowResponse:
+        """``POST /api/show``: details, template and capabilities of ``model``."""
+        req = ShowRequest(model=model, verbose=verbose)
+        return await self._call("POST", "/api/show", req.to_wire(), ShowResponse, model, timeouts)
+
+    async def ping(self, *, timeouts: Timeouts | None = None) -> bool:
+        """``GET /``: ``True`` when the server answers ``Ollama is running``; raises otherwise."""
+        call = self._core.start("GET", "/", None, timeouts)
+        response, body = await self._send_and_read(call, None)
+        return self._core.ping_result(response, body, call)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._client.aclose()
+
+    async def __aenter__(self) -> AsyncOllamaTransport:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- I/O -----------------------------------------------------------------------------------
+
+    async def _send_and_read(self, call: Call, body: dict[str, Any] | None) -> tuple[httpx.Response, bytes]:
+        core = self._core
+        request = core.build(self._client, call, body)
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise core.send_error(exc, call) from exc
+        try:
+            core.enter_body(response, call)
+            try:
+                content = await response.aread()
+            except httpx.HTTPError as exc:
+                raise core.body_error(exc, call, response, 0) from exc
+        finally:
+            await response.aclose()
+        return response, content
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        model: type[M],
+        name: str | None,
+        timeouts: Timeouts | None,
+    ) -> M:
+        call = self._core.start(method, path, name, timeouts)
+        response, content = await self._send_and_read(call, body)
+        return self._core.parse(response, content, model, call)
+
+    async def _stream(
+        self, path: str, body: dict[str, Any], model: type[M], name: str | None, timeouts: Timeouts | None
+    ) -> AsyncGenerator[M, None]:
+        core = self._core
+        call = core.start("POST", path, name, timeouts)
+        request = core.build(self._client, call, body)
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise core.send_error(exc, call) from exc
+        try:
+            core.enter_body(response, call)
+            if core.not_a_stream(response):
+                try:
+                    content = await response.aread()
+                except httpx.HTTPError as exc:
+                    raise core.body_error(exc, call, response, 0) from exc
+                raise core.stream_error(response, content, call)
+            chunks = 0
+            reader = aiter_ndjson(response.aiter_bytes(), instance=core.instance, url=core.url)
+            try:
+                async for obj in reader:
+                    if call.deadline is not None and obj.get("done") is not True:
+                        core.check_deadline(call, chunks)
+                    item = core.chunk(model, obj, chunks, call)
+                    chunks += 1
+                    yield item
+            except httpx.HTTPError as exc:
+                raise core.body_error(exc, call, response, chunks) from exc
+            finally:
+                await reader.aclose()
+        finally:
+            await response.aclose()
+
+
+class OllamaTransport(_TransportBase):
+    """Sync twin of :class:`AsyncOllamaTransport`: the same methods, blocking."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        instance_id: str | None = None,
+        timeouts: Timeouts = Timeouts(),  # noqa: B008 - frozen, so sharing the default is safe
+        headers: Mapping[str, str] | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        verify: Any = True,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._init_core(url, instance_id, timeouts, headers)
+        self._client = httpx.Client(
+            **self._core.client_options(max_connections=max_connections, verify=verify, transport=transport)
+        )
+
+    def chat(
+        self, request: ChatRequest | Mapping[str, Any], *, timeouts: Timeouts | None = None
+    ) -> ChatResponse:
+        """``POST /api/chat`` with ``"stream": false``."""
+        req = ChatRequest.coerce(request)
+        return self._call("POST", "/api/chat", req.to_wire(stream=False), ChatResponse, req.model, timeouts)
+
+    def stream_chat(
+        self, request: ChatRequest | Mapping[str, Any], *, timeouts: Timeouts | None = None
+    ) -> ResponseStream[ChatResponse]:
+        """``POST /api/chat`` streamed."""
+        req = ChatRequest.coerce(request)
+        return ResponseStream(
+            self._stream("/api/chat", req.to_wire(stream=True), ChatResponse, req.model, timeouts)
+        )
+
+    def generate(
+        self, request: GenerateRequest | Mapping[str, Any], *, timeouts: Timeouts | None = None
+    ) -> GenerateResponse:
+        """``POST /api/generate`` with ``"stream": false``."""
+        req = GenerateRequest.coerce(request)
+        return self._call(
+            "POST", "/api/generate", req.to_wire(stream=False), GenerateResponse, req.model, timeouts
+        )
+
+    def stream_generate(
+        self, request: GenerateRequest | Mapping[str, Any], *, timeouts: Timeouts | None = None
+    ) -> ResponseStream[GenerateResponse]:
+        """``POST /api/generate`` streamed."""
+        req = GenerateRequest.coerce(request)
+        return ResponseStream(
+            self._stream("/api/generate", req.to_wire(stream=True), GenerateResponse, req.model, timeouts)
+        )
+
+    def embed(
+        self, request: EmbedRequest | Mapping[str, Any], *, timeouts: Timeouts | None = None
+    ) -> EmbedResponse:
+        """``POST /api/embed``."""
+        req = EmbedRequest.coerce(request)
+        return self._call("POST", "/api/embed", req.to_wire(), EmbedResponse, req.model, timeouts)
+
+    def tags(self, *, timeouts: Timeouts | None = None) -> ListResponse:
+        """``GET /api/tags``."""
+        return self._call("GET", "/api/tags", None, ListResponse, None, timeouts)
+
+    def ps(self, *, timeouts: Timeouts | None = None) -> ProcessResponse:
+        """``GET /api/ps``."""
+        return self._call("GET", "/api/ps", None, ProcessResponse, None, timeouts)
+
+    def version(self, *, timeouts: Timeouts | None = None) -> VersionResponse:
+        """``GET /api/version``."""
+        return self._call("GET", "/api/version", None, VersionResponse, None, timeouts)
+
+    def show(
+        self, model: str, *, verbose: bool | None = None, timeouts: Timeouts | None = None
+    ) -> ShowResponse:
+        """``POST /api/show``."""
+        req = ShowRequest(model=model, verbose=verbose)
+        return self._call("POST", "/api/show", req.to_wire(), ShowResponse, model, timeouts)
+
+    def ping(self, *, timeouts: Timeouts | None = None) -> bool:
+        """``GET /``: ``True`` when the server answers ``Ollama is running``; raises otherwise."""
+        call = self._core.start("GET", "/", None, timeouts)
+        response, body = self._send_and_read(call, None)
+        return self._core.ping_result(response, body, call)
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._client.close()
+
+    def __enter__(self) -> OllamaTransport:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _send_and_read(self, call: Call, body: dict[str, Any] | None) -> tuple[httpx.Response, bytes]:
+        core = self._core
+        request = core.build(self._client, call, body)
+        try:
+            response = self._client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise core.send_error(exc, call) from exc
+        try:
+            core.enter_body(response, call)
+            try:
+                content = response.read()
+            except httpx.HTTPError as exc:
+                raise core.body_error(exc, call, response, 0) from exc
+        finally:
+            response.close()
+        return response, content
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        model: type[M],
+        name: str | None,
+        timeouts: Timeouts | None,
+    ) -> M:
+        call = self._core.start(method, path, name, timeouts)
+        response, content = self._send_and_read(call, body)
+        return self._core.parse(response, content, model, call)
+
+    def _stream(
+        self, path: str, body: dict[str, Any], model: type[M], name: str | None, timeouts: Timeouts | None
+    ) -> Generator[M, None, None]:
+        core = self._core
+        call = core.start("POST", path, name, timeouts)
+        request = core.build(self._client, call, body)
+        try:
+            response = self._client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise core.send_error(exc, call) from exc
+        try:
+            core.enter_body(response, call)
+            if core.not_a_stream(response):
+                try:
+                    content = response.read()
+                except httpx.HTTPError as exc:
+                    raise core.body_error(exc, call, response, 0) from exc
+                raise core.stream_error(response, content, call)
+            chunks = 0
+            reader = iter_ndjson(response.iter_bytes(), instance=core.instance, url=core.url)
+            try:
+                for obj in reader:
+                    if call.deadline is not None and obj.get("done") is not True:
+                        core.check_deadline(call, chunks)
+                    item = core.chunk(model, obj, chunks, call)
+                    chunks += 1
+                    yield item
+            except httpx.HTTPError as exc:
+                raise core.body_error(exc, call, response, chunks) from exc
+            finally:
+                reader.close()
+        finally:
+            response.close()
