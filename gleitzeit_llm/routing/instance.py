@@ -1,0 +1,228 @@
+"""One Ollama instance as the pool sees it: its configuration and everything learned about it.
+
+State updates live here, next to the state (tower's ``load`` module); strategies only read it.
+All mutation happens under the owning pool's lock.
+"""
+
+from __future__ import annotations
+
+import enum
+import statistics
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from gleitzeit_llm.ollama.names import model_key
+from gleitzeit_llm.routing.breaker import CircuitBreaker, CircuitState
+from gleitzeit_llm.routing.ewma import PeakEwma
+
+if TYPE_CHECKING:
+    from gleitzeit_llm.config import InstanceConfig
+
+__all__ = ["InstanceMetrics", "InstanceState", "OllamaInstance"]
+
+# How long the pool assumes a model stays resident after it served it, when /api/ps has not
+# said otherwise: Ollama's default keep_alive.
+DEFAULT_RESIDENCY = 300.0
+# Latency samples kept for averages and percentiles.
+WINDOW = 256
+# Outcomes kept for the error rate.
+OUTCOME_WINDOW = 100
+
+
+class InstanceState(str, enum.Enum):
+    """Health of an instance, as the health monitor and real traffic judge it."""
+
+    HEALTHY = "healthy"  # answering and fast enough
+    DEGRADED = "degraded"  # answering, but failing or slow: routable, less preferred
+    UNHEALTHY = "unhealthy"  # not answering: not routed to while anything else can serve
+    UNKNOWN = "unknown"  # not checked yet: routable
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass
+class InstanceMetrics:
+    """Counters and decaying statistics of one instance."""
+
+    total_requests: int = 0
+    successful_requests: int = 0
+    failed_requests: int = 0
+    busy_rejections: int = 0
+    cold_loads: int = 0
+    probes: int = 0
+    probe_failures: int = 0
+    ttft: PeakEwma = field(default_factory=PeakEwma)  # seconds to the first chunk
+    tpot: PeakEwma = field(default_factory=PeakEwma)  # seconds per output token
+    durations: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
+    outcomes: deque[bool] = field(default_factory=lambda: deque(maxlen=OUTCOME_WINDOW))
+    probe_outcomes: deque[bool] = field(default_factory=lambda: deque(maxlen=OUTCOME_WINDOW))
+    last_error: str | None = None
+    last_failure_at: float | None = None
+    last_success_at: float | None = None
+
+    @property
+    def avg_response_time(self) -> float:
+        return statistics.fmean(self.durations) if self.durations else 0.0
+
+    def percentile(self, q: float) -> float:
+        if not self.durations:
+            return 0.0
+        ordered = sorted(self.durations)
+        index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+        return ordered[index]
+
+    @property
+    def error_rate(self) -> float:
+        """Failed share of the recent attempts, in percent."""
+        if not self.outcomes:
+            return 0.0
+        return 100.0 * self.outcomes.count(False) / len(self.outcomes)
+
+    @property
+    def availability(self) -> float:
+        """Share of recent health probes and requests that found the instance answering, in percent."""
+        samples = len(self.probe_outcomes) + len(self.outcomes)
+        if samples == 0:
+            return 0.0
+        ok = self.probe_outcomes.count(True) + self.outcomes.count(True)
+        return 100.0 * ok / samples
+
+
+class OllamaInstance:
+    """Configuration plus run-time state of one Ollama server in the pool."""
+
+    def __init__(self, config: InstanceConfig, breaker: CircuitBreaker) -> None:
+        self.config = config
+        self.id: str = config.id
+        self.url: str = config.url
+        self.max_concurrent: int = config.max_concurrent
+        self.priority: int = config.priority
+        self.weight: float = config.weight
+        self.tags: frozenset[str] = frozenset(t.lower() for t in config.tags)
+        # Models the operator pinned here; empty means "whatever the server has".
+        self.configured_models: frozenset[str] = frozenset(model_key(m) for m in config.models)
+        self.breaker = breaker
+        self.state = InstanceState.UNKNOWN
+        self.metrics = InstanceMetrics()
+        self.in_flight = 0
+        self.in_flight_by_model: dict[str, int] = {}
+        self.installed_models: frozenset[str] | None = None  # from /api/tags; None = not known yet
+        self.loaded_models: dict[str, float] = {}  # model -> clock time it stays resident until
+        self.missing_models: set[str] = set()  # answered 404 since the last /api/tags refresh
+        self.version: str | None = None
+        self.removed = False
+        self.busy_until = 0.0  # after a 503/429: treated as full until this clock time
+        self.consecutive_probe_failures = 0
+        self.consecutive_probe_successes = 0
+
+    # -- questions the router asks ------------------------------------------------------------
+
+    def has_capacity(self) -> bool:
+        return self.in_flight < self.max_concurrent
+
+    def utilisation(self) -> float:
+        return self.in_flight / self.max_concurrent
+
+    def may_serve(self, model: str | None) -> bool:
+        """Whether the model can run here, as far as the pool knows (normalised name)."""
+        if model is None:
+            return True
+        if model in self.missing_models:
+            return False
+        if self.configured_models and model not in self.configured_models:
+            return False
+        return self.installed_models is None or model in self.installed_models
+
+    def is_loaded(self, model: str, now: float) -> bool:
+        until = self.loaded_models.get(model)
+        return until is not None and until > now
+
+    def is_installed(self, model: str) -> bool:
+        if self.installed_models is not None:
+            return model in self.installed_models
+        return model in self.configured_models
+
+    def routable(self, now: float) -> bool:
+        """Healthy enough and breaker willing: eligible outside panic mode."""
+        return self.state is not InstanceState.UNHEALTHY and self.breaker.allows(now)
+
+    # -- bookkeeping --------------------------------------------------------------------------
+
+    def acquire(self, model: str | None) -> None:
+        self.in_flight += 1
+        if model is not None:
+            self.in_flight_by_model[model] = self.in_flight_by_model.get(model, 0) + 1
+
+    def release(self, model: str | None) -> None:
+        self.in_flight = max(0, self.in_flight - 1)
+        if model is not None:
+            left = self.in_flight_by_model.get(model, 0) - 1
+            if left > 0:
+                self.in_flight_by_model[model] = left
+            else:
+                self.in_flight_by_model.pop(model, None)
+
+    def note_served(self, model: str | None, now: float, keep_alive: float | None = None) -> None:
+        """The model answered here, so it is resident for its keep_alive from now."""
+        if model is None:
+            return
+        residency = DEFAULT_RESIDENCY if keep_alive is None else keep_alive
+        if residency == 0:
+            self.loaded_models.pop(model, None)
+        else:
+            self.loaded_models[model] = float("inf") if residency < 0 else now + residency
+        self.missing_models.discard(model)
+
+    def breaker_state(self, now: float) -> CircuitState:
+        return self.breaker.state_at(now)
+
+    def latency_estimate(self, now: float, expected_tokens: float) -> float | None:
+        """Expected seconds to finish one more request (no queueing), or None without data."""
+        ttft = self.metrics.ttft.value_at(now)
+        if ttft is None:
+            return None
+        tpot = self.metrics.tpot.value_at(now) or 0.0
+        return ttft + tpot * expected_tokens
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """The guide's per-instance status fields, plus more (never changes state)."""
+        m = self.metrics
+        loaded = sorted(name for name, until in self.loaded_models.items() if until > now)
+        breaker = self.breaker
+        return {
+            "id": self.id,
+            "url": self.url,
+            "state": self.state.value,
+            "active_requests": self.in_flight,
+            "total_requests": m.total_requests,
+            "avg_response_time": round(m.avg_response_time, 6),
+            "error_rate": round(m.error_rate, 3),
+            "availability": round(m.availability, 3),
+            "models_loaded": loaded,
+            "circuit_breaker_open": breaker.state_at(now) is CircuitState.OPEN,
+            # beyond the guide
+            "circuit_state": breaker.state_at(now).value,
+            "consecutive_failures": breaker.consecutive_failures,
+            "max_concurrent": self.max_concurrent,
+            "active_by_model": dict(self.in_flight_by_model),
+            "successful_requests": m.successful_requests,
+            "failed_requests": m.failed_requests,
+            "busy_rejections": m.busy_rejections,
+            "cold_loads": m.cold_loads,
+            "p50_response_time": round(m.percentile(0.5), 6),
+            "p99_response_time": round(m.percentile(0.99), 6),
+            "ttft_estimate": m.ttft.value_at(now),
+            "models_installed": sorted(self.installed_models) if self.installed_models is not None else None,
+            "models_configured": sorted(self.configured_models),
+            "tags": sorted(self.tags),
+            "priority": self.priority,
+            "weight": self.weight,
+            "version": self.version,
+            "last_error": m.last_error,
+            "removed": self.removed,
+        }
+
+    def __repr__(self) -> str:
+        return f"OllamaInstance(id={self.id!r}, state={self.state.value}, in_flight={self.in_flight})"
