@@ -10,7 +10,7 @@ import pytest
 from gleitzeit_llm.config import InstanceConfig
 from gleitzeit_llm.routing.breaker import CircuitBreaker
 from gleitzeit_llm.routing.instance import InstanceState, OllamaInstance
-from gleitzeit_llm.routing.strategies import SCORERS, RouteRequest, Router
+from gleitzeit_llm.routing.strategies import SCORERS, Router, RouteRequest
 
 NOW = 1000.0
 
@@ -190,7 +190,9 @@ def test_every_strategy_never_picks_an_ineligible_instance(strategy: str) -> Non
     rng = random.Random(11)
     router = Router(rng)
     for _ in range(300):
-        pool = [instance(f"i{n}", max_concurrent=2, tags=["gpu"] if rng.random() < 0.5 else []) for n in range(5)]
+        pool = [
+            instance(f"i{n}", max_concurrent=2, tags=["gpu"] if rng.random() < 0.5 else []) for n in range(5)
+        ]
         for inst in pool:
             for _ in range(rng.randrange(3)):
                 inst.acquire(None)

@@ -1,0 +1,800 @@
+"""OllamaPoolManager: which instance serves a request, and what the pool has learned.
+
+The manager owns the instances, their in-flight counts, breakers and health, and the background
+health monitor. It does no request I/O itself: callers (the provider, or users following the
+guide) reserve a slot with :meth:`OllamaPoolManager.get_instance` or :meth:`OllamaPoolManager.lease`,
+talk to the instance, and report back. One manager serves sync and async callers, from any thread
+and any event loop, at the same time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gleitzeit_llm.config import InstanceConfig, LoadBalancingStrategy, PoolConfig
+from gleitzeit_llm.errors import (
+    ConfigError,
+    InstanceBusyError,
+    ModelNotFoundError,
+    NoInstanceAvailableError,
+    PoolSaturatedError,
+    RequestError,
+)
+from gleitzeit_llm.observability.events import (
+    BreakerStateChanged,
+    EventBus,
+    HealthStateChanged,
+    InstanceAdded,
+    InstanceRemoved,
+    PoolEvent,
+    RequestFinished,
+    RoutingDecision,
+)
+from gleitzeit_llm.ollama.names import model_key
+from gleitzeit_llm.routing.breaker import CircuitBreaker, CircuitState
+from gleitzeit_llm.routing.health import HealthMonitor, ProbeResult
+from gleitzeit_llm.routing.instance import InstanceState, OllamaInstance
+from gleitzeit_llm.routing.strategies import STRATEGY_NAMES, Route, Router, RouteRequest
+
+__all__ = ["Lease", "OllamaPoolManager", "Outcome"]
+
+# How often a caller waiting for a free slot re-checks on its own (breakers turning half-open
+# and health changes also free capacity without a release to announce it).
+_WAIT_SLICE = 0.25
+# Busy (503/429) without Retry-After: keep the instance out of rotation this long.
+_BUSY_BACKOFF = 1.0
+
+
+class Outcome:
+    """How an attempt ended, as the pool counts it."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    BUSY = "busy"
+    MODEL_MISSING = "model_missing"
+    CALLER_ERROR = "caller_error"
+    CANCELLED = "cancelled"
+
+
+@dataclass(eq=False)
+class Lease:
+    """A reserved slot on one instance. Finish it exactly once (the manager ignores repeats)."""
+
+    instance: OllamaInstance
+    model: str | None
+    started: float
+    attempt: int = 1
+    probe: bool = False
+    panic: bool = False
+    finished: bool = False
+    first_chunk_at: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return self.instance.url
+
+    @property
+    def instance_id(self) -> str:
+        return self.instance.id
+
+    def mark_first_chunk(self, now: float | None = None) -> None:
+        if self.first_chunk_at is None:
+            self.first_chunk_at = time.monotonic() if now is None else now
+
+
+class _Waiter:
+    """Someone waiting for a free slot: an event-loop future or a thread event."""
+
+    __slots__ = ("event", "future", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[None] | None = loop.create_future() if loop is not None else None
+        self.event = threading.Event() if loop is None else None
+
+    def wake(self) -> None:
+        if self.event is not None:
+            self.event.set()
+        elif self.loop is not None and self.future is not None and not self.loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                self.loop.call_soon_threadsafe(_resolve, self.future)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _classify(exc: BaseException | None) -> str:
+    if exc is None:
+        return Outcome.SUCCESS
+    if isinstance(exc, (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt)):
+        return Outcome.CANCELLED
+    if isinstance(exc, RequestError):
+        return Outcome.CALLER_ERROR
+    if isinstance(exc, ModelNotFoundError):
+        return Outcome.MODEL_MISSING
+    if isinstance(exc, InstanceBusyError):
+        return Outcome.BUSY
+    return Outcome.FAILURE
+
+
+def _build_config(
+    instances: Sequence[Mapping[str, Any] | InstanceConfig | str] | None,
+    strategy: str | LoadBalancingStrategy | None,
+    health_check_interval: float | None,
+    circuit_breaker_config: Mapping[str, Any] | None,
+    load_balancing: Mapping[str, Any] | None,
+    config: PoolConfig | Mapping[str, Any] | str | None,
+) -> PoolConfig:
+    if config is not None and instances is not None:
+        raise ConfigError("give either instances=... or config=..., not both", field="instances")
+    if config is None and instances is None:
+        return PoolConfig.load(None)
+    base = PoolConfig.load(config) if config is not None else None
+    data: dict[str, Any] = base.model_dump() if base is not None else {"instances": list(instances or [])}
+    if instances is not None:
+        data["instances"] = [i.model_dump() if isinstance(i, InstanceConfig) else i for i in instances]
+    lb = dict(data.get("load_balancing") or {})
+    lb.update(load_balancing or {})
+    if strategy is not None:
+        lb["strategy"] = strategy
+    if health_check_interval is not None:
+        lb["health_check_interval"] = health_check_interval
+    if circuit_breaker_config:
+        lb["circuit_breaker"] = {**dict(lb.get("circuit_breaker") or {}), **dict(circuit_breaker_config)}
+    data["load_balancing"] = lb
+    return PoolConfig.from_dict(data)
+
+
+class OllamaPoolManager:
+    """Routes requests over a pool of Ollama instances and keeps their state.
+
+    The guide's form::
+
+        pool = OllamaPoolManager(
+            instances=[{"id": "gpu", "url": "http://gpu:11434", "tags": ["gpu"]},
+                       {"id": "cpu", "url": "http://cpu:11434"}],
+            strategy="least_loaded",
+            health_check_interval=30,
+            circuit_breaker_config={"failure_threshold": 5, "recovery_timeout": 60},
+        )
+        await pool.initialize()
+        url = await pool.get_instance(model="llama3.2", tags=["gpu"])
+        ...  # talk to url
+        await pool.record_success(url, response_time=1.5)
+
+    ``async with pool.lease(model=...) as lease:`` is the form that always releases the slot.
+    """
+
+    def __init__(
+        self,
+        instances: Sequence[Mapping[str, Any] | InstanceConfig | str] | None = None,
+        strategy: str | LoadBalancingStrategy | None = None,
+        health_check_interval: float | None = None,
+        circuit_breaker_config: Mapping[str, Any] | None = None,
+        *,
+        load_balancing: Mapping[str, Any] | None = None,
+        config: PoolConfig | Mapping[str, Any] | str | None = None,
+        events: EventBus | None = None,
+        health_checks: bool = True,
+        clock: Any = time.monotonic,
+        rng: Any = None,
+    ) -> None:
+        self.config = _build_config(
+            instances, strategy, health_check_interval, circuit_breaker_config, load_balancing, config
+        )
+        lb = self.config.load_balancing
+        self.strategy: str = _strategy_name(lb.strategy)
+        self.events = events or EventBus()
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._router = Router(rng)
+        self._instances: list[OllamaInstance] = []
+        self._by_id: dict[str, OllamaInstance] = {}
+        self._by_url: dict[str, OllamaInstance] = {}
+        self._guide_leases: dict[str, deque[Lease]] = {}
+        self._waiters: list[_Waiter] = []
+        self._health_checks = health_checks
+        self._monitor = HealthMonitor(
+            self._probe_targets,
+            self._apply_probe,
+            interval=lb.health_check_interval,
+            timeout=lb.health_check_timeout,
+        )
+        self._started = False
+        self._closed = False
+        for inst_config in self.config.instances:
+            self._add(inst_config)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def initialize(self) -> None:
+        """Start background health checks and run a first probe round (idempotent)."""
+        if self._start():
+            await self._monitor.check_now_async()
+
+    def start(self) -> None:
+        """Sync twin of :meth:`initialize`."""
+        if self._start():
+            self._monitor.check_now()
+
+    def _start(self) -> bool:
+        with self._lock:
+            if self._started or not self._health_checks:
+                self._started = True
+                return False
+            self._started = True
+        self._monitor.start()
+        return True
+
+    async def close(self) -> None:
+        """Stop health checks and wake every waiter (idempotent)."""
+        await asyncio.to_thread(self.close_sync)
+
+    def close_sync(self) -> None:
+        """Sync twin of :meth:`close`."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            waiters, self._waiters = self._waiters, []
+        self._monitor.stop()
+        for waiter in waiters:
+            waiter.wake()
+
+    async def __aenter__(self) -> OllamaPoolManager:
+        await self.initialize()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __enter__(self) -> OllamaPoolManager:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close_sync()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def check_health_now(self) -> None:
+        """Probe every instance now and wait for the answers (sync)."""
+        self._monitor.check_now()
+
+    async def acheck_health_now(self) -> None:
+        """Probe every instance now and await the answers."""
+        await self._monitor.check_now_async()
+
+    # -- instances ----------------------------------------------------------------------------
+
+    @property
+    def instances(self) -> list[OllamaInstance]:
+        """The current instances (a copy), removed ones that still drain included."""
+        return list(self._instances)
+
+    def get(self, instance_id: str) -> OllamaInstance:
+        try:
+            return self._by_id[instance_id]
+        except KeyError:
+            raise KeyError(f"no instance with id {instance_id!r}; known: {sorted(self._by_id)}") from None
+
+    def add_instance(self, instance: Mapping[str, Any] | InstanceConfig | str) -> str:
+        """Add an instance at run time; returns its id. It is probed at the next health round."""
+        inst_config = instance if isinstance(instance, InstanceConfig) else _instance_config(instance)
+        with self._lock:
+            existing = self._by_id.get(inst_config.id)
+            if existing is not None and not existing.removed:
+                raise ConfigError(
+                    f"instances: an instance with id {inst_config.id!r} already exists",
+                    field="id",
+                    value=inst_config.id,
+                    hint="give the new instance another id",
+                )
+            if existing is not None:
+                self._drop(existing)
+            self._add(inst_config)
+        self.events.emit(InstanceAdded(inst_config.id))
+        self._wake_waiters()
+        return inst_config.id
+
+    def remove_instance(self, instance_id: str) -> None:
+        """Stop routing to an instance; requests in flight there finish normally."""
+        with self._lock:
+            inst = self.get(instance_id)
+            if inst.removed:
+                return
+            inst.removed = True
+            in_flight = inst.in_flight
+            if in_flight == 0:
+                self._drop(inst)
+        self.events.emit(InstanceRemoved(instance_id, in_flight))
+        self._wake_waiters()
+
+    def _add(self, inst_config: InstanceConfig) -> None:
+        cb = self.config.load_balancing.circuit_breaker
+        holder: list[OllamaInstance] = []
+
+        def on_change(old: CircuitState, new: CircuitState, reason: str) -> None:
+            self._on_breaker_change(holder[0], old, new, reason)
+
+        breaker = CircuitBreaker(
+            cb.failure_threshold,
+            cb.recovery_timeout,
+            cb.half_open_requests,
+            cb.max_recovery_timeout,
+            clock=self._clock,
+            on_change=on_change,
+        )
+        inst = OllamaInstance(inst_config, breaker)
+        holder.append(inst)
+        self._instances = [*self._instances, inst]
+        self._by_id[inst.id] = inst
+        self._by_url[_url_key(inst.url)] = inst
+
+    def _drop(self, inst: OllamaInstance) -> None:
+        self._instances = [i for i in self._instances if i is not inst]
+        if self._by_id.get(inst.id) is inst:
+            del self._by_id[inst.id]
+        if self._by_url.get(_url_key(inst.url)) is inst:
+            del self._by_url[_url_key(inst.url)]
+
+    # -- routing ------------------------------------------------------------------------------
+
+    def route_request(
+        self,
+        model: str | None = None,
+        strategy: str | LoadBalancingStrategy | None = None,
+        tags: Sequence[str] | None = None,
+        *,
+        require_gpu: bool = False,
+        max_latency: float | None = None,
+        exclude: Sequence[str] = (),
+        require_healthy: bool = True,
+    ) -> RouteRequest:
+        """Validate routing hints into a :class:`RouteRequest` (raises RequestError on bad hints).
+
+        ``max_latency`` is in milliseconds, as in the guide's workflow example.
+        """
+        name = (
+            self.strategy if strategy is None else _strategy_name(strategy, field="load_balancing_strategy")
+        )
+        if tags is not None and (isinstance(tags, str) or not all(isinstance(t, str) for t in tags)):
+            raise RequestError(
+                f"instance_tags must be a list of strings, got {tags!r}", field="instance_tags"
+            )
+        wanted = frozenset(t.lower() for t in (tags or ()))
+        if require_gpu:
+            wanted |= {"gpu"}
+        if max_latency is not None and (
+            isinstance(max_latency, bool) or not isinstance(max_latency, (int, float)) or max_latency <= 0
+        ):
+            raise RequestError(
+                f"max_latency must be a positive number of milliseconds, got {max_latency!r}",
+                field="max_latency",
+            )
+        if model is not None and (not isinstance(model, str) or not model.strip()):
+            raise RequestError(f"model must be a non-empty string, got {model!r}", field="model")
+        return RouteRequest(
+            model=model_key(model) if model else None,
+            strategy=name,
+            tags=wanted,
+            max_latency=None if max_latency is None else float(max_latency) / 1000.0,
+            exclude=frozenset(exclude),
+            require_healthy=require_healthy,
+        )
+
+    def try_acquire(self, request: RouteRequest, *, attempt: int = 1) -> Lease | Route:
+        """Reserve a slot now if one is free; otherwise return the router's reason."""
+        with self._lock:
+            if self._closed:
+                raise NoInstanceAvailableError("the pool is closed")
+            now = self._clock()
+            route = self._router.select(self._instances, request, now)
+            inst = route.instance
+            if inst is None:
+                return route
+            probe = False
+            if not route.panic and inst.breaker.state_at(now) is not CircuitState.CLOSED:
+                if not inst.breaker.try_acquire(now):
+                    return Route(None, saturated=True, reason="half-open probe limit reached")
+                probe = True
+            inst.acquire(request.model)
+            lease = Lease(
+                inst, request.model, time.monotonic(), attempt=attempt, probe=probe, panic=route.panic
+            )
+        self.events.emit(
+            RoutingDecision(
+                inst.id,
+                request.model,
+                request.strategy,
+                route.candidates,
+                attempt,
+                "panic: no healthy instance, trying anyway" if route.panic else "",
+            )
+        )
+        return lease
+
+    async def acquire(
+        self, request: RouteRequest, *, timeout: float | None = None, attempt: int = 1
+    ) -> Lease:
+        """Reserve a slot, waiting up to ``timeout`` (default: the queue timeout) while all are full."""
+        deadline = time.monotonic() + (
+            self.config.load_balancing.queue_timeout if timeout is None else timeout
+        )
+        loop = asyncio.get_running_loop()
+        while True:
+            result, waiter = self._acquire_or_wait(request, attempt, loop)
+            if waiter is None:
+                return result  # type: ignore[return-value]
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._forget(waiter)
+                raise self._saturated(request, result)  # type: ignore[arg-type]
+            try:
+                await asyncio.wait_for(asyncio.shield(waiter.future), min(remaining, _WAIT_SLICE))  # type: ignore[arg-type]
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                self._forget(waiter)
+
+    def acquire_sync(self, request: RouteRequest, *, timeout: float | None = None, attempt: int = 1) -> Lease:
+        """Sync twin of :meth:`acquire`: blocks the calling thread while all are full."""
+        deadline = time.monotonic() + (
+            self.config.load_balancing.queue_timeout if timeout is None else timeout
+        )
+        while True:
+            result, waiter = self._acquire_or_wait(request, attempt, None)
+            if waiter is None:
+                return result  # type: ignore[return-value]
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._forget(waiter)
+                raise self._saturated(request, result)  # type: ignore[arg-type]
+            waiter.event.wait(min(remaining, _WAIT_SLICE))  # type: ignore[union-attr]
+            self._forget(waiter)
+
+    def _acquire_or_wait(
+        self, request: RouteRequest, attempt: int, loop: asyncio.AbstractEventLoop | None
+    ) -> tuple[Lease | Route, _Waiter | None]:
+        # Register the waiter under the same lock as the failed attempt: no wake-up is lost.
+        with self._lock:
+            result = self.try_acquire(request, attempt=attempt)
+            if isinstance(result, Lease):
+                return result, None
+            if not result.saturated:
+                raise NoInstanceAvailableError(result.reason or "no instance can serve this request")
+            waiter = _Waiter(loop)
+            self._waiters.append(waiter)
+            return result, waiter
+
+    def _forget(self, waiter: _Waiter) -> None:
+        with self._lock, contextlib.suppress(ValueError):
+            self._waiters.remove(waiter)
+
+    def _saturated(self, request: RouteRequest, route: Route) -> PoolSaturatedError:
+        waited = self.config.load_balancing.queue_timeout
+        model = f" for model {request.model!r}" if request.model else ""
+        return PoolSaturatedError(
+            f"pool saturated: all {route.candidates} eligible instance(s){model} stayed at their "
+            f"max_concurrent for the queue timeout ({waited:g}s); add instances, raise max_concurrent "
+            f"or load_balancing.queue_timeout"
+        )
+
+    def _wake_waiters(self) -> None:
+        with self._lock:
+            waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.wake()
+
+    # -- finishing ----------------------------------------------------------------------------
+
+    def finish(
+        self,
+        lease: Lease,
+        error: BaseException | None = None,
+        *,
+        output_tokens: int | None = None,
+        prompt_tokens: int | None = None,
+        keep_alive: float | None = None,
+        cold_load: bool = False,
+        response_time: float | None = None,
+    ) -> str:
+        """Release a lease and learn from how it ended; returns the outcome. Idempotent."""
+        with self._lock:
+            if lease.finished:
+                return Outcome.CANCELLED
+            lease.finished = True
+            inst = lease.instance
+            now = self._clock()
+            outcome = _classify(error)
+            duration = response_time if response_time is not None else time.monotonic() - lease.started
+            ttft = lease.first_chunk_at - lease.started if lease.first_chunk_at is not None else None
+            inst.release(lease.model)
+            m = inst.metrics
+            breaker_verdict = not lease.panic or inst.breaker.state_at(now) is CircuitState.CLOSED
+            if outcome == Outcome.SUCCESS:
+                m.total_requests += 1
+                m.successful_requests += 1
+                m.durations.append(duration)
+                m.outcomes.append(True)
+                m.last_success_at = now
+                if cold_load:
+                    m.cold_loads += 1
+                first = ttft if ttft is not None else duration
+                m.ttft.observe(first, now)
+                if output_tokens:
+                    if output_tokens > 1 and duration > first:
+                        m.tpot.observe((duration - first) / (output_tokens - 1), now)
+                    self._router.observe_output_tokens(output_tokens)
+                inst.note_served(lease.model, now, keep_alive)
+                if inst.breaker.state_at(now) is CircuitState.OPEN:
+                    inst.breaker.reset()  # a panic attempt got through: the instance is back
+                else:
+                    inst.breaker.record_success(now)
+                if inst.state is InstanceState.UNKNOWN:
+                    self._set_state(inst, InstanceState.HEALTHY, "served a request")
+            elif outcome == Outcome.FAILURE:
+                m.total_requests += 1
+                m.failed_requests += 1
+                m.outcomes.append(False)
+                m.last_error = f"{type(error).__name__}: {error}"
+                m.last_failure_at = now
+                # Peak-EWMA alone would make a fast-failing instance look cheap (a black hole).
+                current = m.ttft.value_at(now) or 0.0
+                m.ttft.observe(max(duration, 2 * current, 1.0), now)
+                if breaker_verdict:
+                    inst.breaker.record_failure(now, reason=type(error).__name__)
+                if inst.state is InstanceState.HEALTHY and inst.breaker.consecutive_failures >= 2:
+                    self._set_state(
+                        inst, InstanceState.DEGRADED, f"{inst.breaker.consecutive_failures} failures in a row"
+                    )
+            else:
+                if lease.probe:
+                    inst.breaker.release()
+                if outcome == Outcome.BUSY:
+                    m.busy_rejections += 1
+                    retry_after = getattr(error, "retry_after", None)
+                    inst.busy_until = now + (retry_after if retry_after else _BUSY_BACKOFF)
+                elif outcome == Outcome.MODEL_MISSING and lease.model is not None:
+                    inst.missing_models.add(lease.model)
+                elif outcome == Outcome.CALLER_ERROR:
+                    m.total_requests += 1
+            if inst.removed and inst.in_flight == 0:
+                self._drop(inst)
+        self.events.emit(
+            RequestFinished(
+                inst.id,
+                lease.model,
+                outcome,
+                duration,
+                ttft=ttft,
+                prompt_tokens=prompt_tokens,
+                output_tokens=output_tokens,
+                cold_load=cold_load,
+                error_type=type(error).__name__ if error is not None else None,
+            )
+        )
+        self._wake_waiters()
+        return outcome
+
+    # -- the guide's API ----------------------------------------------------------------------
+
+    async def get_instance(
+        self,
+        model: str | None = None,
+        strategy: str | LoadBalancingStrategy | None = None,
+        tags: Sequence[str] | None = None,
+        require_healthy: bool = True,
+        *,
+        require_gpu: bool = False,
+        max_latency: float | None = None,
+        timeout: float | None = None,
+    ) -> str:
+        """Pick an instance and reserve a slot on it; returns its URL.
+
+        Report back with :meth:`record_success` or :meth:`record_failure`, which release the slot.
+        ``require_healthy=False`` also considers instances that are unhealthy or whose breaker is open.
+        """
+        request = self.route_request(
+            model,
+            strategy,
+            tags,
+            require_gpu=require_gpu,
+            max_latency=max_latency,
+            require_healthy=require_healthy,
+        )
+        lease = await self.acquire(request, timeout=timeout)
+        with self._lock:
+            self._guide_leases.setdefault(_url_key(lease.url), deque()).append(lease)
+        return lease.url
+
+    async def record_success(self, url: str, response_time: float | None = None, **details: Any) -> None:
+        """Release the slot reserved by :meth:`get_instance` and count a success."""
+        self.finish(self._pop_guide_lease(url), None, response_time=response_time, **details)
+
+    async def record_failure(self, url: str, exception: BaseException | None = None) -> None:
+        """Release the slot reserved by :meth:`get_instance` and count a failure."""
+        error = exception if exception is not None else RuntimeError("request failed")
+        self.finish(self._pop_guide_lease(url), error)
+
+    def _pop_guide_lease(self, url: str) -> Lease:
+        with self._lock:
+            queue = self._guide_leases.get(_url_key(url))
+            if queue:
+                return queue.popleft()
+            inst = self._by_url.get(_url_key(url))
+            if inst is None:
+                raise KeyError(f"no instance with url {url!r} in the pool")
+        raise RuntimeError(
+            f"record_success/record_failure for {url!r} without a matching get_instance(): "
+            "each get_instance() must be followed by exactly one record call"
+        )
+
+    @contextlib.asynccontextmanager
+    async def lease(
+        self,
+        model: str | None = None,
+        strategy: str | LoadBalancingStrategy | None = None,
+        tags: Sequence[str] | None = None,
+        *,
+        require_gpu: bool = False,
+        max_latency: float | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[Lease]:
+        """Reserve a slot for the block; always released, counted as a failure if the block raises."""
+        request = self.route_request(model, strategy, tags, require_gpu=require_gpu, max_latency=max_latency)
+        lease = await self.acquire(request, timeout=timeout)
+        try:
+            yield lease
+        except BaseException as exc:
+            self.finish(lease, exc)
+            raise
+        else:
+            self.finish(lease, None)
+
+    @contextlib.contextmanager
+    def lease_sync(
+        self,
+        model: str | None = None,
+        strategy: str | LoadBalancingStrategy | None = None,
+        tags: Sequence[str] | None = None,
+        *,
+        require_gpu: bool = False,
+        max_latency: float | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[Lease]:
+        """Sync twin of :meth:`lease`."""
+        request = self.route_request(model, strategy, tags, require_gpu=require_gpu, max_latency=max_latency)
+        lease = self.acquire_sync(request, timeout=timeout)
+        try:
+            yield lease
+        except BaseException as exc:
+            self.finish(lease, exc)
+            raise
+        else:
+            self.finish(lease, None)
+
+    # -- status -------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Pool status with the guide's fields (and more). Reading it changes nothing."""
+        with self._lock:
+            now = self._clock()
+            instances = {inst.id: inst.snapshot(now) for inst in self._instances}
+        counts = {state: 0 for state in InstanceState}
+        for info in instances.values():
+            counts[InstanceState(info["state"])] += 1
+        return {
+            "total_instances": len(instances),
+            "healthy_instances": counts[InstanceState.HEALTHY],
+            "degraded_instances": counts[InstanceState.DEGRADED],
+            "unhealthy_instances": counts[InstanceState.UNHEALTHY],
+            "unknown_instances": counts[InstanceState.UNKNOWN],
+            "strategy": self.strategy,
+            "active_requests": sum(i["active_requests"] for i in instances.values()),
+            "waiting_requests": len(self._waiters),
+            "instances": instances,
+        }
+
+    async def get_pool_status(self) -> dict[str, Any]:
+        """The guide's async form of :meth:`status`."""
+        return self.status()
+
+    # -- health -------------------------------------------------------------------------------
+
+    def _probe_targets(self) -> list[tuple[str, str, dict[str, str]]]:
+        return [(i.id, i.url, dict(i.config.headers)) for i in self._instances if not i.removed]
+
+    def _apply_probe(self, result: ProbeResult) -> None:
+        with self._lock:
+            inst = self._by_id.get(result.instance_id)
+            if inst is None:
+                return
+            now = self._clock()
+            m = inst.metrics
+            m.probes += 1
+            m.probe_outcomes.append(result.ok)
+            if result.ok:
+                m.probe_failures = m.probe_failures
+                inst.consecutive_probe_failures = 0
+                inst.consecutive_probe_successes += 1
+                inst.version = result.version
+                inst.installed_models = result.installed
+                inst.missing_models.clear()  # /api/tags is the authority on what is installed
+                inst.loaded_models = {model: now + left for model, left in result.loaded.items()}
+                if inst.state is InstanceState.UNHEALTHY:
+                    # Hysteresis: back in rotation at once, but less preferred until it proves itself.
+                    self._set_state(inst, InstanceState.DEGRADED, "health check answered again")
+                elif inst.state is InstanceState.DEGRADED:
+                    if (
+                        inst.consecutive_probe_successes >= 2
+                        and inst.breaker.state_at(now) is CircuitState.CLOSED
+                    ):
+                        self._set_state(inst, InstanceState.HEALTHY, "health checks pass")
+                elif inst.state is InstanceState.UNKNOWN:
+                    self._set_state(inst, InstanceState.HEALTHY, "health check passed")
+            else:
+                m.probe_failures += 1
+                inst.consecutive_probe_successes = 0
+                inst.consecutive_probe_failures += 1
+                m.last_error = result.error
+                if inst.consecutive_probe_failures >= 2 or inst.state is InstanceState.UNKNOWN:
+                    self._set_state(inst, InstanceState.UNHEALTHY, f"health check failed: {result.error}")
+                elif inst.state is InstanceState.HEALTHY:
+                    self._set_state(inst, InstanceState.DEGRADED, f"health check failed: {result.error}")
+        self._wake_waiters()
+
+    def _set_state(self, inst: OllamaInstance, new: InstanceState, reason: str) -> None:
+        old = inst.state
+        if old is new:
+            return
+        inst.state = new
+        if new is InstanceState.HEALTHY or new is InstanceState.DEGRADED:
+            inst.consecutive_probe_failures = 0
+        self.events.emit(HealthStateChanged(inst.id, old.value, new.value, reason))
+
+    def _on_breaker_change(
+        self, inst: OllamaInstance, old: CircuitState, new: CircuitState, reason: str
+    ) -> None:
+        self.events.emit(BreakerStateChanged(inst.id, old.value, new.value, reason))
+        if new is CircuitState.OPEN:
+            self._set_state(inst, InstanceState.UNHEALTHY, f"circuit breaker opened: {reason}")
+
+    def emit(self, event: PoolEvent) -> None:
+        self.events.emit(event)
+
+    def __repr__(self) -> str:
+        return f"OllamaPoolManager(instances={[i.id for i in self._instances]}, strategy={self.strategy!r})"
+
+
+def _url_key(url: str) -> str:
+    return url.rstrip("/")
+
+
+def _instance_config(value: Mapping[str, Any] | str) -> InstanceConfig:
+    if isinstance(value, str):
+        return InstanceConfig(url=value)
+    return InstanceConfig(**dict(value))
+
+
+def _strategy_name(value: str | LoadBalancingStrategy, field: str = "load_balancing.strategy") -> str:
+    raw = value.value if isinstance(value, LoadBalancingStrategy) else value
+    if isinstance(raw, str):
+        name = raw.strip().lower().replace("-", "_")
+        if name in STRATEGY_NAMES:
+            return name
+    valid = ", ".join(STRATEGY_NAMES)
+    error_cls = RequestError if field == "load_balancing_strategy" else ConfigError
+    raise error_cls(f"{field}: unknown strategy {raw!r}; valid strategies: {valid}", field=field)

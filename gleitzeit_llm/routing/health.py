@@ -1,0 +1,212 @@
+"""Active health checks that cost the servers nothing.
+
+Each round asks every instance ``GET /api/version`` (alive?), ``GET /api/tags`` (installed models)
+and ``GET /api/ps`` (resident models). None of these loads a model or touches keep_alive.
+
+The monitor runs on its own event loop in a daemon thread, so sync scripts, async programs and
+programs that run several event loops one after the other all get the same background checks,
+and a busy caller loop cannot delay them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from gleitzeit_llm.ollama import AsyncOllamaTransport, Timeouts
+from gleitzeit_llm.ollama.names import model_key
+
+__all__ = ["HealthMonitor", "ProbeResult", "probe_instance"]
+
+logger = logging.getLogger("gleitzeit_llm.health")
+
+
+@dataclass
+class ProbeResult:
+    """What one round of probes learned about one instance."""
+
+    instance_id: str
+    ok: bool
+    latency: float = 0.0
+    version: str | None = None
+    installed: frozenset[str] | None = None
+    loaded: dict[str, float] = field(default_factory=dict)  # model -> seconds it stays resident
+    error: str | None = None
+
+
+def _remaining_seconds(expires_at: object, now_wall: datetime) -> float:
+    if not isinstance(expires_at, str) or not expires_at:
+        return 300.0
+    try:
+        when = datetime.fromisoformat(expires_at.replace("Z", "+00:00"))
+    except ValueError:
+        return 300.0
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    remaining = (when - now_wall).total_seconds()
+    # Ollama reports keep_alive < 0 as an expiry far in the future.
+    return remaining if remaining < 10 * 365 * 86400 else float("inf")
+
+
+async def probe_instance(instance_id: str, transport: AsyncOllamaTransport) -> ProbeResult:
+    """Probe one instance: version, installed models and resident models."""
+    started = time.perf_counter()
+    try:
+        version = await transport.version()
+        tags = await transport.tags()
+        ps = await transport.ps()
+    except Exception as exc:
+        return ProbeResult(instance_id, ok=False, latency=time.perf_counter() - started, error=str(exc))
+    now_wall = datetime.now(timezone.utc)
+    installed = frozenset(model_key(m.model or m.name or "") for m in tags.models)
+    loaded = {
+        model_key(m.model or m.name or ""): _remaining_seconds(m.expires_at, now_wall)
+        for m in ps.models
+    }
+    return ProbeResult(
+        instance_id,
+        ok=True,
+        latency=time.perf_counter() - started,
+        version=version.version,
+        installed=installed,
+        loaded=loaded,
+    )
+
+
+ProbeTarget = tuple[str, str, dict[str, str]]  # (instance id, url, headers)
+
+
+class HealthMonitor:
+    """Runs probe rounds every ``interval`` seconds in a background thread.
+
+    ``targets()`` returns the instances to probe now (so added and removed instances are
+    followed); ``on_result`` receives each :class:`ProbeResult` in the monitor thread.
+    """
+
+    def __init__(
+        self,
+        targets: Callable[[], Sequence[ProbeTarget]],
+        on_result: Callable[[ProbeResult], None],
+        *,
+        interval: float,
+        timeout: float,
+        name: str = "gleitzeit-health",
+    ) -> None:
+        self._targets = targets
+        self._on_result = on_result
+        self.interval = interval
+        self.timeout = timeout
+        self._name = name
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stop: asyncio.Event | None = None
+        self._wake: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._transports: dict[str, tuple[str, AsyncOllamaTransport]] = {}
+        self.rounds = 0
+
+    # -- lifecycle (any thread) ---------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+        self._thread.start()
+        self._ready.wait()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        thread, loop = self._thread, self._loop
+        if thread is None or loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # loop already closed
+            loop.call_soon_threadsafe(self._stop.set)  # type: ignore[union-attr]
+        thread.join(timeout)
+        self._thread = None
+
+    def check_now(self, timeout: float | None = None) -> None:
+        """Run one probe round now and wait for it (from sync code, not the monitor thread)."""
+        loop = self._loop
+        if loop is None:
+            return
+        future = asyncio.run_coroutine_threadsafe(self._round(), loop)
+        future.result(timeout if timeout is not None else self.timeout * 3 + 1)
+
+    async def check_now_async(self) -> None:
+        """Run one probe round now and await it from any event loop."""
+        loop = self._loop
+        if loop is None:
+            return
+        future = asyncio.run_coroutine_threadsafe(self._round(), loop)
+        await asyncio.wrap_future(future)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # -- monitor thread -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._main())
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        self._ready.set()
+        try:
+            while not self._stop.is_set():
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), self.interval)
+                if self._stop.is_set():
+                    break
+                try:
+                    await self._round()
+                except Exception:  # a bug in a probe must not end health checking
+                    logger.exception("health check round failed")
+        finally:
+            for _, transport in self._transports.values():
+                await transport.aclose()
+            self._transports.clear()
+
+    async def _round(self) -> None:
+        targets = list(self._targets())
+        wanted = {instance_id for instance_id, _, _ in targets}
+        for instance_id in list(self._transports):
+            if instance_id not in wanted:
+                _, transport = self._transports.pop(instance_id)
+                await transport.aclose()
+        probes: list[Awaitable[ProbeResult]] = []
+        for instance_id, url, headers in targets:
+            known = self._transports.get(instance_id)
+            if known is None or known[0] != url:
+                if known is not None:
+                    await known[1].aclose()
+                transport = AsyncOllamaTransport(
+                    url,
+                    instance_id=instance_id,
+                    headers=headers or None,
+                    timeouts=Timeouts(connect=self.timeout, first_byte=self.timeout, idle=self.timeout),
+                )
+                self._transports[instance_id] = (url, transport)
+            probes.append(self._bounded(instance_id, self._transports[instance_id][1]))
+        for result in await asyncio.gather(*probes):
+            self._on_result(result)
+        self.rounds += 1
+
+    async def _bounded(self, instance_id: str, transport: AsyncOllamaTransport) -> ProbeResult:
+        try:
+            return await asyncio.wait_for(probe_instance(instance_id, transport), self.timeout * 2)
+        except asyncio.TimeoutError:
+            return ProbeResult(
+                instance_id, ok=False, latency=self.timeout * 2, error="health check timed out"
+            )
