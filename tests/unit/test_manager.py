@@ -57,7 +57,7 @@ def test_unknown_strategy_names_the_valid_ones() -> None:
     with pytest.raises(ConfigError, match="round_robin"):
         manager(strategy="fastest")
     pool = manager()
-    with pytest.raises(RequestError, match="load_balancing_strategy.*fastest.*least_loaded"):
+    with pytest.raises(RequestError, match=r"load_balancing_strategy.*fastest.*least_loaded"):
         pool.route_request(strategy="fastest")
 
 
@@ -163,7 +163,7 @@ async def test_waits_for_a_free_slot_then_gets_it() -> None:
 async def test_saturation_times_out_with_a_clear_error() -> None:
     pool = manager(1, instances=[{"id": "only", "url": "http://127.0.0.1:20000", "max_concurrent": 1}])
     first = await pool.acquire(pool.route_request())
-    with pytest.raises(PoolSaturatedError, match="saturated.*max_concurrent"):
+    with pytest.raises(PoolSaturatedError, match=r"saturated.*max_concurrent"):
         await pool.acquire(pool.route_request(), timeout=0.05)
     pool.finish(first)
     assert pool.get("only").in_flight == 0
