@@ -1,0 +1,995 @@
+"""OllamaPoolProvider: run chat, generate and embed through the pool.
+
+Per call: validate the request before any instance is picked, reserve a slot (waiting for one,
+bounded, when every eligible instance is full), send, and on an instance's failure retry on an
+instance not yet tried (tenacity, full-jitter backoff), then fall back to ``fallback_model`` once
+the requested model failed or is missing everywhere it could run. Caller mistakes (HTTP 400,
+invalid params) are raised at once and never count against an instance.
+
+Chat and generate are streamed on the wire even when the caller wants one answer: the pool then
+measures time to first token for ``latency_based``, bounds every gap between chunks instead of
+the whole generation, and can fail a broken non-streamed call over to another instance. A
+streamed call fails over only before its first chunk; after that the caller has seen output and
+the error is raised.
+
+The async methods and their sync twins (``chat`` / ``chat_sync`` ...) share one pool state; the
+retry and fallback decisions live in :class:`_Call`, only the I/O differs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from pydantic import Field
+from tenacity import (
+    AsyncRetrying,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from gleitzeit_llm.config import InstanceConfig, LoadBalancingStrategy, PoolConfig
+from gleitzeit_llm.errors import (
+    AllInstancesFailedError,
+    GleitzeitError,
+    InstanceError,
+    NoInstanceAvailableError,
+    RequestError,
+    StreamInterruptedError,
+)
+from gleitzeit_llm.manager import Lease, OllamaPoolManager
+from gleitzeit_llm.observability.events import EventBus, FailoverEvent, FallbackEvent
+from gleitzeit_llm.ollama import AsyncOllamaTransport, OllamaTransport, Timeouts
+from gleitzeit_llm.ollama.models import (
+    ChatRequest,
+    ChatResponse,
+    EmbedRequest,
+    EmbedResponse,
+    GenerateRequest,
+    GenerateResponse,
+    aggregate_chat,
+    aggregate_generate,
+)
+
+__all__ = [
+    "HINT_NAMES",
+    "OllamaPoolProvider",
+    "PoolChatResponse",
+    "PoolEmbedResponse",
+    "PoolGenerateResponse",
+    "PoolInfo",
+    "PoolStream",
+    "RoutingHints",
+    "SyncPoolStream",
+]
+
+HINT_NAMES = ("load_balancing_strategy", "instance_tags", "require_gpu", "fallback_model", "max_latency")
+METHODS = ("llm/chat", "llm/generate", "llm/embed")
+# A load_duration above this (seconds) means the model was loaded for this request.
+COLD_LOAD_THRESHOLD = 0.5
+
+_R = TypeVar("_R")
+
+
+@dataclass(frozen=True)
+class RoutingHints:
+    """Per-call routing hints; they steer the pool and never reach Ollama."""
+
+    load_balancing_strategy: str | LoadBalancingStrategy | None = None
+    instance_tags: tuple[str, ...] | None = None
+    require_gpu: bool = False
+    fallback_model: str | None = None
+    max_latency: float | None = None  # milliseconds
+
+    @classmethod
+    def pop_from(cls, params: dict[str, Any]) -> RoutingHints:
+        """Take the hint keys out of ``params`` (a copy the caller owns)."""
+        tags = params.pop("instance_tags", None)
+        if tags is not None and (isinstance(tags, str) or not isinstance(tags, Sequence)):
+            raise RequestError(
+                f"instance_tags must be a list of strings, got {tags!r}", field="instance_tags"
+            )
+        fallback = params.pop("fallback_model", None)
+        if fallback is not None and (not isinstance(fallback, str) or not fallback.strip()):
+            raise RequestError(
+                f"fallback_model must be a model name, got {fallback!r}", field="fallback_model"
+            )
+        require_gpu = params.pop("require_gpu", False)
+        if not isinstance(require_gpu, bool):
+            raise RequestError(f"require_gpu must be true or false, got {require_gpu!r}", field="require_gpu")
+        return cls(
+            load_balancing_strategy=params.pop("load_balancing_strategy", None),
+            instance_tags=tuple(tags) if tags is not None else None,
+            require_gpu=require_gpu,
+            fallback_model=fallback,
+            max_latency=params.pop("max_latency", None),
+        )
+
+    def merged(self, other: RoutingHints) -> RoutingHints:
+        """These hints, overridden by whatever ``other`` sets."""
+        return RoutingHints(
+            load_balancing_strategy=other.load_balancing_strategy or self.load_balancing_strategy,
+            instance_tags=other.instance_tags if other.instance_tags is not None else self.instance_tags,
+            require_gpu=other.require_gpu or self.require_gpu,
+            fallback_model=other.fallback_model or self.fallback_model,
+            max_latency=other.max_latency if other.max_latency is not None else self.max_latency,
+        )
+
+
+@dataclass(frozen=True)
+class PoolInfo:
+    """Which instance served a call, after how many attempts, and with which model."""
+
+    instance_id: str
+    url: str
+    attempts: int
+    fallback_used: bool
+    model: str
+    requested_model: str
+    errors: tuple[str, ...] = ()
+    ttft: float | None = None
+    duration: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "instance_id": self.instance_id,
+            "instance_url": self.url,
+            "attempts": self.attempts,
+            "fallback_used": self.fallback_used,
+            "model": self.model,
+            "requested_model": self.requested_model,
+            "errors": list(self.errors),
+            "ttft": self.ttft,
+            "duration": self.duration,
+        }
+
+
+class PoolChatResponse(ChatResponse):
+    """A chat answer plus ``pool``: where and how it was served."""
+
+    pool: PoolInfo | None = Field(default=None, exclude=True)
+
+
+class PoolGenerateResponse(GenerateResponse):
+    """A generate answer plus ``pool``."""
+
+    pool: PoolInfo | None = Field(default=None, exclude=True)
+
+
+class PoolEmbedResponse(EmbedResponse):
+    """Embeddings plus ``pool``."""
+
+    pool: PoolInfo | None = Field(default=None, exclude=True)
+
+
+def _with_pool(response: Any, cls: type[_R], info: PoolInfo) -> _R:
+    data = dict(response.__dict__)
+    if response.__pydantic_extra__:
+        data.update(response.__pydantic_extra__)
+    return cls.model_construct(_fields_set=response.model_fields_set, **data, pool=info)  # type: ignore[attr-defined, no-any-return]
+
+
+_DURATION_PART = re.compile(r"([-+]?(?:\d+(?:\.\d*)?|\.\d+))(ns|us|µs|μs|ms|s|m|h)")
+_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def keep_alive_seconds(value: Any) -> float | None:
+    """Seconds a model stays loaded after this request (negative: forever), or None for the default."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return float(text)
+        except ValueError:
+            pass
+        sign = -1.0 if text.startswith("-") else 1.0
+        parts = _DURATION_PART.findall(text.lstrip("+-"))
+        if parts:
+            return sign * sum(float(n) * _UNIT[u] for n, u in parts)
+    return None
+
+
+@dataclass
+class _Call:
+    """One call's journey through the pool: the shared retry/fallback logic of both I/O faces."""
+
+    provider: OllamaPoolProvider
+    kind: str  # "chat" | "generate" | "embed"
+    request: Any
+    hints: RoutingHints
+    started: float = field(default_factory=time.monotonic)
+    attempts: int = 0
+    errors: list[BaseException] = field(default_factory=list)
+    tried: set[str] = field(default_factory=set)
+    fallback_used: bool = False
+    model: str = ""
+
+    def __post_init__(self) -> None:
+        self.requested_model = self.request.model
+        self.model = self.request.model
+
+    def models(self) -> list[str]:
+        fallback = self.hints.fallback_model
+        if fallback and fallback.strip() and fallback != self.requested_model:
+            return [self.requested_model, fallback]
+        return [self.requested_model]
+
+    def switch_to(self, model: str, reason: str) -> None:
+        if model != self.model:
+            self.fallback_used = True
+            self.provider.events.emit(FallbackEvent(self.requested_model, model, reason))
+            self.request = self.request.model_copy(update={"model": model})
+            self.model = model
+            self.tried = set()
+
+    def route(self) -> Any:
+        manager = self.provider.manager
+        return manager.route_request(
+            self.model,
+            self.hints.load_balancing_strategy,
+            self.hints.instance_tags,
+            require_gpu=self.hints.require_gpu,
+            max_latency=self.hints.max_latency,
+            exclude=tuple(self.tried),
+        )
+
+    def max_attempts(self) -> int:
+        lb = self.provider.config.load_balancing
+        return 1 + lb.retry_attempts if lb.failover else 1
+
+    def retryable(self, exc: BaseException) -> bool:
+        return isinstance(exc, InstanceError) and not (
+            isinstance(exc, StreamInterruptedError) and getattr(exc, "delivered", False)
+        )
+
+    def on_attempt_error(self, lease: Lease, exc: BaseException) -> None:
+        self.errors.append(exc)
+        self.tried.add(lease.instance_id)
+        if isinstance(exc, InstanceError):
+            self.provider.events.emit(
+                FailoverEvent(lease.instance_id, self.model, f"{type(exc).__name__}: {exc}", self.attempts)
+            )
+
+    def info(self, lease: Lease) -> PoolInfo:
+        ttft = lease.first_chunk_at - lease.started if lease.first_chunk_at is not None else None
+        return PoolInfo(
+            instance_id=lease.instance_id,
+            url=lease.url,
+            attempts=self.attempts,
+            fallback_used=self.fallback_used,
+            model=self.model,
+            requested_model=self.requested_model,
+            errors=tuple(f"{type(e).__name__}: {e}" for e in self.errors),
+            ttft=ttft,
+            duration=time.monotonic() - self.started,
+        )
+
+    def final_error(self, last: BaseException) -> BaseException:
+        if isinstance(last, (RequestError,)) or not self.errors:
+            return last
+        if len(self.errors) == 1 and self.max_attempts() == 1 and not self.hints.fallback_model:
+            return last
+        models = (
+            " and ".join(repr(m) for m in self.models()) if self.fallback_used else repr(self.requested_model)
+        )
+        summary = "; ".join(f"{type(e).__name__}: {e}" for e in self.errors[-5:])
+        error = AllInstancesFailedError(
+            f"all {self.attempts} attempt(s) for model {models} failed: {summary}", errors=self.errors
+        )
+        error.__cause__ = last
+        return error
+
+    def finish_kwargs(self, final: Any) -> dict[str, Any]:
+        """What the pool learns from a final chunk: tokens, residency and cold loads."""
+        if final is None:
+            return {}
+        load = getattr(final, "load_duration", None)
+        return {
+            "output_tokens": getattr(final, "eval_count", None),
+            "prompt_tokens": getattr(final, "prompt_eval_count", None),
+            "keep_alive": keep_alive_seconds(getattr(self.request, "keep_alive", None)),
+            "cold_load": bool(load and load / 1e9 > COLD_LOAD_THRESHOLD),
+        }
+
+    def retry_policy(self) -> dict[str, Any]:
+        """tenacity arguments: attempts per model, full-jitter backoff, retry only instance errors."""
+        lb = self.provider.config.load_balancing
+        return {
+            "stop": stop_after_attempt(self.max_attempts()),
+            "wait": wait_random_exponential(multiplier=lb.retry_backoff_base, max=lb.retry_backoff_max),
+            "retry": retry_if_exception(self.retryable),
+            "reraise": True,
+        }
+
+
+class PoolStream(Generic[_R]):
+    """An async stream of chunks from one instance; ``pool`` says which, once the first chunk arrived.
+
+    Use it with ``async for``; leaving early (``break``, an exception, cancellation) releases the
+    instance's slot and closes the connection. ``async with`` or :meth:`aclose` do the same
+    explicitly.
+    """
+
+    def __init__(self, agen: AsyncIterator[_R], holder: list[PoolInfo]) -> None:
+        self._agen = agen
+        self._holder = holder
+
+    @property
+    def pool(self) -> PoolInfo | None:
+        return self._holder[0] if self._holder else None
+
+    def __aiter__(self) -> PoolStream[_R]:
+        return self
+
+    async def __anext__(self) -> _R:
+        return await self._agen.__anext__()
+
+    async def aclose(self) -> None:
+        await self._agen.aclose()  # type: ignore[attr-defined]
+
+    async def __aenter__(self) -> PoolStream[_R]:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+class SyncPoolStream(Generic[_R]):
+    """The sync twin of :class:`PoolStream`."""
+
+    def __init__(self, gen: Iterator[_R], holder: list[PoolInfo]) -> None:
+        self._gen = gen
+        self._holder = holder
+
+    @property
+    def pool(self) -> PoolInfo | None:
+        return self._holder[0] if self._holder else None
+
+    def __iter__(self) -> SyncPoolStream[_R]:
+        return self
+
+    def __next__(self) -> _R:
+        return next(self._gen)
+
+    def close(self) -> None:
+        self._gen.close()  # type: ignore[attr-defined]
+
+    def __enter__(self) -> SyncPoolStream[_R]:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class _LoopTransports:
+    """The async transports of one event loop, closed when that loop shuts down."""
+
+    def __init__(self) -> None:
+        self.by_instance: dict[str, tuple[str, AsyncOllamaTransport]] = {}
+        self.closer: Any = None
+
+    async def aclose(self) -> None:
+        transports = [t for _, t in self.by_instance.values()]
+        self.by_instance.clear()
+        for transport in transports:
+            with contextlib.suppress(Exception):
+                await transport.aclose()
+
+
+async def _close_on_loop_shutdown(transports: _LoopTransports) -> AsyncIterator[None]:
+    # An async generator parked at its first yield: asyncio.run() (and pytest-asyncio) call
+    # loop.shutdown_asyncgens() before closing a loop, which runs this finally on that loop,
+    # so connections opened on a loop are closed on it, whoever forgot to call aclose().
+    try:
+        yield
+    finally:
+        await transports.aclose()
+
+
+class OllamaPoolProvider:
+    """Run chat, generate and embed calls through a pool of Ollama instances.
+
+    The guide's form::
+
+        provider = OllamaPoolProvider(
+            provider_id="ollama_pool",
+            instances=[{"id": "primary", "url": "http://localhost:11434", "models": ["llama3.2"]},
+                       {"id": "secondary", "url": "http://localhost:11435"}],
+        )
+        await provider.initialize()
+        result = await provider.execute(
+            method="llm/chat",
+            params={"model": "llama3.2", "messages": [{"role": "user", "content": "Hello!"}]},
+        )
+
+    Typed calls: :meth:`chat`, :meth:`stream_chat`, :meth:`generate`, :meth:`stream_generate`,
+    :meth:`embed`, and their sync twins (``chat_sync``, ...). Routing hints
+    (``load_balancing_strategy``, ``instance_tags``, ``require_gpu``, ``fallback_model``,
+    ``max_latency`` in ms) are accepted per call and never sent to Ollama.
+    """
+
+    def __init__(
+        self,
+        provider_id: str = "ollama_pool",
+        instances: Sequence[Mapping[str, Any] | InstanceConfig | str] | None = None,
+        load_balancing: Mapping[str, Any] | None = None,
+        *,
+        config: PoolConfig | Mapping[str, Any] | str | None = None,
+        manager: OllamaPoolManager | None = None,
+        events: EventBus | None = None,
+        health_checks: bool = True,
+    ) -> None:
+        self.provider_id = provider_id
+        if manager is not None:
+            if instances is not None or config is not None:
+                raise GleitzeitError("give either manager=... or instances/config, not both")
+            self.manager = manager
+        else:
+            self.manager = OllamaPoolManager(
+                instances,
+                load_balancing=load_balancing,
+                config=config,
+                events=events,
+                health_checks=health_checks,
+            )
+        self.config = self.manager.config
+        self.events = self.manager.events
+        t = self.config.timeouts
+        self._timeouts = Timeouts(connect=t.connect, first_byte=t.first_byte, idle=t.idle, total=t.total)
+        self._lock = threading.Lock()
+        self._sync_transports: dict[str, tuple[str, OllamaTransport]] = {}
+        self._loop_transports: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopTransports] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._closed = False
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def initialize(self) -> None:
+        """Start health checks and probe every instance once (idempotent)."""
+        await self.manager.initialize()
+
+    def initialize_sync(self) -> None:
+        """Sync twin of :meth:`initialize`."""
+        self.manager.start()
+
+    async def close(self) -> None:
+        """Close the connections of this event loop and of sync calls, and stop health checks."""
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        transports = self._loop_transports.pop(loop, None)
+        if transports is not None:
+            await transports.aclose()
+            if transports.closer is not None:
+                await transports.closer.aclose()
+        await asyncio.to_thread(self._close_sync_parts)
+
+    def close_sync(self) -> None:
+        """Sync twin of :meth:`close` (async transports close with their event loops)."""
+        self._closed = True
+        self._close_sync_parts()
+
+    def _close_sync_parts(self) -> None:
+        with self._lock:
+            transports, self._sync_transports = self._sync_transports, {}
+        for _, transport in transports.values():
+            transport.close()
+        self.manager.close_sync()
+
+    async def __aenter__(self) -> OllamaPoolProvider:
+        await self.initialize()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __enter__(self) -> OllamaPoolProvider:
+        self.initialize_sync()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close_sync()
+
+    def _ensure_started(self) -> None:
+        if self._closed:
+            raise GleitzeitError("this OllamaPoolProvider is closed")
+        if not self.manager._started:
+            self.manager._start()
+
+    # -- transports ---------------------------------------------------------------------------
+
+    async def _async_transport(self, lease: Lease) -> AsyncOllamaTransport:
+        loop = asyncio.get_running_loop()
+        per_loop = self._loop_transports.get(loop)
+        if per_loop is None:
+            per_loop = _LoopTransports()
+            closer = _close_on_loop_shutdown(per_loop)
+            per_loop.closer = closer
+            self._loop_transports[loop] = per_loop
+            # First step registers it with the loop's asyncgen hooks; it parks at its yield.
+            await closer.__anext__()
+        inst = lease.instance
+        known = per_loop.by_instance.get(inst.id)
+        if known is None or known[0] != inst.url:
+            transport = AsyncOllamaTransport(
+                inst.url,
+                instance_id=inst.id,
+                timeouts=self._timeouts,
+                headers=dict(inst.config.headers) or None,
+            )
+            per_loop.by_instance[inst.id] = (inst.url, transport)
+            return transport
+        return known[1]
+
+    def _sync_transport(self, lease: Lease) -> OllamaTransport:
+        inst = lease.instance
+        with self._lock:
+            known = self._sync_transports.get(inst.id)
+            if known is None or known[0] != inst.url:
+                transport = OllamaTransport(
+                    inst.url,
+                    instance_id=inst.id,
+                    timeouts=self._timeouts,
+                    headers=dict(inst.config.headers) or None,
+                )
+                self._sync_transports[inst.id] = (inst.url, transport)
+                return transport
+            return known[1]
+
+    # -- building calls -----------------------------------------------------------------------
+
+    def _call(self, kind: str, request: Any, hints: RoutingHints | None, params: Mapping[str, Any]) -> _Call:
+        cls = {"chat": ChatRequest, "generate": GenerateRequest, "embed": EmbedRequest}[kind]
+        if isinstance(request, cls) and not params:
+            validated, call_hints = request, RoutingHints()
+        else:
+            if request is None:
+                body: dict[str, Any] = {}
+            elif hasattr(request, "model_dump"):
+                body = request.model_dump(exclude_none=True)
+            elif isinstance(request, Mapping):
+                body = dict(request)
+            else:
+                raise RequestError(f"request must be a mapping or a {cls.__name__}", field="request")
+            body.update(params)  # a copy: the caller's objects are never changed
+            body.pop("stream", None)  # the provider decides how it reads the answer
+            call_hints = RoutingHints.pop_from(body)
+            validated = cls.coerce(body)
+        if hints is not None:
+            call_hints = hints.merged(call_hints)
+        call = _Call(self, kind, validated, call_hints)
+        call.route()  # hints are validated before any instance is picked
+        return call
+
+    # -- async faces --------------------------------------------------------------------------
+
+    async def chat(
+        self,
+        model: str | None = None,
+        messages: Sequence[Any] | None = None,
+        *,
+        request: Any = None,
+        hints: RoutingHints | None = None,
+        **params: Any,
+    ) -> PoolChatResponse:
+        """One chat answer. ``params`` are ChatRequest fields (tools, format, options, keep_alive,
+        think, ...) and routing hints."""
+        call = self._call("chat", request, hints, _merge(model, messages, params))
+        return await self._run_async(call)  # type: ignore[no-any-return]
+
+    async def generate(
+        self,
+        model: str | None = None,
+        prompt: str | None = None,
+        *,
+        request: Any = None,
+        hints: RoutingHints | None = None,
+        **params: Any,
+    ) -> PoolGenerateResponse:
+        """One completion from ``/api/generate``."""
+        call = self._call("generate", request, hints, _merge(model, None, params, prompt=prompt))
+        return await self._run_async(call)  # type: ignore[no-any-return]
+
+    async def embed(
+        self,
+        model: str | None = None,
+        input: str | Sequence[str] | None = None,
+        *,
+        request: Any = None,
+        hints: RoutingHints | None = None,
+        **params: Any,
+    ) -> PoolEmbedResponse:
+        """Embeddings for one string or a list of strings."""
+        if input is not None:
+            params["input"] = list(input) if not isinstance(input, str) else input
+        call = self._call("embed", request, hints, _merge(model, None, params))
+        return await self._run_async(call)  # type: ignore[no-any-return]
+
+    def stream_chat(
+        self,
+        model: str | None = None,
+        messages: Sequence[Any] | None = None,
+        *,
+        request: Any = None,
+        hints: RoutingHints | None = None,
+        **params: Any,
+    ) -> PoolStream[ChatResponse]:
+        """Stream chat chunks; fails over to another instance until the first chunk arrives."""
+        call = self._call("chat", request, hints, _merge(model, messages, params))
+        holder: list[PoolInfo] = []
+        return PoolStream(self._stream_async(call, holder), holder)
+
+    def stream_generate(
+        self,
+        model: str | None = None,
+        prompt: str | None = None,
+        *,
+        request: Any = None,
+        hints: RoutingHints | None = None,
+        **params: Any,
+    ) -> PoolStream[GenerateResponse]:
+        """Stream generate chunks; fails over until the first chunk arrives."""
+        call = self._call("generate", request, hints, _merge(model, None, params, prompt=prompt))
+        holder: list[PoolInfo] = []
+        return PoolStream(self._stream_async(call, holder), holder)
+
+    async def execute(self, method: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The guide's generic entry point: ``llm/chat``, ``llm/generate`` or ``llm/embed``.
+
+        Returns Ollama's response as a dict, plus ``"pool"`` (instance, attempts, fallback).
+        """
+        kind, request = _execute_request(method, params)
+        call = self._call(kind, None, None, request)
+        result = await self._run_async(call)
+        return _as_dict(result)
+
+    async def _run_async(self, call: _Call) -> Any:
+        self._ensure_started()
+        return await self._retry_async(call, self._attempt_async)
+
+    async def _retry_async(self, call: _Call, once: Any) -> Any:
+        """Attempts with failover for each model in turn (the requested one, then the fallback)."""
+        last: BaseException | None = None
+        for index, model in enumerate(call.models()):
+            if index:
+                call.switch_to(model, f"{call.requested_model!r} failed: {last}")
+            try:
+                async for attempt in AsyncRetrying(**call.retry_policy()):
+                    with attempt:
+                        return await once(call)
+            except RequestError:
+                raise
+            except (InstanceError, NoInstanceAvailableError) as exc:
+                last = exc
+        assert last is not None
+        raise call.final_error(last)
+
+    async def _attempt_async(self, call: _Call) -> Any:
+        call.attempts += 1
+        lease = await self.manager.acquire(call.route(), attempt=call.attempts)
+        transport = await self._async_transport(lease)
+        final: Any = None
+        try:
+            if call.kind == "embed":
+                response = await transport.embed(call.request)
+                lease.mark_first_chunk()
+                result = _with_pool(response, PoolEmbedResponse, call.info(lease))
+                final = response
+            else:
+                chunks = []
+                opener = transport.stream_chat if call.kind == "chat" else transport.stream_generate
+                stream = opener(call.request)
+                try:
+                    async for chunk in stream:
+                        if not chunks:
+                            lease.mark_first_chunk()
+                        chunks.append(chunk)
+                finally:
+                    await _aclose(stream)
+                final = chunks[-1] if chunks else None
+                if call.kind == "chat":
+                    result = _with_pool(aggregate_chat(chunks), PoolChatResponse, call.info(lease))
+                else:
+                    result = _with_pool(aggregate_generate(chunks), PoolGenerateResponse, call.info(lease))
+        except BaseException as exc:
+            self.manager.finish(lease, exc)
+            call.on_attempt_error(lease, exc)
+            raise
+        self.manager.finish(lease, None, **call.finish_kwargs(final))
+        return result
+
+    async def _stream_async(self, call: _Call, holder: list[PoolInfo]) -> AsyncIterator[Any]:
+        self._ensure_started()
+        lease, stream, first = await self._retry_async(call, self._open_once_async)
+        holder.append(call.info(lease))
+        final = first
+        error: BaseException | None = None
+        delivered = 1
+        try:
+            yield first
+            async for chunk in stream:
+                final = chunk
+                delivered += 1
+                yield chunk
+        except BaseException as exc:
+            error = exc
+            if isinstance(exc, StreamInterruptedError):
+                exc.delivered = True  # type: ignore[attr-defined]
+            raise
+        finally:
+            await _aclose(stream)
+            if error is None and not getattr(final, "done", True):
+                error = asyncio.CancelledError()  # the caller left before the end
+            self.manager.finish(lease, error, **(call.finish_kwargs(final) if error is None else {}))
+
+    async def _open_once_async(self, call: _Call) -> tuple[Lease, Any, Any]:
+        call.attempts += 1
+        lease = await self.manager.acquire(call.route(), attempt=call.attempts)
+        transport = await self._async_transport(lease)
+        opener = transport.stream_chat if call.kind == "chat" else transport.stream_generate
+        stream = opener(call.request)
+        try:
+            first = await stream.__anext__()
+        except StopAsyncIteration:
+            await _aclose(stream)
+            exc: BaseException = StreamInterruptedError(
+                "stream ended before its first chunk", instance=lease.instance_id, url=lease.url
+            )
+            self.manager.finish(lease, exc)
+            call.on_attempt_error(lease, exc)
+            raise exc from None
+        except BaseException as exc:
+            await _aclose(stream)
+            self.manager.finish(lease, exc)
+            call.on_attempt_error(lease, exc)
+            raise
+        lease.mark_first_chunk()
+        return lease, stream, first
+
+    # -- sync faces ---------------------------------------------------------------------------
+
+    def chat_sync(
+        self,
+        model: str | None = None,
+        messages: Sequence[Any] | None = None,
+        *,
+        request: Any = None,
+        hints: RoutingHints | None = None,
+        **params: Any,
+    ) -> PoolChatResponse:
+        """Sync twin of :meth:`chat`."""
+        call = self._call("chat", request, hints, _merge(model, messages, params))
+        return self._run_sync(call)  # type: ignore[no-any-return]
+
+    def generate_sync(
+        self,
+        model: str | None = None,
+        prompt: str | None = None,
+        *,
+        request: Any = None,
+        hints: RoutingHints | None = None,
+        **params: Any,
+    ) -> PoolGenerateResponse:
+        """Sync twin of :meth:`generate`."""
+        call = self._call("generate", request, hints, _merge(model, None, params, prompt=prompt))
+        return self._run_sync(call)  # type: ignore[no-any-return]
+
+    def embed_sync(
+        self,
+        model: str | None = None,
+        input: str | Sequence[str] | None = None,
+        *,
+        request: Any = None,
+        hints: RoutingHints | None = None,
+        **params: Any,
+    ) -> PoolEmbedResponse:
+        """Sync twin of :meth:`embed`."""
+        if input is not None:
+            params["input"] = list(input) if not isinstance(input, str) else input
+        call = self._call("embed", request, hints, _merge(model, None, params))
+        return self._run_sync(call)  # type: ignore[no-any-return]
+
+    def stream_chat_sync(
+        self,
+        model: str | None = None,
+        messages: Sequence[Any] | None = None,
+        *,
+        request: Any = None,
+        hints: RoutingHints | None = None,
+        **params: Any,
+    ) -> SyncPoolStream[ChatResponse]:
+        """Sync twin of :meth:`stream_chat`."""
+        call = self._call("chat", request, hints, _merge(model, messages, params))
+        holder: list[PoolInfo] = []
+        return SyncPoolStream(self._stream_sync(call, holder), holder)
+
+    def stream_generate_sync(
+        self,
+        model: str | None = None,
+        prompt: str | None = None,
+        *,
+        request: Any = None,
+        hints: RoutingHints | None = None,
+        **params: Any,
+    ) -> SyncPoolStream[GenerateResponse]:
+        """Sync twin of :meth:`stream_generate`."""
+        call = self._call("generate", request, hints, _merge(model, None, params, prompt=prompt))
+        holder: list[PoolInfo] = []
+        return SyncPoolStream(self._stream_sync(call, holder), holder)
+
+    def execute_sync(self, method: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Sync twin of :meth:`execute`."""
+        kind, request = _execute_request(method, params)
+        call = self._call(kind, None, None, request)
+        return _as_dict(self._run_sync(call))
+
+    def _run_sync(self, call: _Call) -> Any:
+        self._ensure_started()
+        return self._retry_sync(call, self._attempt_sync)
+
+    def _retry_sync(self, call: _Call, once: Any) -> Any:
+        """Sync twin of :meth:`_retry_async`."""
+        last: BaseException | None = None
+        for index, model in enumerate(call.models()):
+            if index:
+                call.switch_to(model, f"{call.requested_model!r} failed: {last}")
+            try:
+                for attempt in Retrying(**call.retry_policy()):
+                    with attempt:
+                        return once(call)
+            except RequestError:
+                raise
+            except (InstanceError, NoInstanceAvailableError) as exc:
+                last = exc
+        assert last is not None
+        raise call.final_error(last)
+
+    def _attempt_sync(self, call: _Call) -> Any:
+        call.attempts += 1
+        lease = self.manager.acquire_sync(call.route(), attempt=call.attempts)
+        transport = self._sync_transport(lease)
+        final: Any = None
+        try:
+            if call.kind == "embed":
+                response = transport.embed(call.request)
+                lease.mark_first_chunk()
+                result = _with_pool(response, PoolEmbedResponse, call.info(lease))
+                final = response
+            else:
+                chunks = []
+                opener = transport.stream_chat if call.kind == "chat" else transport.stream_generate
+                stream = opener(call.request)
+                try:
+                    for chunk in stream:
+                        if not chunks:
+                            lease.mark_first_chunk()
+                        chunks.append(chunk)
+                finally:
+                    _close(stream)
+                final = chunks[-1] if chunks else None
+                if call.kind == "chat":
+                    result = _with_pool(aggregate_chat(chunks), PoolChatResponse, call.info(lease))
+                else:
+                    result = _with_pool(aggregate_generate(chunks), PoolGenerateResponse, call.info(lease))
+        except BaseException as exc:
+            self.manager.finish(lease, exc)
+            call.on_attempt_error(lease, exc)
+            raise
+        self.manager.finish(lease, None, **call.finish_kwargs(final))
+        return result
+
+    def _stream_sync(self, call: _Call, holder: list[PoolInfo]) -> Iterator[Any]:
+        self._ensure_started()
+        lease, stream, first = self._retry_sync(call, self._open_once_sync)
+        holder.append(call.info(lease))
+        final = first
+        error: BaseException | None = None
+        try:
+            yield first
+            for chunk in stream:
+                final = chunk
+                yield chunk
+        except BaseException as exc:
+            error = exc
+            if isinstance(exc, StreamInterruptedError):
+                exc.delivered = True  # type: ignore[attr-defined]
+            raise
+        finally:
+            _close(stream)
+            if error is None and not getattr(final, "done", True):
+                error = GeneratorExit()
+            self.manager.finish(lease, error, **(call.finish_kwargs(final) if error is None else {}))
+
+    def _open_once_sync(self, call: _Call) -> tuple[Lease, Any, Any]:
+        call.attempts += 1
+        lease = self.manager.acquire_sync(call.route(), attempt=call.attempts)
+        transport = self._sync_transport(lease)
+        opener = transport.stream_chat if call.kind == "chat" else transport.stream_generate
+        stream = opener(call.request)
+        try:
+            first = next(stream)
+        except StopIteration:
+            _close(stream)
+            exc: BaseException = StreamInterruptedError(
+                "stream ended before its first chunk", instance=lease.instance_id, url=lease.url
+            )
+            self.manager.finish(lease, exc)
+            call.on_attempt_error(lease, exc)
+            raise exc from None
+        except BaseException as exc:
+            _close(stream)
+            self.manager.finish(lease, exc)
+            call.on_attempt_error(lease, exc)
+            raise
+        lease.mark_first_chunk()
+        return lease, stream, first
+
+    # -- status -------------------------------------------------------------------------------
+
+    async def get_pool_status(self) -> dict[str, Any]:
+        """The pool status of :meth:`OllamaPoolManager.get_pool_status`."""
+        return self.manager.status()
+
+    def status(self) -> dict[str, Any]:
+        return self.manager.status()
+
+    def __repr__(self) -> str:
+        return f"OllamaPoolProvider(provider_id={self.provider_id!r}, manager={self.manager!r})"
+
+
+def _merge(
+    model: str | None, messages: Sequence[Any] | None, params: dict[str, Any], prompt: str | None = None
+) -> dict[str, Any]:
+    merged = dict(params)
+    if model is not None:
+        merged["model"] = model
+    if messages is not None:
+        merged["messages"] = list(messages)
+    if prompt is not None:
+        merged["prompt"] = prompt
+    return merged
+
+
+def _execute_request(method: str, params: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    if not isinstance(params, Mapping):
+        raise RequestError(f"params must be a mapping, got {type(params).__name__}", field="params")
+    kinds = {"llm/chat": "chat", "llm/generate": "generate", "llm/embed": "embed"}
+    kind = kinds.get(method)
+    if kind is None:
+        raise RequestError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}", field="method")
+    request = dict(params)  # never mutate the caller's params
+    if kind == "chat" and "messages" not in request and "prompt" in request:
+        request["messages"] = [{"role": "user", "content": request.pop("prompt")}]
+    return kind, request
+
+
+def _as_dict(result: Any) -> dict[str, Any]:
+    data: dict[str, Any] = result.model_dump(exclude_none=True)
+    data["pool"] = result.pool.as_dict() if result.pool is not None else None
+    return data
+
+
+async def _aclose(stream: Any) -> None:
+    close = getattr(stream, "aclose", None)
+    if close is not None:
+        with contextlib.suppress(Exception):
+            await close()
+
+
+def _close(stream: Any) -> None:
+    close = getattr(stream, "close", None)
+    if close is not None:
+        with contextlib.suppress(Exception):
+            close()
