@@ -123,9 +123,14 @@ class LoadBalancingStrategy(str, enum.Enum):
         try:
             return _parse_strategy(value)
         except _Invalid as exc:
-            raise ConfigError(
-                f"{field} = {_show(value)}: {exc.text}; {exc.hint}", field=field, value=value, hint=exc.hint
-            ) from None
+            problem = exc
+        sep = " " if problem.text.endswith("?") else "; "
+        raise ConfigError(
+            f"{field} = {_show(value)}: {problem.text}{sep}{problem.hint}",
+            field=field,
+            value=value,
+            hint=problem.hint,
+        )
 
 
 def _parse_strategy(value: object) -> LoadBalancingStrategy:
@@ -1095,6 +1100,7 @@ def _nested_path(model: type[BaseModel], key: str) -> str | None:
     return None
 
 
+_TIMEOUT_FIELDS = frozenset(TimeoutConfig.model_fields)
 _SECONDS_HINT = re.compile(r"timeout|interval|backoff|^(connect|first_byte|idle|total)$")
 
 
@@ -1138,7 +1144,10 @@ def _describe(err: Mapping[str, Any], root: type[BaseModel]) -> _Problem:
         "int_from_float": ("expected a whole number", None),
         "float_parsing": (f"expected a number{seconds}", None),
         "float_type": (f"expected a number{seconds}", None),
-        "finite_number": ("expected a finite number", "use none for no limit" if seconds else None),
+        "finite_number": (
+            "expected a finite number",
+            "use none for no limit" if name in _TIMEOUT_FIELDS else None,
+        ),
         "bool_parsing": ("expected true or false", "also accepted: yes/no, on/off, 1/0"),
         "bool_type": ("expected true or false", "also accepted: yes/no, on/off, 1/0"),
         "string_type": ("expected a string", None),
