@@ -1,0 +1,844 @@
+"""The Ollama routes of the emulator: validation, scheduling, generation and the bytes on the wire.
+
+Each handler follows the order of checks in Ollama's ``server/routes.go``, so that a client sees
+the same status and message for the same mistake. Generation itself is modelled: it sleeps the
+(scaled) time a real server would take and reports the modelled durations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from gleitzeit_llm.testing.faults import BUSY_MESSAGE, Faults
+from gleitzeit_llm.testing.generation import (
+    GenerationRequest,
+    Reply,
+    count_tokens,
+    default_reply,
+    default_thinking,
+    embed_text,
+    format_text,
+    normalize,
+    split_tokens,
+)
+from gleitzeit_llm.testing.http import ConnectionDropped, Exchange, HttpRequest
+from gleitzeit_llm.testing.models import EmulatedModel, lookup_key
+from gleitzeit_llm.testing.requestlog import RequestRecord
+from gleitzeit_llm.testing.scheduler import Lease
+from gleitzeit_llm.testing.wire import (
+    ApiError,
+    check_fields,
+    decode_json_body,
+    dumps,
+    format_utc,
+    go_quote,
+    json_kind,
+    parse_keep_alive,
+)
+
+if TYPE_CHECKING:
+    from gleitzeit_llm.testing.emulator import OllamaEmulator
+
+__all__ = ["ADMIN_PREFIX", "OllamaApi"]
+
+JSON = "application/json; charset=utf-8"
+NDJSON = "application/x-ndjson"
+PLAIN = "text/plain; charset=utf-8"
+ADMIN_PREFIX = "/__emulator__/"
+
+# path -> {method: handler name}; gin answers 405 for a known path with another method.
+_ROUTES: dict[str, dict[str, str]] = {
+    "/": {"GET": "_root", "HEAD": "_root"},
+    "/api/version": {"GET": "_version", "HEAD": "_version"},
+    "/api/tags": {"GET": "_tags", "HEAD": "_tags"},
+    "/api/ps": {"GET": "_ps"},
+    "/api/show": {"POST": "_show"},
+    "/api/chat": {"POST": "_chat"},
+    "/api/generate": {"POST": "_generate"},
+    "/api/embed": {"POST": "_embed"},
+    "/api/embeddings": {"POST": "_embeddings"},
+}
+_INFERENCE = frozenset({"/api/chat", "/api/generate", "/api/embed", "/api/embeddings"})
+
+_STR = (str,)
+_BOOL = (bool,)
+_OBJ = (dict,)
+_LIST = (list,)
+_INT = (int,)
+_CHAT_FIELDS = {
+    "model": (_STR, "string"),
+    "messages": (_LIST, "[]api.Message"),
+    "tools": (_LIST, "api.Tools"),
+    "options": (_OBJ, "map[string]interface {}"),
+    "stream": (_BOOL, "bool"),
+    "truncate": (_BOOL, "bool"),
+    "shift": (_BOOL, "bool"),
+    "logprobs": (_BOOL, "bool"),
+    "top_logprobs": (_INT, "int"),
+}
+_GENERATE_FIELDS = {
+    "model": (_STR, "string"),
+    "prompt": (_STR, "string"),
+    "suffix": (_STR, "string"),
+    "system": (_STR, "string"),
+    "template": (_STR, "string"),
+    "context": (_LIST, "[]int"),
+    "images": (_LIST, "[]api.ImageData"),
+    "options": (_OBJ, "map[string]interface {}"),
+    "stream": (_BOOL, "bool"),
+    "raw": (_BOOL, "bool"),
+    "truncate": (_BOOL, "bool"),
+    "shift": (_BOOL, "bool"),
+    "logprobs": (_BOOL, "bool"),
+    "top_logprobs": (_INT, "int"),
+}
+_EMBED_FIELDS = {
+    "model": (_STR, "string"),
+    "truncate": (_BOOL, "bool"),
+    "dimensions": (_INT, "int"),
+    "options": (_OBJ, "map[string]interface {}"),
+}
+_EMBEDDINGS_FIELDS = {
+    "model": (_STR, "string"),
+    "prompt": (_STR, "string"),
+    "options": (_OBJ, "map[string]interface {}"),
+}
+_SHOW_FIELDS = {"model": (_STR, "string"), "name": (_STR, "string"), "verbose": (_BOOL, "bool")}
+_THINK_LEVELS = ("high", "medium", "low", "max")
+_CALL_ID_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def _parse_think(value: Any) -> bool | str | None:
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value in _THINK_LEVELS:
+        return value
+    shown = go_quote(value) if isinstance(value, str) else dumps(value)
+    raise ApiError(400, f'invalid think value: {shown} (must be "high", "medium", "low", true, or false)')
+
+
+def _thinks(think: bool | str | None) -> bool:
+    return think is not None and think is not False and think != "none"
+
+
+def _valid_name(name: str) -> bool:
+    # model.ParseName(...).IsValid(): a non-empty model part without spaces.
+    base = name.rsplit("/", 1)[-1].split(":", 1)[0]
+    return bool(base) and not any(ch.isspace() for ch in name)
+
+
+@dataclass
+class _Piece:
+    """One streamed chunk: thinking text, content text or tool calls, and the tokens it costs."""
+
+    content: str = ""
+    thinking: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tokens: int = 1
+
+
+@dataclass
+class _Plan:
+    pieces: list[_Piece]
+    done_reason: str
+    prompt_tokens: int
+
+
+class _StreamEnded(Exception):
+    """The stream was ended early by a fault (an error line was written)."""
+
+
+class OllamaApi:
+    """Routes requests to handlers; owns no state (it reads and drives the emulator's)."""
+
+    def __init__(self, emulator: OllamaEmulator) -> None:
+        self.emu = emulator
+        self._ids = random.Random()
+
+    # -- dispatch --------------------------------------------------------------------------
+
+    async def handle(self, request: HttpRequest, ex: Exchange) -> None:
+        if request.path.startswith(ADMIN_PREFIX):
+            await self.emu._admin.handle(request, ex)
+            return
+        loop_start = time.monotonic()
+        record = self.emu.log.start(request.method, request.path, time.time(), request.headers)
+        try:
+            route = _ROUTES.get(request.path)
+            if route is None:
+                await ex.send(404, "text/plain", b"404 page not found")
+            elif request.method not in route:
+                await ex.send(405, "text/plain", b"405 method not allowed")
+            else:
+                if request.path not in _INFERENCE and self.emu.faults.current.affect_probes:
+                    await self._hang_fault(record)
+                    self._refusal_faults(record)
+                await getattr(self, route[request.method])(request, ex, record)
+        except ApiError as exc:
+            record.error = exc.message
+            if not ex.started:
+                await self._send_json(ex, exc.status, {"error": exc.message})
+            elif not ex.finished:
+                await ex.write((dumps({"error": exc.message}) + "\n").encode())
+                await ex.end()
+        except (asyncio.CancelledError, ConnectionError):
+            record.cancelled = True
+            raise
+        except _StreamEnded:
+            pass  # an error line ended the stream, as the fault asked
+        except ConnectionDropped:
+            raise
+        finally:
+            record.status = ex.status
+            record.finished = True
+            record.wall_time = time.monotonic() - loop_start
+            self.emu.log.notify()
+
+    async def _send_json(self, ex: Exchange, status: int, value: Any) -> None:
+        await ex.send(status, JSON, dumps(value).encode())
+
+    # -- faults ----------------------------------------------------------------------------
+
+    async def _hang_fault(self, record: RequestRecord) -> None:
+        if not self.emu.faults.current.hang:
+            return
+        record.fault = "hang"
+        self.emu.log.notify()
+        while self.emu.faults.current.hang:
+            await self.emu._faults_changed()
+
+    def _refusal_faults(self, record: RequestRecord) -> None:
+        if self.emu.faults.current.busy:
+            record.fault = "busy"
+            raise ApiError(503, BUSY_MESSAGE)
+        drawn = self.emu.faults.draw_error()
+        if drawn is not None:
+            record.fault = "error"
+            raise ApiError(*drawn)
+
+    # -- probes ----------------------------------------------------------------------------
+
+    async def _root(self, request: HttpRequest, ex: Exchange, record: RequestRecord) -> None:
+        await ex.send(200, PLAIN, b"Ollama is running")
+
+    async def _version(self, request: HttpRequest, ex: Exchange, record: RequestRecord) -> None:
+        await self._send_json(ex, 200, {"version": self.emu.settings.version})
+
+    async def _tags(self, request: HttpRequest, ex: Exchange, record: RequestRecord) -> None:
+        models = sorted(self.emu._models.values(), key=lambda m: -int(m.modified_at or 0))
+        await self._send_json(ex, 200, {"models": [m.tags_entry() for m in models]})
+
+    async def _ps(self, request: HttpRequest, ex: Exchange, record: RequestRecord) -> None:
+        await self._send_json(ex, 200, {"models": self.emu.scheduler.ps()})
+
+    async def _show(self, request: HttpRequest, ex: Exchange, record: RequestRecord) -> None:
+        body = self._body(request, record, "ShowRequest", _SHOW_FIELDS)
+        name = body.get("model") or body.get("name") or ""
+        record.model = name or None
+        if not name:
+            raise ApiError(400, "model is required")
+        model = self._find(name)
+        record.model_name = model.name
+        await self._send_json(ex, 200, model.show())
+
+    # -- request parsing -------------------------------------------------------------------
+
+    def _body(
+        self, request: HttpRequest, record: RequestRecord, struct: str, fields: dict[str, Any]
+    ) -> dict[str, Any]:
+        body = decode_json_body(request.body)
+        record.body = body
+        check_fields(body, struct, fields)
+        if isinstance(body.get("model"), str):
+            record.model = body["model"]
+        record.options = body.get("options") if isinstance(body.get("options"), dict) else None
+        record.keep_alive = body.get("keep_alive")
+        record.format = body.get("format")
+        return body
+
+    def _find(self, name: str) -> EmulatedModel:
+        model = self.emu._models.get(lookup_key(name)) if name else None
+        if model is None:
+            raise ApiError(404, f"model '{name}' not found")
+        return model
+
+    def _common(self, body: dict[str, Any], record: RequestRecord) -> tuple[bool, float | None]:
+        """stream flag and keep_alive (decoded while binding in Ollama, so errors come first)."""
+        keep_alive = parse_keep_alive(body.get("keep_alive"))
+        stream = body.get("stream") is not False
+        record.stream = stream
+        return stream, keep_alive
+
+    # -- chat and generate -----------------------------------------------------------------
+
+    async def _chat(self, request: HttpRequest, ex: Exchange, record: RequestRecord) -> None:
+        body = self._body(request, record, "ChatRequest", _CHAT_FIELDS)
+        stream, keep_alive = self._common(body, record)
+        think = _parse_think(body.get("think"))
+        record.think = think
+        tools = body.get("tools") or []
+        record.tools = bool(tools)
+        messages = body.get("messages") or []
+        for message in messages:
+            if not isinstance(message, dict):
+                raise ApiError(
+                    400, f"json: cannot unmarshal {json_kind(message)} into Go value of type api.Message"
+                )
+            content = message.get("content")
+            if content is not None and not isinstance(content, str):
+                raise ApiError(
+                    400,
+                    f"json: cannot unmarshal {json_kind(content)} into Go struct field "
+                    "ChatRequest.messages.content of type string",
+                )
+        await self._hang_fault(record)
+        name = body.get("model") or ""
+        if not _valid_name(name):
+            raise ApiError(400, "model is required")
+        _check_top_logprobs(body)
+        model = self._find(name)
+        record.model_name = model.name
+        if not messages and keep_alive == 0:
+            record.action = "unload"
+            self.emu.scheduler.expire(model.key)
+            await self._send_json(ex, 200, _chat_done(name, "unload"))
+            return
+        if not model.has("completion"):
+            raise ApiError(400, f"{go_quote(name)} does not support chat")
+        if tools and not model.has("tools"):
+            raise ApiError(400, f"{model.name} does not support tools")
+        if _thinks(think) and not model.has("thinking"):
+            raise ApiError(400, f"{go_quote(name)} does not support thinking")
+        self._refusal_faults(record)
+        lease = await self._acquire(model, keep_alive, body, record)
+        try:
+            if not messages:
+                record.action = "load"
+                await self._send_json(ex, 200, _chat_done(name, "load"))
+                return
+            prompt = ""
+            for message in reversed(messages):
+                if message.get("role") == "user":
+                    prompt = message.get("content") or ""
+                    break
+            gen = GenerationRequest(
+                endpoint="chat",
+                model=name,
+                messages=tuple(messages),
+                prompt=prompt,
+                options=body.get("options") or {},
+                format=body.get("format"),
+                think=think,
+                tools=tuple(tools),
+                body=body,
+            )
+            chars = sum(
+                len(str(m.get("content") or "")) + len(str(m.get("role") or "")) + 4 for m in messages
+            )
+            chars += len(dumps(tools)) if tools else 0
+            await self._run(ex, record, lease, gen, stream, chars, model)
+        finally:
+            self.emu.scheduler.release(lease.runner)
+
+    async def _generate(self, request: HttpRequest, ex: Exchange, record: RequestRecord) -> None:
+        body = self._body(request, record, "GenerateRequest", _GENERATE_FIELDS)
+        stream, keep_alive = self._common(body, record)
+        think = _parse_think(body.get("think"))
+        record.think = think
+        await self._hang_fault(record)
+        name = body.get("model") or ""
+        if body.get("raw") and (body.get("template") or body.get("system") or body.get("context")):
+            raise ApiError(400, "raw mode does not support template, system, or context")
+        if not _valid_name(name):
+            # Ollama keeps answering 404 here for compatibility ("ideally invalid model name").
+            raise ApiError(404, f"model '{name}' not found")
+        _check_top_logprobs(body)
+        model = self._find(name)
+        record.model_name = model.name
+        prompt = body.get("prompt") or ""
+        if not prompt and keep_alive == 0:
+            record.action = "unload"
+            self.emu.scheduler.expire(model.key)
+            await self._send_json(ex, 200, _generate_done(name, "unload"))
+            return
+        if not model.has("completion"):
+            raise ApiError(400, f"{go_quote(name)} does not support generate")
+        if _thinks(think) and not model.has("thinking"):
+            raise ApiError(400, f"{go_quote(name)} does not support thinking")
+        self._refusal_faults(record)
+        lease = await self._acquire(model, keep_alive, body, record)
+        try:
+            if not prompt:
+                record.action = "load"
+                await self._send_json(ex, 200, _generate_done(name, "load"))
+                return
+            system = body.get("system") or ""
+            messages: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
+            messages.append({"role": "user", "content": prompt})
+            gen = GenerationRequest(
+                endpoint="generate",
+                model=name,
+                messages=tuple(messages),
+                prompt=prompt,
+                options=body.get("options") or {},
+                format=body.get("format"),
+                think=think,
+                body=body,
+            )
+            chars = (
+                len(prompt) + len(system) + len(body.get("suffix") or "") + 4 * len(body.get("context") or [])
+            )
+            await self._run(ex, record, lease, gen, stream, chars, model)
+        finally:
+            self.emu.scheduler.release(lease.runner)
+
+    async def _acquire(
+        self, model: EmulatedModel, keep_alive: float | None, body: Mapping[str, Any], record: RequestRecord
+    ) -> Lease:
+        options = body.get("options") or {}
+        num_ctx = options.get("num_ctx") if isinstance(options.get("num_ctx"), int) else None
+        if (
+            model.key not in self.emu.scheduler.runners
+            or self.emu.scheduler.runners[model.key].state != "ready"
+        ):
+            record.cold_load = True
+            self.emu.log.notify()
+        lease = await self.emu.scheduler.acquire(model, keep_alive, num_ctx)
+        record.cold_load = lease.cold
+        return lease
+
+    # -- the generation itself -------------------------------------------------------------
+
+    def _plan(self, gen: GenerationRequest, prompt_chars: int, model: EmulatedModel) -> _Plan:
+        settings = self.emu.settings
+        seed_text = f"{model.name}\x1f{gen.endpoint}\x1f{gen.prompt}"
+        pieces: list[_Piece] = []
+        thinking_text: str | None = None
+        content: str | None = None
+        calls = self.emu._take_tool_calls(gen) if gen.tools else None
+        responder = self.emu.responder
+        if calls is None and responder is not None:
+            answer = responder(gen)
+            if isinstance(answer, Reply):
+                content, thinking_text = answer.content, answer.thinking
+            elif answer is not None:
+                content = str(answer)
+        if _thinks(gen.think) and model.has("thinking") and thinking_text is None:
+            thinking_text = default_thinking(seed_text, settings.thinking_tokens)
+        if not _thinks(gen.think):
+            thinking_text = None
+        if calls is None and content is None:
+            if gen.format is not None and gen.format != "":
+                content = format_text(gen.format, seed_text)
+            else:
+                content = default_reply(seed_text, settings.reply_tokens)
+        options = gen.options
+        done_reason = "stop"
+        if content:
+            content = _apply_stop(content, options.get("stop"))
+        for token in split_tokens(thinking_text or ""):
+            pieces.append(_Piece(thinking=token))
+        if calls is not None:
+            tool_calls = [self._tool_call(call, index) for index, call in enumerate(calls)]
+            pieces.append(_Piece(tool_calls=tool_calls, tokens=max(1, count_tokens(dumps(calls)))))
+        else:
+            pieces.extend(_Piece(content=token) for token in split_tokens(content or ""))
+        limit = options.get("num_predict")
+        if isinstance(limit, (int, float)) and not isinstance(limit, bool) and limit > 0:
+            budget, kept = int(limit), []
+            for piece in pieces:
+                if budget <= 0:
+                    done_reason = "length"
+                    break
+                kept.append(piece)
+                budget -= piece.tokens
+            pieces = kept
+        return _Plan(pieces, done_reason, max(1, count_tokens("x" * prompt_chars)))
+
+    def _tool_call(self, call: Mapping[str, Any], index: int) -> dict[str, Any]:
+        call_id = "call_" + "".join(self._ids.choice(_CALL_ID_CHARS) for _ in range(8))
+        return {
+            "id": call_id,
+            "function": {"index": index, "name": call["name"], "arguments": call.get("arguments") or {}},
+        }
+
+    async def _run(
+        self,
+        ex: Exchange,
+        record: RequestRecord,
+        lease: Lease,
+        gen: GenerationRequest,
+        stream: bool,
+        prompt_chars: int,
+        model: EmulatedModel,
+    ) -> None:
+        emu = self.emu
+        settings = emu.settings
+        scheduler = emu.scheduler
+        runner = lease.runner
+        loop = asyncio.get_running_loop()
+        scale = settings.time_scale
+        slot_start = loop.time()
+        waited = await runner.slots.acquire()
+        queue_s = (loop.time() - slot_start) / scale if waited and scale > 0 else 0.0
+        try:
+            record.concurrency, record.model_concurrency = scheduler.begin_generation(runner)
+            try:
+                faults = emu.faults.current
+                plan = self._plan(gen, prompt_chars, model)
+                ttft = (model.ttft if model.ttft is not None else settings.ttft) + faults.extra_latency
+                prefill = settings.prompt_tokens_per_second
+                ttft += plan.prompt_tokens / prefill if prefill > 0 else 0.0
+                ttft *= faults.slow_factor
+                tps = (
+                    model.tokens_per_second
+                    if model.tokens_per_second is not None
+                    else settings.tokens_per_second
+                )
+                per_token = faults.slow_factor / tps if tps > 0 else 0.0
+                eval_count = sum(p.tokens for p in plan.pieces)
+                metrics = {
+                    "load_ns": lease.load_ns if lease.cold else 0,
+                    "queue_ns": int(queue_s * 1e9),
+                    "prompt_eval_count": plan.prompt_tokens,
+                    "prompt_eval_duration": max(1, int(ttft * 1e9)),
+                    "eval_count": eval_count,
+                    "eval_duration": max(1, int(eval_count * per_token * 1e9)) if eval_count else 0,
+                }
+                record.queue_duration = metrics["queue_ns"]
+                if ttft > 0 and scale > 0:
+                    await asyncio.sleep(ttft * scale)
+                if stream:
+                    await self._stream(ex, record, gen, plan, per_token * scale, faults, metrics)
+                else:
+                    await self._respond_whole(ex, record, gen, plan, per_token * scale, faults, metrics)
+            finally:
+                scheduler.end_generation(runner)
+        finally:
+            runner.slots.release()
+
+    def _final(
+        self, gen: GenerationRequest, plan: _Plan, record: RequestRecord, metrics: dict[str, int], whole: bool
+    ) -> dict[str, Any]:
+        """The last object (``done: true``) with every metric, in Go field order."""
+        # A warm request still spends a millisecond or so in the scheduler.
+        load = metrics["load_ns"] + 1_000_000 + (record.id * 104_729) % 1_500_000
+        total = load + metrics["queue_ns"] + metrics["prompt_eval_duration"] + metrics["eval_duration"]
+        total += 150_000 + (record.id * 7_919) % 200_000  # template rendering, sampling, HTTP
+        record.load_duration = load
+        record.total_duration = total
+        record.prompt_eval_duration = metrics["prompt_eval_duration"]
+        record.eval_duration = metrics["eval_duration"]
+        record.prompt_eval_count = metrics["prompt_eval_count"]
+        record.eval_count = metrics["eval_count"]
+        record.done_reason = plan.done_reason
+        out: dict[str, Any] = {"model": gen.model, "created_at": format_utc()}
+        if gen.endpoint == "chat":
+            message: dict[str, Any] = {"role": "assistant", "content": ""}
+            if whole:
+                message["content"] = "".join(p.content for p in plan.pieces)
+                thinking = "".join(p.thinking for p in plan.pieces if p.thinking)
+                if thinking:
+                    message["thinking"] = thinking
+                calls = [c for p in plan.pieces if p.tool_calls for c in p.tool_calls]
+                if calls:
+                    message["tool_calls"] = calls
+            out["message"] = message
+        else:
+            out["response"] = "".join(p.content for p in plan.pieces) if whole else ""
+            if whole:
+                thinking = "".join(p.thinking for p in plan.pieces if p.thinking)
+                if thinking:
+                    out["thinking"] = thinking
+        out["done"] = True
+        out["done_reason"] = plan.done_reason
+        if gen.endpoint == "generate" and not gen.body.get("raw"):
+            count = metrics["prompt_eval_count"] + metrics["eval_count"]
+            base = hash(gen.prompt) & 0xFFFF
+            out["context"] = [(base + i * 2_654_435_761) % 128_000 for i in range(count)]
+        out["total_duration"] = total
+        out["load_duration"] = load
+        for key in ("prompt_eval_count", "prompt_eval_duration", "eval_count", "eval_duration"):
+            if metrics[key]:  # omitempty
+                out[key] = metrics[key]
+        return out
+
+    def _chunk(self, gen: GenerationRequest, piece: _Piece) -> bytes:
+        if gen.endpoint == "chat":
+            message: dict[str, Any] = {"role": "assistant", "content": piece.content}
+            if piece.thinking:
+                message["thinking"] = piece.thinking
+            if piece.tool_calls:
+                message["tool_calls"] = piece.tool_calls
+            obj: dict[str, Any] = {
+                "model": gen.model,
+                "created_at": format_utc(),
+                "message": message,
+                "done": False,
+            }
+        else:
+            obj = {"model": gen.model, "created_at": format_utc(), "response": piece.content}
+            if piece.thinking:
+                obj["thinking"] = piece.thinking
+            obj["done"] = False
+        return (dumps(obj) + "\n").encode()
+
+    async def _stream(
+        self,
+        ex: Exchange,
+        record: RequestRecord,
+        gen: GenerationRequest,
+        plan: _Plan,
+        token_delay: float,
+        faults: Faults,
+        metrics: dict[str, int],
+    ) -> None:
+        pieces = plan.pieces
+        # Fault triggers count lines; they fire before the done line at the latest.
+        last = len(pieces)
+
+        def trigger(value: int | None) -> int | None:
+            return None if value is None else max(0, min(value, last))
+
+        drop_at = trigger(faults.drop_after_chunks)
+        error_at = trigger(faults.error_after_chunks)
+        hang_at = trigger(faults.hang_after_chunks)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        due_tokens = 0
+        buffer = bytearray()
+        for index in range(last + 1):
+            if index in (drop_at, error_at, hang_at):
+                if buffer:
+                    await self._write_stream(ex, bytes(buffer))
+                    buffer.clear()
+                await self._mid_stream_fault(ex, record, index, drop_at, error_at, hang_at, faults)
+            if index < last:
+                piece = pieces[index]
+                due_tokens += piece.tokens
+                if token_delay > 0:
+                    delay = start + due_tokens * token_delay - loop.time()
+                    if delay > 0.0005:  # batch tokens that are due together into one write
+                        if buffer:
+                            await self._write_stream(ex, bytes(buffer))
+                            buffer.clear()
+                        await asyncio.sleep(delay)
+                buffer += self._chunk(gen, piece)
+            else:
+                buffer += (dumps(self._final(gen, plan, record, metrics, whole=False)) + "\n").encode()
+            record.chunks = index + 1
+        await self._write_stream(ex, bytes(buffer))
+        await ex.end()
+
+    async def _write_stream(self, ex: Exchange, data: bytes) -> None:
+        if not ex.started:
+            await ex.start(200, NDJSON)
+        await ex.write(data)
+
+    async def _mid_stream_fault(
+        self,
+        ex: Exchange,
+        record: RequestRecord,
+        index: int,
+        drop_at: int | None,
+        error_at: int | None,
+        hang_at: int | None,
+        faults: Faults,
+    ) -> None:
+        if index == hang_at:
+            record.fault = "hang_mid_stream" if index else "hang"
+            self.emu.log.notify()
+            while self.emu.faults.current.hang_after_chunks is not None:
+                await self.emu._faults_changed()
+        if index == drop_at:
+            record.fault = "drop"
+            ex.drop()
+        if index == error_at:
+            record.fault = "error_line"
+            record.error = faults.stream_error_message
+            if not ex.started:
+                raise ApiError(500, faults.stream_error_message)
+            await ex.write((dumps({"error": faults.stream_error_message}) + "\n").encode())
+            await ex.end()
+            raise _StreamEnded()
+
+    async def _respond_whole(
+        self,
+        ex: Exchange,
+        record: RequestRecord,
+        gen: GenerationRequest,
+        plan: _Plan,
+        token_delay: float,
+        faults: Faults,
+        metrics: dict[str, int],
+    ) -> None:
+        total_tokens = sum(p.tokens for p in plan.pieces)
+        if token_delay > 0 and total_tokens:
+            await asyncio.sleep(token_delay * total_tokens)
+        if faults.hang_after_chunks is not None:
+            await self._mid_stream_fault(ex, record, 0, None, None, 0, faults)
+        if faults.drop_after_chunks is not None:
+            record.fault = "drop"
+            ex.drop()
+        if faults.error_after_chunks is not None:
+            record.fault = "error_line"
+            raise ApiError(500, faults.stream_error_message)
+        await self._send_json(ex, 200, self._final(gen, plan, record, metrics, whole=True))
+
+    # -- embeddings ------------------------------------------------------------------------
+
+    async def _embed(self, request: HttpRequest, ex: Exchange, record: RequestRecord) -> None:
+        body = self._body(request, record, "EmbedRequest", _EMBED_FIELDS)
+        _stream, keep_alive = self._common(body, record)
+        record.stream = None
+        await self._hang_fault(record)
+        raw = body.get("input")
+        if isinstance(raw, str):
+            inputs = [raw] if raw else []
+        elif isinstance(raw, list):
+            if not all(isinstance(item, str) for item in raw):
+                raise ApiError(400, "invalid input type")
+            inputs = list(raw)
+        elif raw is None:
+            inputs = []
+        else:
+            raise ApiError(400, "invalid input type")
+        name = body.get("model") or ""
+        model = self._find(name)
+        record.model_name = model.name
+        self._refusal_faults(record)
+        lease = await self._acquire(model, keep_alive, body, record)
+        try:
+            if not inputs:
+                record.action = "load"
+                await self._send_json(ex, 200, {"model": name, "embeddings": []})
+                return
+            truncate = body.get("truncate") is not False
+            vectors, metrics = await self._embed_vectors(record, lease, model, inputs, truncate)
+            dims = body.get("dimensions")
+            if isinstance(dims, int) and 0 < dims < len(vectors[0]):
+                vectors = [normalize(v[:dims]) for v in vectors]
+            faults = self.emu.faults.current
+            if faults.drop_after_chunks is not None:
+                record.fault = "drop"
+                ex.drop()
+            if faults.error_after_chunks is not None:
+                record.fault = "error_line"
+                raise ApiError(500, faults.stream_error_message)
+            load = metrics["load_ns"] + 1_000_000 + (record.id * 104_729) % 1_500_000
+            total = load + metrics["queue_ns"] + metrics["prompt_eval_duration"] + 120_000
+            record.load_duration, record.total_duration = load, total
+            record.prompt_eval_count = metrics["prompt_eval_count"]
+            record.prompt_eval_duration = metrics["prompt_eval_duration"]
+            embeddings = ",".join("[" + ",".join(f"{x:.9g}" for x in v) + "]" for v in vectors)
+            text = (
+                f'{{"model":{dumps(name)},"embeddings":[{embeddings}],"total_duration":{total},'
+                f'"load_duration":{load},"prompt_eval_count":{metrics["prompt_eval_count"]}}}'
+            )
+            await ex.send(200, JSON, text.encode())
+        finally:
+            self.emu.scheduler.release(lease.runner)
+
+    async def _embed_vectors(
+        self, record: RequestRecord, lease: Lease, model: EmulatedModel, inputs: list[str], truncate: bool
+    ) -> tuple[list[list[float]], dict[str, int]]:
+        settings = self.emu.settings
+        runner = lease.runner
+        loop = asyncio.get_running_loop()
+        scale = settings.time_scale
+        slot_start = loop.time()
+        waited = await runner.slots.acquire()
+        queue_s = (loop.time() - slot_start) / scale if waited and scale > 0 else 0.0
+        try:
+            record.concurrency, record.model_concurrency = self.emu.scheduler.begin_generation(runner)
+            try:
+                limit = runner.context_length
+                counts = [max(1, count_tokens(text)) for text in inputs]
+                if not truncate and any(c > limit for c in counts):
+                    raise ApiError(400, "the input length exceeds the context length")
+                tokens = sum(min(c, limit) for c in counts)
+                faults = self.emu.faults.current
+                prefill = settings.prompt_tokens_per_second
+                seconds = (model.ttft if model.ttft is not None else settings.ttft) + faults.extra_latency
+                seconds = (seconds + (tokens / prefill if prefill > 0 else 0.0)) * faults.slow_factor
+                if seconds > 0 and scale > 0:
+                    await asyncio.sleep(seconds * scale)
+                dim = model.embedding_dim or 768
+                vectors = [list(embed_text(text, dim)) for text in inputs]
+                record.queue_duration = int(queue_s * 1e9)
+                return vectors, {
+                    "load_ns": lease.load_ns if lease.cold else 0,
+                    "queue_ns": int(queue_s * 1e9),
+                    "prompt_eval_count": tokens,
+                    "prompt_eval_duration": int(seconds * 1e9),
+                }
+            finally:
+                self.emu.scheduler.end_generation(runner)
+        finally:
+            runner.slots.release()
+
+    async def _embeddings(self, request: HttpRequest, ex: Exchange, record: RequestRecord) -> None:
+        body = self._body(request, record, "EmbeddingRequest", _EMBEDDINGS_FIELDS)
+        _stream, keep_alive = self._common(body, record)
+        record.stream = None
+        await self._hang_fault(record)
+        name = body.get("model") or ""
+        if not _valid_name(name):
+            raise ApiError(400, "model is required")
+        model = self.emu._models.get(lookup_key(name))
+        if model is None:  # the scheduler's (older) wording: this route does not look up first
+            raise ApiError(404, f"model {go_quote(name)} not found, try pulling it first")
+        record.model_name = model.name
+        self._refusal_faults(record)
+        lease = await self._acquire(model, keep_alive, body, record)
+        try:
+            prompt = body.get("prompt") or ""
+            if not prompt:
+                record.action = "load"
+                await self._send_json(ex, 200, {"embedding": []})
+                return
+            vectors, metrics = await self._embed_vectors(record, lease, model, [prompt], True)
+            record.prompt_eval_count = metrics["prompt_eval_count"]
+            await self._send_json(ex, 200, {"embedding": vectors[0]})
+        finally:
+            self.emu.scheduler.release(lease.runner)
+
+
+def _check_top_logprobs(body: Mapping[str, Any]) -> None:
+    value = body.get("top_logprobs")
+    if isinstance(value, int) and not 0 <= value <= 20:
+        raise ApiError(400, "top_logprobs must be between 0 and 20")
+
+
+def _chat_done(model: str, reason: str) -> dict[str, Any]:
+    return {
+        "model": model,
+        "created_at": format_utc(),
+        "message": {"role": "assistant", "content": ""},
+        "done": True,
+        "done_reason": reason,
+    }
+
+
+def _generate_done(model: str, reason: str) -> dict[str, Any]:
+    return {"model": model, "created_at": format_utc(), "response": "", "done": True, "done_reason": reason}
+
+
+def _apply_stop(text: str, stop: Any) -> str:
+    """Cut the text before the first stop sequence (the sequence itself is not emitted)."""
+    if isinstance(stop, str):
+        stop = [stop]
+    if not isinstance(stop, list):
+        return text
+    cut = len(text)
+    for sequence in stop:
+        if isinstance(sequence, str) and sequence:
+            at = text.find(sequence)
+            if at != -1:
+                cut = min(cut, at)
+    return text[:cut]
