@@ -1126,6 +1126,8 @@ def _describe(err: Mapping[str, Any], root: type[BaseModel]) -> _Problem:
     if kind == "missing":
         hints = {"url": _URL_HINT, "instances": "e.g. instances: [{url: http://localhost:11434}]"}
         return _Problem(loc, "required", hints.get(name))
+    if kind == "json_invalid":  # the raw text may hold header values: never echo it
+        return _Problem(loc, f"invalid JSON: {ctx.get('error', 'cannot parse')}")
     if kind == "frozen_instance":
         return _Problem(loc, "cannot be changed: configuration is immutable", "use model_copy(update=...)")
     limits = {
@@ -1155,7 +1157,6 @@ def _describe(err: Mapping[str, Any], root: type[BaseModel]) -> _Problem:
         "dict_type": ("expected a mapping", None),
         "model_type": ("expected a mapping", None),
         "model_attributes_type": ("expected a mapping", None),
-        "json_invalid": ("invalid JSON", None),
     }
     text, hint = texts.get(
         kind, (str(err.get("msg", "invalid value")).replace("Input should be", "expected"), None)
@@ -1198,6 +1199,8 @@ def _config_error(exc: ValidationError, root: type[BaseModel], origin: _Origin |
                 value = "***"
             elif isinstance(value, str):
                 value = _mask_url(value)
+            elif not isinstance(value, (int, float, bool, enum.Enum, type(None))):
+                value = _show(value)  # a mapping or list may hold header values: keep only a summary
             first = (field_name, value, problem.hint)
     assert first is not None
     if len(lines) == 1:

@@ -398,6 +398,19 @@ def test_header_values_never_appear_in_error_messages(instance):
     )
 
 
+def test_the_error_value_of_a_mistyped_section_is_a_summary_not_its_contents():
+    error = config_error(PoolConfig, instances={"url": "h", "headers": {"Authorization": SECRET}})
+    assert str(error) == "instances = a mapping: expected a list"
+    assert error.value == "a mapping"
+
+
+def test_broken_json_is_not_echoed():
+    text = '{"instances": [{"url": "h", "headers": {"Authorization": "Bearer s3cr3t-t0ken"}}'
+    error = config_error(PoolConfig.model_validate_json, text)
+    assert str(error).startswith("PoolConfig: invalid JSON: EOF while parsing")
+    assert "s3cr3t" not in str(error) and error.value is None
+
+
 def test_a_header_error_names_the_header_but_masks_its_value():
     error = config_error(InstanceConfig, url="h", headers={"Authorization": 5.5j})
     assert str(error) == "headers['Authorization'] = '***': expected a string"
