@@ -140,7 +140,7 @@ def _build_config(
     if config is None and instances is None:
         return PoolConfig.load(None)
     base = PoolConfig.load(config) if config is not None else None
-    data: dict[str, Any] = base.model_dump() if base is not None else {"instances": list(instances or [])}
+    data: dict[str, Any] = base.model_dump(exclude_unset=True) if base is not None else {"instances": list(instances or [])}
     if instances is not None:
         data["instances"] = [i.model_dump() if isinstance(i, InstanceConfig) else i for i in instances]
     lb = dict(data.get("load_balancing") or {})
@@ -784,9 +784,7 @@ def _url_key(url: str) -> str:
 
 
 def _instance_config(value: Mapping[str, Any] | str) -> InstanceConfig:
-    if isinstance(value, str):
-        return InstanceConfig(url=value)
-    return InstanceConfig(**dict(value))
+    return InstanceConfig.model_validate(value)  # strings follow the GLEITZEIT_OLLAMA_INSTANCES rules
 
 
 def _strategy_name(value: str | LoadBalancingStrategy, field: str = "load_balancing.strategy") -> str:
