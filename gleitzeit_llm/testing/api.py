@@ -622,8 +622,10 @@ class OllamaApi:
                 piece = pieces[index]
                 due_tokens += piece.tokens
                 if token_delay > 0:
+                    # Never early: sleep until this token is due. Sleeps overshoot a little, so at
+                    # fast time scales several tokens are due per wake-up and go out in one write.
                     delay = start + due_tokens * token_delay - loop.time()
-                    if delay > 0.0005:  # batch tokens that are due together into one write
+                    if delay > 0:
                         if buffer:
                             await self._write_stream(ex, bytes(buffer))
                             buffer.clear()

@@ -300,6 +300,9 @@ class _SchemaValues:
             text = text[: max(low, len(text.rstrip()))]
         if high is not None and len(text) > int(high):
             text = text[: int(high)]
+        pattern = schema.get("pattern")
+        if isinstance(pattern, str):
+            text = _matching(pattern, text)
         return text
 
     def _bounds(self, schema: Mapping[str, Any], step: float) -> tuple[float, float]:
@@ -342,13 +345,43 @@ class _SchemaValues:
         return None
 
 
+_PATTERN_CANDIDATES = (
+    "12345",
+    "abc",
+    "ABC",
+    "Abc",
+    "abc123",
+    "a",
+    "1",
+    "2025-01-01",
+    "12:00",
+    "user@example.com",
+    "https://example.com",
+    "+1-555-0100",
+    "AB-123",
+)
+
+
+def _matching(pattern: str, text: str) -> str:
+    """A string for ``pattern``: ``text`` if it matches, else the first simple candidate that does."""
+    try:
+        compiled = re.compile(pattern)
+    except re.error:
+        return text
+    for candidate in (text, *_PATTERN_CANDIDATES):
+        if compiled.search(candidate):
+            return candidate
+    return text
+
+
 def value_for_schema(schema: Any, seed_text: str = "") -> Any:
     """A JSON value valid for ``schema`` (``"json"`` or a non-schema gives a small object).
 
     Supports object/properties/required, nested objects, arrays (items, prefixItems,
     minItems/maxItems, uniqueItems), string (enum, const, format, min/maxLength), integer and
     number (minimum/maximum, exclusive bounds, multipleOf), boolean, null, anyOf/oneOf/allOf,
-    ``$ref`` into ``$defs``/``definitions`` and ``default``. ``pattern`` is not honoured.
+    ``$ref`` into ``$defs``/``definitions`` and ``default``. ``pattern`` is met only when one of a
+    few simple strings (digits, letters, a date, an e-mail, ...) matches it.
     """
     if not isinstance(schema, Mapping):
         rng = random.Random(_seed("json", seed_text))
