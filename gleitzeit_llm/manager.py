@@ -48,6 +48,8 @@ __all__ = ["Lease", "OllamaPoolManager", "Outcome"]
 # How often a caller waiting for a free slot re-checks on its own (breakers turning half-open
 # and health changes also free capacity without a release to announce it).
 _WAIT_SLICE = 0.25
+# A release tries at most this many waiters; the rest re-check on their own every _WAIT_SLICE.
+_HANDOFF_SCAN = 32
 # Busy (503/429) without Retry-After: keep the instance out of rotation this long.
 _BUSY_BACKOFF = 1.0
 
@@ -91,11 +93,18 @@ class Lease:
 
 
 class _Waiter:
-    """Someone waiting for a free slot: an event-loop future or a thread event."""
+    """Someone waiting for a free slot: an event-loop future or a thread event.
 
-    __slots__ = ("event", "future", "loop")
+    A release hands its slot straight to the oldest waiter that can use it (``lease`` is set
+    under the pool lock before the wake-up), so a release wakes one waiter, not all of them.
+    """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
+    __slots__ = ("attempt", "event", "future", "lease", "loop", "request")
+
+    def __init__(self, request: RouteRequest, attempt: int, loop: asyncio.AbstractEventLoop | None) -> None:
+        self.request = request
+        self.attempt = attempt
+        self.lease: Lease | None = None
         self.loop = loop
         self.future: asyncio.Future[None] | None = loop.create_future() if loop is not None else None
         self.event = threading.Event() if loop is None else None
@@ -140,7 +149,9 @@ def _build_config(
     if config is None and instances is None:
         return PoolConfig.load(None)
     base = PoolConfig.load(config) if config is not None else None
-    data: dict[str, Any] = base.model_dump(exclude_unset=True) if base is not None else {"instances": list(instances or [])}
+    data: dict[str, Any] = (
+        base.model_dump(exclude_unset=True) if base is not None else {"instances": list(instances or [])}
+    )
     if instances is not None:
         data["instances"] = [i.model_dump() if isinstance(i, InstanceConfig) else i for i in instances]
     lb = dict(data.get("load_balancing") or {})
@@ -246,10 +257,8 @@ class OllamaPoolManager:
             if self._closed:
                 return
             self._closed = True
-            waiters, self._waiters = self._waiters, []
         self._monitor.stop()
-        for waiter in waiters:
-            waiter.wake()
+        self._wake_waiters()
 
     async def __aenter__(self) -> OllamaPoolManager:
         await self.initialize()
@@ -438,16 +447,19 @@ class OllamaPoolManager:
             result, waiter = self._acquire_or_wait(request, attempt, loop)
             if waiter is None:
                 return result  # type: ignore[return-value]
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self._forget(waiter)
-                raise self._saturated(request, result)  # type: ignore[arg-type]
             try:
-                await asyncio.wait_for(asyncio.shield(waiter.future), min(remaining, _WAIT_SLICE))  # type: ignore[arg-type]
-            except asyncio.TimeoutError:
-                pass
-            finally:
-                self._forget(waiter)
+                remaining = deadline - time.monotonic()
+                if remaining > 0:
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(waiter.future), min(remaining, _WAIT_SLICE))  # type: ignore[arg-type]
+            except BaseException:
+                self._abandon(waiter)
+                raise
+            lease = self._claim(waiter)
+            if lease is not None:
+                return lease
+            if time.monotonic() >= deadline:
+                raise self._saturated(request, result)  # type: ignore[arg-type]
 
     def acquire_sync(self, request: RouteRequest, *, timeout: float | None = None, attempt: int = 1) -> Lease:
         """Sync twin of :meth:`acquire`: blocks the calling thread while all are full."""
@@ -458,30 +470,45 @@ class OllamaPoolManager:
             result, waiter = self._acquire_or_wait(request, attempt, None)
             if waiter is None:
                 return result  # type: ignore[return-value]
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self._forget(waiter)
+            try:
+                remaining = deadline - time.monotonic()
+                if remaining > 0:
+                    waiter.event.wait(min(remaining, _WAIT_SLICE))  # type: ignore[union-attr]
+            except BaseException:
+                self._abandon(waiter)
+                raise
+            lease = self._claim(waiter)
+            if lease is not None:
+                return lease
+            if time.monotonic() >= deadline:
                 raise self._saturated(request, result)  # type: ignore[arg-type]
-            waiter.event.wait(min(remaining, _WAIT_SLICE))  # type: ignore[union-attr]
-            self._forget(waiter)
 
     def _acquire_or_wait(
         self, request: RouteRequest, attempt: int, loop: asyncio.AbstractEventLoop | None
     ) -> tuple[Lease | Route, _Waiter | None]:
-        # Register the waiter under the same lock as the failed attempt: no wake-up is lost.
+        # Register the waiter under the same lock as the failed attempt: no hand-off is lost.
         with self._lock:
             result = self.try_acquire(request, attempt=attempt)
             if isinstance(result, Lease):
                 return result, None
             if not result.saturated:
                 raise NoInstanceAvailableError(result.reason or "no instance can serve this request")
-            waiter = _Waiter(loop)
+            waiter = _Waiter(request, attempt, loop)
             self._waiters.append(waiter)
             return result, waiter
 
-    def _forget(self, waiter: _Waiter) -> None:
-        with self._lock, contextlib.suppress(ValueError):
-            self._waiters.remove(waiter)
+    def _claim(self, waiter: _Waiter) -> Lease | None:
+        """Stop waiting; returns the lease a release handed over, if any."""
+        with self._lock:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
+            return waiter.lease
+
+    def _abandon(self, waiter: _Waiter) -> None:
+        """The waiter gave up (cancelled): give back a slot that was handed to it meanwhile."""
+        lease = self._claim(waiter)
+        if lease is not None:
+            self.finish(lease, asyncio.CancelledError())
 
     def _saturated(self, request: RouteRequest, route: Route) -> PoolSaturatedError:
         waited = self.config.load_balancing.queue_timeout
@@ -492,10 +519,36 @@ class OllamaPoolManager:
             f"or load_balancing.queue_timeout"
         )
 
-    def _wake_waiters(self) -> None:
+    def _wake_waiters(self, single: bool = False) -> None:
+        """Hand free slots to waiters, oldest first.
+
+        After one release (``single``) the first waiter that can use the slot gets it and the
+        scan stops; after a state change (health, breaker, instances) every waiter is tried.
+        Waiters that still find everything full keep waiting; those whose request can no longer
+        be served at all are woken so they raise.
+        """
+        woken: list[_Waiter] = []
         with self._lock:
-            waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
+            if not self._waiters:
+                return
+            if self._closed:
+                woken, self._waiters = self._waiters, []
+            else:
+                keep: list[_Waiter] = []
+                for index, waiter in enumerate(self._waiters):
+                    if (single and woken) or index >= _HANDOFF_SCAN:
+                        keep.append(waiter)
+                        continue
+                    result = self.try_acquire(waiter.request, attempt=waiter.attempt)
+                    if isinstance(result, Lease):
+                        waiter.lease = result
+                        woken.append(waiter)
+                    elif not result.saturated:
+                        woken.append(waiter)
+                    else:
+                        keep.append(waiter)
+                self._waiters = keep
+        for waiter in woken:
             waiter.wake()
 
     # -- finishing ----------------------------------------------------------------------------
@@ -586,7 +639,7 @@ class OllamaPoolManager:
                 error_type=type(error).__name__ if error is not None else None,
             )
         )
-        self._wake_waiters()
+        self._wake_waiters(single=True)
         return outcome
 
     # -- the guide's API ----------------------------------------------------------------------
