@@ -239,7 +239,7 @@ class TransportCore:
 
     def chunk(self, model: type[M], obj: dict[str, Any], chunks: int, call: Call) -> M:
         try:
-            return model.model_validate(obj)
+            return model.__pydantic_validator__.validate_python(obj)  # type: ignore[no-any-return]
         except ValidationError as exc:
             first = exc.errors(include_url=False)[0]
             where = ".".join(str(p) for p in first["loc"]) or "chunk"

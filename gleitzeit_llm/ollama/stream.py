@@ -27,7 +27,8 @@ from gleitzeit_llm.ollama._classify import describe_instance
 
 __all__ = ["NDJSONDecoder", "aiter_ndjson", "iter_ndjson"]
 
-_loads = json.loads
+# str.decode once per block plus raw_decode skips json.loads' per-call encoding sniffing.
+_raw_decode = json.JSONDecoder().raw_decode
 
 
 class NDJSONDecoder:
@@ -48,25 +49,20 @@ class NDJSONDecoder:
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
         # Splitting bytes (not text) on b"\n" is safe for UTF-8: no byte of a multi-byte
-        # character is 0x0A, so a character split across chunks waits in the buffer whole.
+        # character is 0x0A, so a character split across chunks waits in the buffer whole and
+        # the complete lines before the last newline always decode.
         if self._buffer:
             data = self._buffer + data
-        if b"\n" not in data:
+        end = data.rfind(b"\n")
+        if end == -1:
             self._buffer = data
             return []
-        lines = data.split(b"\n")
-        self._buffer = lines.pop()
-        parsed = []
-        for line in lines:
-            obj = self._parse(line)
-            if obj is not None:
-                parsed.append(obj)
-        return parsed
+        self._buffer = data[end + 1 :]
+        return self._parse_block(data[:end])
 
     def close(self) -> list[dict[str, Any]]:
         tail, self._buffer = self._buffer, b""
-        obj = self._parse(tail)
-        parsed = [] if obj is None else [obj]
+        parsed = self._parse_block(tail) if tail else []
         if not self.done:
             raise self._error(
                 f"stream truncated after {self.chunks_received} chunk"
@@ -74,20 +70,37 @@ class NDJSONDecoder:
             )
         return parsed
 
-    def _parse(self, line: bytes) -> dict[str, Any] | None:
+    def _parse_block(self, block: bytes) -> list[dict[str, Any]]:
+        """Parse complete lines; one UTF-8 decode per network chunk, not per line."""
+        parsed = []
+        try:
+            lines = block.decode("utf-8").split("\n")
+        except UnicodeDecodeError:
+            lines = []
+            for raw in block.split(b"\n"):  # find the offending line, counting the good ones
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise self._not_ndjson(raw.decode("utf-8", "replace")) from None
+                obj = self._parse(line)
+                if obj is not None:
+                    parsed.append(obj)
+        for line in lines:
+            obj = self._parse(line)
+            if obj is not None:
+                parsed.append(obj)
+        return parsed
+
+    def _parse(self, line: str) -> dict[str, Any] | None:
         line = line.strip()
         if not line:
             return None
         try:
-            obj = _loads(line)
-        except ValueError:  # JSONDecodeError and UnicodeDecodeError both are ValueErrors
-            obj = None
-        if not isinstance(obj, dict):
-            shown = line[:80].decode("utf-8", "replace")
-            raise self._error(
-                f"response is not NDJSON (after {self.chunks_received} chunks, got {shown!r}); "
-                "it does not look like Ollama"
-            )
+            obj, end = _raw_decode(line)
+        except ValueError:
+            obj, end = None, -1
+        if end != len(line) or not isinstance(obj, dict):
+            raise self._not_ndjson(line)
         if "error" in obj:
             message = obj["error"]
             if not isinstance(message, str):
@@ -99,6 +112,12 @@ class NDJSONDecoder:
         if obj.get("done") is True:
             self.done = True
         return obj
+
+    def _not_ndjson(self, line: str) -> StreamInterruptedError:
+        return self._error(
+            f"response is not NDJSON (after {self.chunks_received} chunks, got {line[:80]!r}); "
+            "it does not look like Ollama"
+        )
 
     def _error(self, what: str, *, ollama_message: str | None = None) -> StreamInterruptedError:
         return StreamInterruptedError(

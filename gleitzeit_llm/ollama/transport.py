@@ -38,7 +38,7 @@ from gleitzeit_llm.ollama.models import (
     ShowResponse,
     VersionResponse,
 )
-from gleitzeit_llm.ollama.stream import aiter_ndjson, iter_ndjson
+from gleitzeit_llm.ollama.stream import NDJSONDecoder
 from gleitzeit_llm.ollama.timeouts import Timeouts
 
 __all__ = ["AsyncOllamaTransport", "AsyncResponseStream", "OllamaTransport", "ResponseStream"]
@@ -289,19 +289,24 @@ class AsyncOllamaTransport(_TransportBase):
                 except httpx.HTTPError as exc:
                     raise core.body_error(exc, call, response, 0) from exc
                 raise core.stream_error(response, content, call)
+            # The NDJSON decoder is used directly (not through aiter_ndjson), saving a generator
+            # layer per chunk; the behaviour is the same.
+            decoder = NDJSONDecoder(instance=core.instance, url=core.url)
             chunks = 0
-            reader = aiter_ndjson(response.aiter_bytes(), instance=core.instance, url=core.url)
             try:
-                async for obj in reader:
-                    if call.deadline is not None and obj.get("done") is not True:
-                        core.check_deadline(call, chunks)
-                    item = core.chunk(model, obj, chunks, call)
-                    chunks += 1
-                    yield item
+                async for data in response.aiter_bytes():
+                    for obj in decoder.feed(data):
+                        if call.deadline is not None and obj.get("done") is not True:
+                            core.check_deadline(call, chunks)
+                        item = core.chunk(model, obj, chunks, call)
+                        chunks += 1
+                        yield item
             except httpx.HTTPError as exc:
                 raise core.body_error(exc, call, response, chunks) from exc
-            finally:
-                await reader.aclose()
+            for obj in decoder.close():
+                item = core.chunk(model, obj, chunks, call)
+                chunks += 1
+                yield item
         finally:
             await response.aclose()
 
@@ -449,18 +454,23 @@ class OllamaTransport(_TransportBase):
                 except httpx.HTTPError as exc:
                     raise core.body_error(exc, call, response, 0) from exc
                 raise core.stream_error(response, content, call)
+            # The NDJSON decoder is used directly (not through iter_ndjson), saving a generator
+            # layer per chunk; the behaviour is the same.
+            decoder = NDJSONDecoder(instance=core.instance, url=core.url)
             chunks = 0
-            reader = iter_ndjson(response.iter_bytes(), instance=core.instance, url=core.url)
             try:
-                for obj in reader:
-                    if call.deadline is not None and obj.get("done") is not True:
-                        core.check_deadline(call, chunks)
-                    item = core.chunk(model, obj, chunks, call)
-                    chunks += 1
-                    yield item
+                for data in response.iter_bytes():
+                    for obj in decoder.feed(data):
+                        if call.deadline is not None and obj.get("done") is not True:
+                            core.check_deadline(call, chunks)
+                        item = core.chunk(model, obj, chunks, call)
+                        chunks += 1
+                        yield item
             except httpx.HTTPError as exc:
                 raise core.body_error(exc, call, response, chunks) from exc
-            finally:
-                reader.close()
+            for obj in decoder.close():
+                item = core.chunk(model, obj, chunks, call)
+                chunks += 1
+                yield item
         finally:
             response.close()
