@@ -168,6 +168,14 @@ class OllamaApi:
             return
         loop_start = time.monotonic()
         record = self.emu.log.start(request.method, request.path, time.time(), request.headers)
+
+        def complete() -> None:
+            record.status = ex.status
+            record.finished = True
+            record.wall_time = time.monotonic() - loop_start
+            self.emu.log.notify()
+
+        ex.before_end = complete
         try:
             route = _ROUTES.get(request.path)
             if route is None:
@@ -194,10 +202,8 @@ class OllamaApi:
         except ConnectionDropped:
             raise
         finally:
-            record.status = ex.status
-            record.finished = True
-            record.wall_time = time.monotonic() - loop_start
-            self.emu.log.notify()
+            if not record.finished:  # cut, cancelled, or an error line ended the stream
+                complete()
 
     async def _send_json(self, ex: Exchange, status: int, value: Any) -> None:
         await ex.send(status, JSON, dumps(value).encode())

@@ -70,6 +70,9 @@ class Exchange:
         self.started = False
         self.finished = False
         self.status: int | None = None
+        #: Called just before the last bytes of the response are written, so that whatever a
+        #: client may check after reading the response (the request log) is already complete.
+        self.before_end: Callable[[], None] | None = None
 
     async def send(
         self, status: int, content_type: str, body: bytes, headers: list[tuple[str, str]] | None = None
@@ -90,6 +93,8 @@ class Exchange:
             out += self._conn.send(h11.Data(data=body))
         out += self._conn.send(h11.EndOfMessage())
         self.finished = True
+        if self.before_end is not None:
+            self.before_end()
         await self._write(out)
 
     async def start(self, status: int, content_type: str) -> None:
@@ -115,6 +120,8 @@ class Exchange:
         """Finish a chunked response."""
         if not self.finished:
             self.finished = True
+            if self.before_end is not None:
+                self.before_end()
             await self._write(self._conn.send(h11.EndOfMessage()))
 
     def drop(self) -> None:
