@@ -17,6 +17,7 @@ from gleitzeit_llm.errors import (
     ConfigError,
     InstanceFailedError,
     InstanceTimeoutError,
+    RequestError,
     StreamInterruptedError,
 )
 from gleitzeit_llm.ollama._classify import (
@@ -141,12 +142,12 @@ class TransportCore:
         }
         if body is None:
             return client.build_request(call.method, call.path, extensions=extensions)
+        try:
+            content = _dumps(body).encode("utf-8")
+        except (TypeError, ValueError) as exc:  # NaN, or an object JSON cannot carry
+            raise RequestError(f"the request cannot be sent as JSON: {exc}", field="request") from None
         return client.build_request(
-            call.method,
-            call.path,
-            content=_dumps(body).encode("utf-8"),
-            headers=_JSON_BODY_HEADERS,
-            extensions=extensions,
+            call.method, call.path, content=content, headers=_JSON_BODY_HEADERS, extensions=extensions
         )
 
     def enter_body(self, response: httpx.Response, call: Call) -> None:

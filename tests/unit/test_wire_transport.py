@@ -293,6 +293,16 @@ async def test_show_with_an_empty_model_fails_before_any_network_io(flavour: str
     assert server.requests == []
 
 
+@pytest.mark.parametrize("options", [{"temperature": float("nan")}, {"stop": {"a", "b"}}])
+async def test_options_json_cannot_carry_are_request_errors(flavour: str, options: dict) -> None:
+    server = ChatServer()
+    transport = make(flavour, server)
+    with pytest.raises(RequestError, match="cannot be sent as JSON"):
+        await run(transport, "chat", {**HELLO, "options": options})
+    await close(transport)
+    assert server.requests == []
+
+
 @pytest.mark.parametrize("method", ["stream_chat", "stream_generate"])
 async def test_an_invalid_stream_request_fails_on_the_call_itself(flavour: str, method: str) -> None:
     transport = make(flavour, ChatServer())
