@@ -586,8 +586,9 @@ class OllamaPoolManager:
                 if cold_load:
                     m.cold_loads += 1
                 first = ttft if ttft is not None else duration
-                m.ttft.observe(first, now)
-                if output_tokens:
+                if not cold_load:  # a model load says nothing about the instance's speed
+                    m.ttft.observe(first, now)
+                if output_tokens and not cold_load:
                     if output_tokens > 1 and duration > first:
                         m.tpot.observe((duration - first) / (output_tokens - 1), now)
                     self._router.observe_output_tokens(output_tokens)
@@ -598,6 +599,8 @@ class OllamaPoolManager:
                     inst.breaker.record_success(now)
                 if inst.state is InstanceState.UNKNOWN:
                     self._set_state(inst, InstanceState.HEALTHY, "served a request")
+                elif lease.probe and inst.state is InstanceState.DEGRADED:
+                    self._set_state(inst, InstanceState.HEALTHY, "probe request succeeded")
             elif outcome == Outcome.FAILURE:
                 m.total_requests += 1
                 m.failed_requests += 1

@@ -13,12 +13,17 @@ class PeakEwma:
     Jumping on peaks makes a slowing instance lose traffic immediately; decaying toward zero
     while no samples arrive makes an idle (or shunned) instance look cheap again after a while,
     so it is re-probed instead of starved. ``value_at(now)`` is ``None`` until the first sample.
+
+    Each sample below the estimate also pulls it down by at least ``min_weight``: with purely
+    time-based decay, a one-off peak (a connection set-up, a pause) would dominate for ``decay``
+    seconds however many fast samples follow it.
     """
 
-    __slots__ = ("_stamp", "_value", "decay")
+    __slots__ = ("_stamp", "_value", "decay", "min_weight")
 
-    def __init__(self, decay: float = 10.0) -> None:
+    def __init__(self, decay: float = 10.0, min_weight: float = 0.1) -> None:
         self.decay = decay
+        self.min_weight = min_weight
         self._value: float | None = None
         self._stamp = 0.0
 
@@ -26,7 +31,7 @@ class PeakEwma:
         if self._value is None or sample > self._value:
             self._value = sample
         else:
-            w = math.exp(-max(now - self._stamp, 0.0) / self.decay)
+            w = min(math.exp(-max(now - self._stamp, 0.0) / self.decay), 1.0 - self.min_weight)
             self._value = self._value * w + sample * (1.0 - w)
         self._stamp = now
 

@@ -17,6 +17,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from gleitzeit_llm.routing.breaker import CircuitState
 from gleitzeit_llm.routing.instance import InstanceState, OllamaInstance
 
 __all__ = ["SCORERS", "STRATEGY_NAMES", "Route", "RouteRequest", "Router"]
@@ -147,8 +148,14 @@ class Router:
             ]
             free = fast or free
 
-        if any(i.state is not InstanceState.DEGRADED for _, i in free):
-            free = [(p, i) for p, i in free if i.state is not InstanceState.DEGRADED]
+        # Degraded instances only take overflow, except one whose breaker wants a probe request:
+        # recovery is proven with real traffic, so it must get some.
+        preferred = [
+            (p, i)
+            for p, i in free
+            if i.state is not InstanceState.DEGRADED or i.breaker.state_at(now) is CircuitState.HALF_OPEN
+        ]
+        free = preferred or free
 
         chosen = self._pick(free, req, now, len(instances))
         # "panic" tells the caller to bypass the breaker: nothing routable was chosen on purpose.
