@@ -57,7 +57,9 @@ class ConfigError(GleitzeitError, ValueError):
     was given and ``hint`` what is allowed.
     """
 
-    def __init__(self, message: str, *, field: str | None = None, value: object = None, hint: str | None = None):
+    def __init__(
+        self, message: str, *, field: str | None = None, value: object = None, hint: str | None = None
+    ):
         self.field = field
         self.value = value
         self.hint = hint

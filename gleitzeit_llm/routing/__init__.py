@@ -2,7 +2,7 @@
 
 from gleitzeit_llm.routing.breaker import CircuitBreaker, CircuitState
 from gleitzeit_llm.routing.instance import InstanceMetrics, InstanceState, OllamaInstance
-from gleitzeit_llm.routing.strategies import SCORERS, STRATEGY_NAMES, Route, RouteRequest, Router
+from gleitzeit_llm.routing.strategies import SCORERS, STRATEGY_NAMES, Route, Router, RouteRequest
 
 __all__ = [
     "SCORERS",
