@@ -66,8 +66,7 @@ async def probe_instance(instance_id: str, transport: AsyncOllamaTransport) -> P
     now_wall = datetime.now(timezone.utc)
     installed = frozenset(model_key(m.model or m.name or "") for m in tags.models)
     loaded = {
-        model_key(m.model or m.name or ""): _remaining_seconds(m.expires_at, now_wall)
-        for m in ps.models
+        model_key(m.model or m.name or ""): _remaining_seconds(m.expires_at, now_wall) for m in ps.models
     }
     return ProbeResult(
         instance_id,
