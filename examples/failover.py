@@ -1,0 +1,99 @@
+"""Health Monitoring & Failover: an instance dies mid-run, every request still succeeds.
+
+Three instances serve chat calls. Then ``ollama-2`` is stopped (like a crashed server or a
+reclaimed spot machine): calls that hit it are retried on another instance, its circuit breaker
+opens after two failures, and the health checks mark it unhealthy. When it is started again the
+health checks see it, the breaker lets probe requests through, and it is back in rotation.
+
+    .venv/bin/python examples/failover.py
+
+With real servers nothing is stopped; stop one of yours while it runs to see the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+from _servers import MODEL, servers
+
+from gleitzeit_llm import OllamaPoolProvider
+from gleitzeit_llm.observability import BreakerStateChanged, FailoverEvent, HealthStateChanged, PoolEvent
+
+# Fast settings so the demo takes seconds; the defaults are in the comments.
+RECOVERY_TIMEOUT = 1.0  # default 60 s: how long a breaker stays open before probe requests
+LOAD_BALANCING = {
+    "strategy": "least_loaded",
+    "failover": True,  # retry a failed request on another instance (the default)
+    "retry_attempts": 3,  # attempts beyond the first
+    "retry_backoff_base": 0.01,  # default 0.05 s
+    "health_check_interval": 0.25,  # default 30 s
+    "health_check_timeout": 0.5,  # default 5 s
+    "circuit_breaker": {
+        "failure_threshold": 2,  # default 5 consecutive failures
+        "recovery_timeout": RECOVERY_TIMEOUT,
+    },
+}
+
+
+def show(event: PoolEvent) -> None:
+    """Print breaker and health changes as they happen (events arrive from the pool's threads)."""
+    if isinstance(event, (BreakerStateChanged, HealthStateChanged)):
+        what = "breaker" if isinstance(event, BreakerStateChanged) else "health"
+        print(f"  [{what}] {event.instance}: {event.old} -> {event.new} ({event.reason})")
+    elif isinstance(event, FailoverEvent):
+        print(f"  [failover] attempt {event.attempt} on {event.from_instance} failed; trying another")
+
+
+async def run(provider: OllamaPoolProvider, label: str, calls: int) -> None:
+    """`calls` chat calls, 3 at a time; report who served them and how many needed a retry."""
+    served: Counter[str] = Counter()
+    retried = 0
+    gate = asyncio.Semaphore(3)
+
+    async def one(n: int) -> None:
+        nonlocal retried
+        async with gate:
+            reply = await provider.chat(MODEL, [{"role": "user", "content": f"Request {n}"}])
+            served[reply.pool.instance_id] += 1
+            retried += reply.pool.attempts > 1
+
+    await asyncio.gather(*(one(n) for n in range(calls)))  # raises if any call failed
+    print(
+        f"{label}: {sum(served.values())}/{calls} succeeded ({retried} after a retry), "
+        f"served by {dict(sorted(served.items()))}"
+    )
+
+
+async def main() -> None:
+    with servers(3, num_parallel=2) as instances:
+        async with OllamaPoolProvider(instances=instances, load_balancing=LOAD_BALANCING) as provider:
+            provider.events.subscribe(show)
+            await run(provider, "all up", 15)
+
+            victim = instances.emulators.get("ollama-2")
+            if victim is not None:
+                print("!! stopping ollama-2")
+                victim.stop()  # connections are refused from now on
+            await run(provider, "one down", 30)
+            await asyncio.sleep(0.6)  # a few health check rounds
+            print(f"status: {status_line(provider)}")
+
+            if victim is not None:
+                print("!! starting ollama-2 again")
+                victim.start()  # same port
+                await provider.manager.acheck_health_now()  # or wait for the next round
+                await asyncio.sleep(RECOVERY_TIMEOUT)  # the breaker goes half-open, then closes
+            await run(provider, "recovered", 30)
+            print(f"status: {status_line(provider)}")
+
+
+def status_line(provider: OllamaPoolProvider) -> str:
+    return ", ".join(
+        f"{name} {info['state']} (breaker {info['circuit_state']})"
+        for name, info in provider.status()["instances"].items()
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
