@@ -325,6 +325,7 @@ class OllamaPoolManager:
             if inst.removed:
                 return
             inst.removed = True
+            self._router.invalidate()
             in_flight = inst.in_flight
             if in_flight == 0:
                 self._drop(inst)
@@ -349,11 +350,13 @@ class OllamaPoolManager:
         inst = OllamaInstance(inst_config, breaker)
         holder.append(inst)
         self._instances = [*self._instances, inst]
+        self._router.invalidate()
         self._by_id[inst.id] = inst
         self._by_url[_url_key(inst.url)] = inst
 
     def _drop(self, inst: OllamaInstance) -> None:
         self._instances = [i for i in self._instances if i is not inst]
+        self._router.invalidate()
         if self._by_id.get(inst.id) is inst:
             del self._by_id[inst.id]
         if self._by_url.get(_url_key(inst.url)) is inst:
@@ -592,7 +595,8 @@ class OllamaPoolManager:
                     if output_tokens > 1 and duration > first:
                         m.tpot.observe((duration - first) / (output_tokens - 1), now)
                     self._router.observe_output_tokens(output_tokens)
-                inst.note_served(lease.model, now, keep_alive)
+                if inst.note_served(lease.model, now, keep_alive):
+                    self._router.invalidate()
                 if inst.breaker.state_at(now) is CircuitState.OPEN:
                     inst.breaker.reset()  # a panic attempt got through: the instance is back
                 else:
@@ -625,6 +629,7 @@ class OllamaPoolManager:
                     inst.busy_until = now + (retry_after if retry_after else _BUSY_BACKOFF)
                 elif outcome == Outcome.MODEL_MISSING and lease.model is not None:
                     inst.missing_models.add(lease.model)
+                    self._router.invalidate()
                 elif outcome == Outcome.CALLER_ERROR:
                     m.total_requests += 1
             if inst.removed and inst.in_flight == 0:
@@ -789,6 +794,7 @@ class OllamaPoolManager:
                 inst.version = result.version
                 inst.installed_models = result.installed
                 inst.missing_models.clear()  # /api/tags is the authority on what is installed
+                self._router.invalidate()
                 inst.loaded_models = {model: now + left for model, left in result.loaded.items()}
                 if inst.state is InstanceState.UNHEALTHY:
                     # Hysteresis: back in rotation at once, but less preferred until it proves itself.

@@ -32,6 +32,10 @@ class CircuitState(str, enum.Enum):
 
 StateListener = Callable[[CircuitState, CircuitState, str], None]
 
+# Module constants: looking a member up on an Enum class is slow, and allows() runs for every
+# instance of every routing decision.
+_CLOSED, _OPEN, _HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN
+
 
 class CircuitBreaker:
     """Consecutive-failure breaker with a bounded half-open state and a growing open time.
@@ -39,6 +43,23 @@ class CircuitBreaker:
     ``on_change(old, new, reason)`` is called on every transition (the pool turns it into an event).
     ``clock`` is injectable so tests can move time without sleeping.
     """
+
+    __slots__ = (
+        "_clock",
+        "_closed_at",
+        "_consecutive_failures",
+        "_on_change",
+        "_open_for",
+        "_opened_at",
+        "_probes_in_flight",
+        "_state",
+        "_trips",
+        "failure_threshold",
+        "half_open_requests",
+        "max_recovery_timeout",
+        "recovery_timeout",
+        "total_trips",
+    )
 
     def __init__(
         self,
@@ -73,7 +94,7 @@ class CircuitBreaker:
 
     def state_at(self, now: float | None = None) -> CircuitState:
         """The state as of ``now``: an open breaker whose time is up reads as half-open."""
-        if self._state is CircuitState.OPEN:
+        if self._state is _OPEN:
             now = self._clock() if now is None else now
             if now - self._opened_at >= self._open_for:
                 return CircuitState.HALF_OPEN
@@ -105,6 +126,8 @@ class CircuitBreaker:
 
     def allows(self, now: float | None = None) -> bool:
         """Whether :meth:`try_acquire` would admit a request now (no side effects)."""
+        if self._state is _CLOSED:  # the hot path of every routing decision
+            return True
         state = self.state_at(now)
         if state is CircuitState.CLOSED:
             return True

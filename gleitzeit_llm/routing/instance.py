@@ -93,6 +93,31 @@ class InstanceMetrics:
 class OllamaInstance:
     """Configuration plus run-time state of one Ollama server in the pool."""
 
+    # Slots: the router reads a dozen attributes per instance per decision.
+    __slots__ = (
+        "breaker",
+        "busy_until",
+        "config",
+        "configured_models",
+        "consecutive_probe_failures",
+        "consecutive_probe_successes",
+        "id",
+        "in_flight",
+        "in_flight_by_model",
+        "installed_models",
+        "loaded_models",
+        "max_concurrent",
+        "metrics",
+        "missing_models",
+        "priority",
+        "removed",
+        "state",
+        "tags",
+        "url",
+        "version",
+        "weight",
+    )
+
     def __init__(self, config: InstanceConfig, breaker: CircuitBreaker) -> None:
         self.config = config
         self.id: str = config.id
@@ -127,13 +152,11 @@ class OllamaInstance:
 
     def may_serve(self, model: str | None) -> bool:
         """Whether the model can run here, as far as the pool knows (normalised name)."""
-        if model is None:
-            return True
-        if model in self.missing_models:
-            return False
-        if self.configured_models and model not in self.configured_models:
-            return False
-        return self.installed_models is None or model in self.installed_models
+        return model is None or (
+            model not in self.missing_models
+            and (not self.configured_models or model in self.configured_models)
+            and (self.installed_models is None or model in self.installed_models)
+        )
 
     def is_loaded(self, model: str, now: float) -> bool:
         until = self.loaded_models.get(model)
@@ -164,16 +187,23 @@ class OllamaInstance:
             else:
                 self.in_flight_by_model.pop(model, None)
 
-    def note_served(self, model: str | None, now: float, keep_alive: float | None = None) -> None:
-        """The model answered here, so it is resident for its keep_alive from now."""
+    def note_served(self, model: str | None, now: float, keep_alive: float | None = None) -> bool:
+        """The model answered here, so it is resident for its keep_alive from now.
+
+        Returns True when this changed whether the model may be served here (it had been
+        marked missing), so cached routing filters must be forgotten.
+        """
         if model is None:
-            return
+            return False
         residency = DEFAULT_RESIDENCY if keep_alive is None else keep_alive
         if residency == 0:
             self.loaded_models.pop(model, None)
         else:
             self.loaded_models[model] = float("inf") if residency < 0 else now + residency
-        self.missing_models.discard(model)
+        if model in self.missing_models:
+            self.missing_models.discard(model)
+            return True
+        return False
 
     def breaker_state(self, now: float) -> CircuitState:
         return self.breaker.state_at(now)

@@ -25,6 +25,7 @@ __all__ = ["SCORERS", "STRATEGY_NAMES", "Route", "RouteRequest", "Router"]
 # Cost of an instance that has work in flight but no latency sample yet: do not pile onto an
 # unmeasured instance, but do send it one request (cost 0 when idle) so it gets measured.
 UNMEASURED_BUSY_COST = 1e9
+_UNHEALTHY, _DEGRADED = InstanceState.UNHEALTHY, InstanceState.DEGRADED
 _TIE = 1e-9
 
 
@@ -56,14 +57,17 @@ class Route:
     reason: str = ""
 
 
-Scorer = Callable[[OllamaInstance, RouteRequest, float, float], float]
+# A scorer rates every candidate at once (one call per decision, not per instance); lower is better.
+Scorer = Callable[[Sequence[OllamaInstance], RouteRequest, float, float], list[float]]
 
 
-def _least_loaded(inst: OllamaInstance, req: RouteRequest, now: float, expected_tokens: float) -> float:
-    return inst.in_flight / inst.max_concurrent
+def _least_loaded(
+    insts: Sequence[OllamaInstance], req: RouteRequest, now: float, expected_tokens: float
+) -> list[float]:
+    return [i.in_flight / i.max_concurrent for i in insts]
 
 
-def _latency(inst: OllamaInstance, req: RouteRequest, now: float, expected_tokens: float) -> float:
+def _latency_cost(inst: OllamaInstance, now: float, expected_tokens: float) -> float:
     # Peak-EWMA cost: expected time for one request times the queue it joins.
     estimate = inst.latency_estimate(now, expected_tokens)
     if estimate is None:
@@ -71,15 +75,23 @@ def _latency(inst: OllamaInstance, req: RouteRequest, now: float, expected_token
     return estimate * (inst.in_flight + 1)
 
 
-def _model_affinity(inst: OllamaInstance, req: RouteRequest, now: float, expected_tokens: float) -> float:
-    # Resident first, then installed, then the rest; least loaded within each class.
-    if req.model is None or inst.is_loaded(req.model, now):
-        residency = 0.0
-    elif inst.is_installed(req.model):
-        residency = 1.0
-    else:
-        residency = 2.0
-    return residency + inst.in_flight / (inst.max_concurrent + 1)
+def _latency(
+    insts: Sequence[OllamaInstance], req: RouteRequest, now: float, expected_tokens: float
+) -> list[float]:
+    return [_latency_cost(i, now, expected_tokens) for i in insts]
+
+
+def _residency(inst: OllamaInstance, model: str | None, now: float) -> float:
+    # Resident first, then installed, then the rest.
+    if model is None or inst.is_loaded(model, now):
+        return 0.0
+    return 1.0 if inst.is_installed(model) else 2.0
+
+
+def _model_affinity(
+    insts: Sequence[OllamaInstance], req: RouteRequest, now: float, expected_tokens: float
+) -> list[float]:
+    return [_residency(i, req.model, now) + i.in_flight / (i.max_concurrent + 1) for i in insts]
 
 
 SCORERS: dict[str, Scorer] = {
@@ -91,6 +103,7 @@ SCORERS: dict[str, Scorer] = {
     "weighted": _least_loaded,  # pick is special-cased below
 }
 STRATEGY_NAMES = tuple(SCORERS)
+_STATIC_CACHE_SIZE = 64
 
 
 class Router:
@@ -100,22 +113,78 @@ class Router:
         self._rng = rng or random.Random()
         self._rr_cursor = 0
         self.expected_tokens = 128.0  # EWMA of output tokens per request, weighs TTFT vs TPOT
+        # (instances list, tags, model) -> the instances that pass the filters that change only
+        # when the pool's configuration or knowledge changes (removed, tags, model present).
+        self._static: dict[
+            tuple[int, frozenset[str], str | None], tuple[object, list[tuple[int, OllamaInstance]]]
+        ] = {}
+
+    def invalidate(self) -> None:
+        """Forget cached filter results: call after changing ``removed``, ``tags``, the
+        configured, installed or missing models of an instance, or the instance list in place."""
+        self._static.clear()
+
+    def _static_candidates(
+        self, instances: Sequence[OllamaInstance], req: RouteRequest
+    ) -> list[tuple[int, OllamaInstance]]:
+        key = (id(instances), req.tags, req.model)
+        hit = self._static.get(key)
+        if hit is not None and hit[0] is instances:  # the entry holds the list, so ids cannot be reused
+            return hit[1]
+        tags, model = req.tags, req.model
+        found = [
+            (position, inst)
+            for position, inst in enumerate(instances)
+            if not inst.removed and (not tags or tags <= inst.tags) and inst.may_serve(model)
+        ]
+        if len(self._static) >= _STATIC_CACHE_SIZE:
+            self._static.clear()
+        self._static[key] = (instances, found)
+        return found
 
     def observe_output_tokens(self, tokens: int) -> None:
         self.expected_tokens += 0.1 * (tokens - self.expected_tokens)
 
     def select(self, instances: Sequence[OllamaInstance], req: RouteRequest, now: float) -> Route:
+        exclude = req.exclude
+        unhealthy, degraded_state = _UNHEALTHY, _DEGRADED
+        # The common case (something routable has room) needs one pass over the cached static
+        # candidates; the rarer ones (nothing free, nothing healthy, only tried ones left) take
+        # the slower path below.
+        free: list[tuple[int, OllamaInstance]] = []
+        tier = None
+        degraded = False
+        for position, inst in self._static_candidates(instances, req):
+            if (
+                inst.in_flight < inst.max_concurrent
+                and inst.busy_until <= now
+                and inst.state is not unhealthy
+                and inst.breaker.allows(now)
+                and not (exclude and inst.id in exclude)
+            ):
+                if tier is None or inst.priority < tier:
+                    tier, free, degraded = inst.priority, [(position, inst)], False
+                elif inst.priority != tier:
+                    continue
+                else:
+                    free.append((position, inst))
+                degraded = degraded or inst.state is degraded_state
+        if free and req.require_healthy:
+            return self._finish(free, req, now, len(instances), panic=False, degraded=degraded)
+        return self._select_slow(instances, req, now)
+
+    def _select_slow(self, instances: Sequence[OllamaInstance], req: RouteRequest, now: float) -> Route:
         eligible: list[tuple[int, OllamaInstance]] = []
-        counts = {"removed": 0, "tags": 0, "model": 0}
         excluded: list[tuple[int, OllamaInstance]] = []
+        counts = {"removed": 0, "tags": 0, "model": 0}
         for position, inst in enumerate(instances):
             if inst.removed:
                 counts["removed"] += 1
             elif req.tags and not req.tags <= inst.tags:
                 counts["tags"] += 1
-            elif not inst.may_serve(req.model):
+            elif req.model is not None and not inst.may_serve(req.model):
                 counts["model"] += 1
-            elif inst.id in req.exclude:
+            elif req.exclude and inst.id in req.exclude:
                 excluded.append((position, inst))
             else:
                 eligible.append((position, inst))
@@ -136,10 +205,21 @@ class Router:
         free = [(p, i) for p, i in routable if i.has_capacity() and i.busy_until <= now]
         if not free:
             return Route(None, candidates=len(routable), saturated=True, panic=panic, reason="all full")
-
         tier = min(i.priority for _, i in free)
         free = [(p, i) for p, i in free if i.priority == tier]
+        degraded = any(i.state is InstanceState.DEGRADED for _, i in free)
+        return self._finish(free, req, now, len(instances), panic, degraded)
 
+    def _finish(
+        self,
+        free: list[tuple[int, OllamaInstance]],
+        req: RouteRequest,
+        now: float,
+        size: int,
+        panic: bool,
+        degraded: bool,
+    ) -> Route:
+        """The last soft filters (max_latency, degraded) and the strategy's pick."""
         if req.max_latency is not None:
             fast = [
                 (p, i)
@@ -148,18 +228,19 @@ class Router:
             ]
             free = fast or free
 
-        # Degraded instances only take overflow, except one whose breaker wants a probe request:
-        # recovery is proven with real traffic, so it must get some.
-        preferred = [
-            (p, i)
-            for p, i in free
-            if i.state is not InstanceState.DEGRADED or i.breaker.state_at(now) is CircuitState.HALF_OPEN
-        ]
-        free = preferred or free
+        if degraded:
+            # Degraded instances only take overflow, except one whose breaker wants a probe
+            # request: recovery is proven with real traffic, so it must get some.
+            preferred = [
+                (p, i)
+                for p, i in free
+                if i.state is not InstanceState.DEGRADED or i.breaker.state_at(now) is CircuitState.HALF_OPEN
+            ]
+            free = preferred or free
 
-        chosen = self._pick(free, req, now, len(instances))
+        chosen = self._pick(free, req, now, size)
         # "panic" tells the caller to bypass the breaker: nothing routable was chosen on purpose.
-        return Route(chosen, candidates=len(free), panic=not chosen.routable(now))
+        return Route(chosen, candidates=len(free), panic=panic or not chosen.routable(now))
 
     def _pick(
         self, free: list[tuple[int, OllamaInstance]], req: RouteRequest, now: float, size: int
@@ -176,15 +257,10 @@ class Router:
             return inst
         if req.strategy == "weighted":
             return self._rng.choices([i for _, i in free], weights=[i.weight for _, i in free])[0]
-        scorer = SCORERS.get(req.strategy, _least_loaded)
-        best: list[OllamaInstance] = []
-        best_score = float("inf")
-        for _, inst in free:
-            score = scorer(inst, req, now, self.expected_tokens)
-            if score < best_score - _TIE:
-                best, best_score = [inst], score
-            elif score <= best_score + _TIE:
-                best.append(inst)
+        candidates = [inst for _, inst in free]
+        scores = SCORERS.get(req.strategy, _least_loaded)(candidates, req, now, self.expected_tokens)
+        lowest = min(scores) + _TIE
+        best = [inst for inst, score in zip(candidates, scores, strict=True) if score <= lowest]
         return best[0] if len(best) == 1 else self._rng.choice(best)
 
     @staticmethod

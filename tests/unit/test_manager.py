@@ -223,3 +223,18 @@ async def test_require_healthy_false_considers_unhealthy_instances() -> None:
     assert url == "http://127.0.0.1:20000"
     await pool.record_success(url)
     assert not pool.get("i0").breaker.is_open  # it answered: back
+
+
+async def test_a_model_missing_on_one_instance_is_routed_elsewhere_until_it_serves_again() -> None:
+    pool = manager(2)
+    first = pool.try_acquire(pool.route_request(model="phi3", exclude=["i1"]))
+    pool.finish(first, ModelNotFoundError("model 'phi3' not found", model="phi3"))  # type: ignore[arg-type]
+    for _ in range(6):
+        async with pool.lease(model="phi3") as lease:
+            assert lease.instance_id == "i1"
+    # the other models still go to both
+    seen = set()
+    for _ in range(20):
+        async with pool.lease(model="llama3.2") as lease:
+            seen.add(lease.instance_id)
+    assert seen == {"i0", "i1"}

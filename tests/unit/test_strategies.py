@@ -203,3 +203,15 @@ def test_every_strategy_never_picks_an_ineligible_instance(strategy: str) -> Non
             assert route.instance.has_capacity()
             if not route.panic:
                 assert route.instance.state is not InstanceState.UNHEALTHY
+
+
+def test_cached_filters_follow_invalidate() -> None:
+    a, b = instance("a"), instance("b")
+    pool = [a, b]
+    router = Router()
+    assert pick(router, pool, model="m:latest") is not None
+    b.removed = True
+    a.missing_models.add("m:latest")
+    router.invalidate()
+    route = router.select(pool, RouteRequest(model="m:latest"), NOW)
+    assert route.instance is None and "do not have model" in route.reason
