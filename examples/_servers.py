@@ -59,16 +59,12 @@ class Servers(list):  # type: ignore[type-arg]
         return bool(self.emulators)
 
 
-def _answer_from(instance_id: str) -> Any:
-    """Emulated replies that say who answered what (instead of the emulator's filler words)."""
-
-    def answer(request: Any) -> str:
-        prompt = " ".join(request.prompt.split())
-        if len(prompt) > 40:
-            prompt = prompt[:37] + "..."
-        return f"({request.model} on {instance_id}) an emulated answer to {prompt!r}"
-
-    return answer
+def _answer(request: Any) -> str:
+    """Emulated replies that say what they answer (instead of the emulator's filler words)."""
+    prompt = " ".join(request.prompt.split())
+    if len(prompt) > 40:
+        prompt = prompt[:37] + "..."
+    return f"[emulated {request.model}] an answer to {prompt!r}"
 
 
 @contextlib.contextmanager
@@ -116,7 +112,7 @@ def servers(
                 instance.setdefault("tags", list(tags[number - 1]))
             options = {
                 "time_scale": TIME_SCALE,
-                "responder": _answer_from(instance["id"]),
+                "responder": _answer,
                 **emulator_kwargs,
                 **spec,
             }

@@ -17,7 +17,7 @@ from collections import Counter
 
 from _servers import MODEL, servers
 
-from gleitzeit_llm import OllamaPoolProvider
+from gleitzeit_llm import InstanceState, OllamaPoolManager, OllamaPoolProvider
 from gleitzeit_llm.observability import BreakerStateChanged, FailoverEvent, HealthStateChanged, PoolEvent
 
 # Fast settings so the demo takes seconds; the defaults are in the comments.
@@ -29,10 +29,6 @@ LOAD_BALANCING = {
     "retry_backoff_base": 0.01,  # default 0.05 s
     "health_check_interval": 0.25,  # default 30 s
     "health_check_timeout": 0.5,  # default 5 s
-    "circuit_breaker": {
-        "failure_threshold": 2,  # default 5 consecutive failures
-        "recovery_timeout": RECOVERY_TIMEOUT,
-    },
 }
 
 
@@ -67,7 +63,14 @@ async def run(provider: OllamaPoolProvider, label: str, calls: int) -> None:
 
 async def main() -> None:
     with servers(3, num_parallel=2) as instances:
-        async with OllamaPoolProvider(instances=instances, load_balancing=LOAD_BALANCING) as provider:
+        # The guide's fix for "Slow failover": fail fast after few errors, try recovery soon
+        # (the guide uses 3 failures and 30 s). The provider runs its calls through this manager.
+        pool = OllamaPoolManager(
+            instances=instances,
+            circuit_breaker_config={"failure_threshold": 2, "recovery_timeout": RECOVERY_TIMEOUT},
+            load_balancing=LOAD_BALANCING,
+        )
+        async with OllamaPoolProvider(manager=pool) as provider:
             provider.events.subscribe(show)
             await run(provider, "all up", 15)
 
@@ -86,6 +89,10 @@ async def main() -> None:
                 await asyncio.sleep(RECOVERY_TIMEOUT)  # the breaker goes half-open, then closes
             await run(provider, "recovered", 30)
             print(f"status: {status_line(provider)}")
+            healthy = [
+                n for n, i in provider.status()["instances"].items() if i["state"] == InstanceState.HEALTHY
+            ]
+            print(f"healthy: {len(healthy)}/{len(instances)}")
 
 
 def status_line(provider: OllamaPoolProvider) -> str:

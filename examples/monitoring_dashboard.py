@@ -59,12 +59,19 @@ async def main() -> None:
                 background.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await background
-            counts = provider.status()["instances"].values()
-            served = sum(i["successful_requests"] for i in counts)
-            retried = sum(i["failed_requests"] for i in counts)
+            # "Available Metrics": the rest of the guide's fields (the status holds more; see the docs).
+            status = await provider.manager.get_pool_status()
             print(
-                f"\nWhile monitoring: {served} requests served, {retried} failed attempts retried elsewhere"
+                f"\n{status['total_instances']} instances: {status['healthy_instances']} healthy, "
+                f"{status['degraded_instances']} degraded, {status['unhealthy_instances']} unhealthy"
             )
+            # Troubleshooting "Uneven load distribution": in-flight requests and breakers per instance.
+            for instance_id, info in status["instances"].items():
+                print(
+                    f"{instance_id}: {info['active_requests']} active, CB: {info['circuit_breaker_open']}, "
+                    f"{info['total_requests']} requests, availability {info['availability']:.1f}%, "
+                    f"loaded {info['models_loaded']}"
+                )
 
 
 if __name__ == "__main__":
