@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import time
 from typing import Any
 
 import httpx
@@ -170,3 +172,34 @@ def test_sync_twins_share_the_same_pool_state() -> None:
         assert "".join(c.message.content for c in chunks) == "sync"
         assert pool.status()["instances"]["a"]["total_requests"] == 3
         assert pool.status()["active_requests"] == 0
+
+
+@respx.mock
+async def test_retry_after_is_honoured_before_the_same_instance_is_tried_again() -> None:
+    calls: list[float] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            return httpx.Response(503, json={"error": "server busy"}, headers={"Retry-After": "0.3"})
+        return chat_stream("after the wait")
+
+    respx.post(f"{A}/api/chat").mock(side_effect=answer)
+    pool = OllamaPoolProvider(instances=[{"id": "a", "url": A}], health_checks=False)
+    async with pool:
+        reply = await pool.chat("llama3.2", [{"role": "user", "content": "hi"}])
+    assert reply.message.content == "after the wait"
+    assert reply.pool.attempts == 2
+    assert calls[1] - calls[0] >= 0.3  # never earlier than the server asked
+    assert pool.status()["instances"]["a"]["busy_rejections"] == 1
+
+
+@respx.mock
+async def test_routing_decisions_are_logged_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    respx.post(f"{A}/api/chat").mock(return_value=chat_stream())
+    caplog.set_level(logging.DEBUG, logger="gleitzeit_llm")
+    async with provider() as pool:
+        await pool.chat("llama3.2", [{"role": "user", "content": "hi"}])
+    messages = [r.getMessage() for r in caplog.records if r.name == "gleitzeit_llm"]
+    assert any(m.startswith("routing_decision instance=a") for m in messages)
+    assert any(m.startswith("request_finished instance=a") and "outcome=success" in m for m in messages)
