@@ -254,13 +254,42 @@ class _Call:
             isinstance(exc, StreamInterruptedError) and getattr(exc, "delivered", False)
         )
 
-    def on_attempt_error(self, lease: Lease, exc: BaseException) -> None:
+    def attempt_failed(self, lease: Lease, exc: BaseException) -> None:
+        """Release the attempt's slot, counting ``exc`` against its instance as it deserves."""
+        self.provider.manager.finish(lease, exc)
         self.errors.append(exc)
         self.tried.add(lease.instance_id)
         if isinstance(exc, InstanceError):
             self.provider.events.emit(
                 FailoverEvent(lease.instance_id, self.model, f"{type(exc).__name__}: {exc}", self.attempts)
             )
+
+    def attempt_succeeded(self, lease: Lease, final: Any) -> None:
+        self.provider.manager.finish(lease, None, **self.finish_kwargs(final))
+
+    def stream_ended(self, lease: Lease, error: BaseException | None, final: Any) -> None:
+        """A stream the caller consumed ended: done, broken, or left early (counted as cancelled)."""
+        if error is None and not getattr(final, "done", True):
+            error = asyncio.CancelledError()
+        self.provider.manager.finish(lease, error, **(self.finish_kwargs(final) if error is None else {}))
+
+    def open_stream(self, transport: Any) -> Any:
+        opener = transport.stream_chat if self.kind == "chat" else transport.stream_generate
+        return opener(self.request)
+
+    def result(self, lease: Lease, answer: Any) -> Any:
+        """The typed result of a one-shot call: the embed response, or the folded chunks."""
+        info = self.info(lease)
+        if self.kind == "embed":
+            return _with_pool(answer, PoolEmbedResponse, info)
+        if self.kind == "chat":
+            return _with_pool(aggregate_chat(answer), PoolChatResponse, info)
+        return _with_pool(aggregate_generate(answer), PoolGenerateResponse, info)
+
+    def empty_stream(self, lease: Lease) -> StreamInterruptedError:
+        return StreamInterruptedError(
+            "stream ended before its first chunk", instance=lease.instance_id, url=lease.url
+        )
 
     def info(self, lease: Lease) -> PoolInfo:
         ttft = lease.first_chunk_at - lease.started if lease.first_chunk_at is not None else None
@@ -680,80 +709,59 @@ class OllamaPoolProvider:
         call.attempts += 1
         lease = await self.manager.acquire(call.route(), attempt=call.attempts)
         transport = await self._async_transport(lease)
-        final: Any = None
         try:
             if call.kind == "embed":
-                response = await transport.embed(call.request)
+                answer: Any = await transport.embed(call.request)
                 lease.mark_first_chunk()
-                result = _with_pool(response, PoolEmbedResponse, call.info(lease))
-                final = response
+                final = answer
             else:
-                chunks = []
-                opener = transport.stream_chat if call.kind == "chat" else transport.stream_generate
-                stream = opener(call.request)
+                answer = []
+                stream = call.open_stream(transport)
                 try:
                     async for chunk in stream:
-                        if not chunks:
+                        if not answer:
                             lease.mark_first_chunk()
-                        chunks.append(chunk)
+                        answer.append(chunk)
                 finally:
                     await _aclose(stream)
-                final = chunks[-1] if chunks else None
-                if call.kind == "chat":
-                    result = _with_pool(aggregate_chat(chunks), PoolChatResponse, call.info(lease))
-                else:
-                    result = _with_pool(aggregate_generate(chunks), PoolGenerateResponse, call.info(lease))
+                final = answer[-1] if answer else None
+            result = call.result(lease, answer)
         except BaseException as exc:
-            self.manager.finish(lease, exc)
-            call.on_attempt_error(lease, exc)
+            call.attempt_failed(lease, exc)
             raise
-        self.manager.finish(lease, None, **call.finish_kwargs(final))
+        call.attempt_succeeded(lease, final)
         return result
 
     async def _stream_async(self, call: _Call, holder: list[PoolInfo]) -> AsyncIterator[Any]:
         self._ensure_started()
         lease, stream, first = await self._retry_async(call, self._open_once_async)
         holder.append(call.info(lease))
-        final = first
-        error: BaseException | None = None
-        delivered = 1
+        final, error = first, None
         try:
             yield first
             async for chunk in stream:
                 final = chunk
-                delivered += 1
                 yield chunk
         except BaseException as exc:
-            error = exc
-            if isinstance(exc, StreamInterruptedError):
-                exc.delivered = True  # type: ignore[attr-defined]
+            error = _delivered(exc)
             raise
         finally:
             await _aclose(stream)
-            if error is None and not getattr(final, "done", True):
-                error = asyncio.CancelledError()  # the caller left before the end
-            self.manager.finish(lease, error, **(call.finish_kwargs(final) if error is None else {}))
+            call.stream_ended(lease, error, final)
 
     async def _open_once_async(self, call: _Call) -> tuple[Lease, Any, Any]:
         call.attempts += 1
         lease = await self.manager.acquire(call.route(), attempt=call.attempts)
-        transport = await self._async_transport(lease)
-        opener = transport.stream_chat if call.kind == "chat" else transport.stream_generate
-        stream = opener(call.request)
+        stream = call.open_stream(await self._async_transport(lease))
         try:
             first = await stream.__anext__()
-        except StopAsyncIteration:
-            await _aclose(stream)
-            exc: BaseException = StreamInterruptedError(
-                "stream ended before its first chunk", instance=lease.instance_id, url=lease.url
-            )
-            self.manager.finish(lease, exc)
-            call.on_attempt_error(lease, exc)
-            raise exc from None
         except BaseException as exc:
             await _aclose(stream)
-            self.manager.finish(lease, exc)
-            call.on_attempt_error(lease, exc)
+            if isinstance(exc, StopAsyncIteration):
+                empty = call.empty_stream(lease)
+                call.attempt_failed(lease, empty)
+                raise empty from None
+            call.attempt_failed(lease, exc)
             raise
         lease.mark_first_chunk()
         return lease, stream, first
@@ -860,78 +868,59 @@ class OllamaPoolProvider:
         call.attempts += 1
         lease = self.manager.acquire_sync(call.route(), attempt=call.attempts)
         transport = self._sync_transport(lease)
-        final: Any = None
         try:
             if call.kind == "embed":
-                response = transport.embed(call.request)
+                answer: Any = transport.embed(call.request)
                 lease.mark_first_chunk()
-                result = _with_pool(response, PoolEmbedResponse, call.info(lease))
-                final = response
+                final = answer
             else:
-                chunks = []
-                opener = transport.stream_chat if call.kind == "chat" else transport.stream_generate
-                stream = opener(call.request)
+                answer = []
+                stream = call.open_stream(transport)
                 try:
                     for chunk in stream:
-                        if not chunks:
+                        if not answer:
                             lease.mark_first_chunk()
-                        chunks.append(chunk)
+                        answer.append(chunk)
                 finally:
                     _close(stream)
-                final = chunks[-1] if chunks else None
-                if call.kind == "chat":
-                    result = _with_pool(aggregate_chat(chunks), PoolChatResponse, call.info(lease))
-                else:
-                    result = _with_pool(aggregate_generate(chunks), PoolGenerateResponse, call.info(lease))
+                final = answer[-1] if answer else None
+            result = call.result(lease, answer)
         except BaseException as exc:
-            self.manager.finish(lease, exc)
-            call.on_attempt_error(lease, exc)
+            call.attempt_failed(lease, exc)
             raise
-        self.manager.finish(lease, None, **call.finish_kwargs(final))
+        call.attempt_succeeded(lease, final)
         return result
 
     def _stream_sync(self, call: _Call, holder: list[PoolInfo]) -> Iterator[Any]:
         self._ensure_started()
         lease, stream, first = self._retry_sync(call, self._open_once_sync)
         holder.append(call.info(lease))
-        final = first
-        error: BaseException | None = None
+        final, error = first, None
         try:
             yield first
             for chunk in stream:
                 final = chunk
                 yield chunk
         except BaseException as exc:
-            error = exc
-            if isinstance(exc, StreamInterruptedError):
-                exc.delivered = True  # type: ignore[attr-defined]
+            error = _delivered(exc)
             raise
         finally:
             _close(stream)
-            if error is None and not getattr(final, "done", True):
-                error = GeneratorExit()
-            self.manager.finish(lease, error, **(call.finish_kwargs(final) if error is None else {}))
+            call.stream_ended(lease, error, final)
 
     def _open_once_sync(self, call: _Call) -> tuple[Lease, Any, Any]:
         call.attempts += 1
         lease = self.manager.acquire_sync(call.route(), attempt=call.attempts)
-        transport = self._sync_transport(lease)
-        opener = transport.stream_chat if call.kind == "chat" else transport.stream_generate
-        stream = opener(call.request)
+        stream = call.open_stream(self._sync_transport(lease))
         try:
             first = next(stream)
-        except StopIteration:
-            _close(stream)
-            exc: BaseException = StreamInterruptedError(
-                "stream ended before its first chunk", instance=lease.instance_id, url=lease.url
-            )
-            self.manager.finish(lease, exc)
-            call.on_attempt_error(lease, exc)
-            raise exc from None
         except BaseException as exc:
             _close(stream)
-            self.manager.finish(lease, exc)
-            call.on_attempt_error(lease, exc)
+            if isinstance(exc, StopIteration):
+                empty = call.empty_stream(lease)
+                call.attempt_failed(lease, empty)
+                raise empty from None
+            call.attempt_failed(lease, exc)
             raise
         lease.mark_first_chunk()
         return lease, stream, first
@@ -979,6 +968,13 @@ def _as_dict(result: Any) -> dict[str, Any]:
     data: dict[str, Any] = result.model_dump(exclude_none=True)
     data["pool"] = result.pool.as_dict() if result.pool is not None else None
     return data
+
+
+def _delivered(exc: BaseException) -> BaseException:
+    # A stream that broke after the caller saw output is not retried (nothing is replayed).
+    if isinstance(exc, StreamInterruptedError):
+        exc.delivered = True  # type: ignore[attr-defined]
+    return exc
 
 
 async def _aclose(stream: Any) -> None:
