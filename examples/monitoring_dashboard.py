@@ -41,7 +41,11 @@ async def workload(provider: OllamaPoolProvider, concurrency: int = 6) -> None:
 
     async def worker(n: int) -> None:
         while True:
-            await provider.chat(MODEL, [{"role": "user", "content": f"Status report {n}"}])
+            await provider.chat(
+                MODEL,
+                [{"role": "user", "content": f"Status report {n}"}],
+                options={"num_predict": 16},  # short answers: only the routing matters here
+            )
 
     await asyncio.gather(*(worker(n) for n in range(concurrency)))
 

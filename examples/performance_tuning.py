@@ -74,8 +74,9 @@ async def main() -> None:
             # A few calls with this configuration, all sent at once.
             async with OllamaPoolProvider(config=config) as provider:
                 started = time.perf_counter()
+                questions = [[{"role": "user", "content": f"Question {n}"}] for n in range(8)]
                 replies = await asyncio.gather(
-                    *(provider.chat(MODEL, [{"role": "user", "content": f"Question {n}"}]) for n in range(8))
+                    *(provider.chat(MODEL, q, options={"num_predict": 16}) for q in questions)
                 )
                 elapsed = time.perf_counter() - started
             used = sorted({r.pool.instance_id for r in replies})

@@ -24,17 +24,18 @@ CALLS = 30
 BIG_MODEL = "mixtral:8x7b"  # the guide's model_affinity example
 
 
-async def share(provider: OllamaPoolProvider, label: str, **params: Any) -> None:
-    """Run CALLS chat calls with these params, 4 at a time; print the share per instance."""
+async def share(provider: OllamaPoolProvider, label: str, model: str = MODEL, **hints: Any) -> None:
+    """Run CALLS chat calls with these routing hints, 4 at a time; print the share per instance."""
     served: Counter[str] = Counter()
     gate = asyncio.Semaphore(4)
 
     async def one(n: int) -> None:
         async with gate:
             reply = await provider.chat(
-                params.get("model", MODEL),
+                model,
                 [{"role": "user", "content": f"Question {n}"}],
-                **{k: v for k, v in params.items() if k != "model"},
+                options={"num_predict": 16},  # short answers: only the routing matters here
+                **hints,
             )
             served[reply.pool.instance_id] += 1
 
@@ -82,7 +83,8 @@ async def main() -> None:
             # 4. Latency based: lowest recent time to first token and per-token time, as measured.
             await share(provider, "latency_based", load_balancing_strategy="latency_based")
             # 5. Weighted: in proportion to the weights set above.
-            await share(provider, "weighted (3.0 / 1.0 / 1.0)", load_balancing_strategy="weighted")
+            weights = " / ".join(f"{i['weight']:g}" for i in instances)
+            await share(provider, f"weighted ({weights})", load_balancing_strategy="weighted")
             # 6. Tag-based routing: only instances that carry all the tags; require_gpu means tag "gpu".
             await share(provider, "instance_tags=[gpu, high-memory]", instance_tags=["gpu", "high-memory"])
             await share(provider, "require_gpu=True", require_gpu=True)

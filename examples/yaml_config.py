@@ -18,6 +18,7 @@ import asyncio
 import string
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import yaml
 from _servers import servers
@@ -147,8 +148,11 @@ async def main() -> None:
             f"circuit breaker opens after {pool.load_balancing.circuit_breaker.failure_threshold} failures"
         )
         async with OllamaPoolProvider(config=pool) as provider:
-            reply = await provider.chat("llama3.2:70b", [{"role": "user", "content": "Hello from pool.yaml"}])
-            print(f"  -> {reply.pool.instance_id}: {reply.message.content}")
+            hello = {
+                "model": "llama3.2:70b",
+                "messages": [{"role": "user", "content": "Hello from pool.yaml"}],
+            }
+            await run_task(provider, "pool.yaml", "llm/chat", hello, strict=instances.emulated)
 
         # 2. The workflow file, its ${...} placeholders filled in; the pool is providers.ollama.
         text = string.Template(WORKFLOW_YAML).safe_substitute(
@@ -160,18 +164,25 @@ async def main() -> None:
         tasks = yaml.safe_load(workflow.read_text())["tasks"]
         async with OllamaPoolProvider(config=config) as provider:
             for task in tasks:
-                try:
-                    result = await provider.execute(task["method"], task["params"])
-                except GleitzeitError as exc:
-                    if instances.emulated:
-                        raise
-                    print(f"  {task['name']}: not run on your servers: {exc}")
-                    continue
-                info = result["pool"]
-                model = info["model"] + (
-                    f" (fallback for {info['requested_model']})" if info["fallback_used"] else ""
+                await run_task(
+                    provider, task["name"], task["method"], task["params"], strict=instances.emulated
                 )
-                print(f"  {task['name']:<20} -> {info['instance_id']}, model {model}")
+
+
+async def run_task(
+    provider: OllamaPoolProvider, name: str, method: str, params: dict[str, Any], strict: bool
+) -> None:
+    """Run one task; on real servers a missing model is reported instead of raised."""
+    try:
+        result = await provider.execute(method, params)
+    except GleitzeitError as exc:
+        if strict:
+            raise
+        print(f"  {name:<20} not run on your servers: {exc}")
+        return
+    info = result["pool"]
+    model = info["model"] + (f" (fallback for {info['requested_model']})" if info["fallback_used"] else "")
+    print(f"  {name:<20} -> {info['instance_id']}, model {model}")
 
 
 if __name__ == "__main__":
