@@ -274,3 +274,34 @@ async def test_every_instance_down_fails_with_the_pools_error(ollama_emulators: 
             await pool.chat("llama3.2", MESSAGES)
         assert isinstance(caught.value.__cause__, InstanceFailedError) or "failed" in str(caught.value)
         assert pool.status()["active_requests"] == 0
+
+
+async def test_a_server_process_killed_with_sigkill_mid_run_fails_no_request() -> None:
+    from gleitzeit_llm.testing import EmulatorProcess
+
+    with (
+        EmulatorProcess(models=["llama3.2"], loaded=["llama3.2"], num_parallel=8, time_scale=0.02) as first,
+        EmulatorProcess(models=["llama3.2"], loaded=["llama3.2"], num_parallel=8, time_scale=0.02) as second,
+    ):
+        async with provider([first, second]) as pool:  # type: ignore[list-item]
+            done = 0
+
+            async def one() -> str:
+                nonlocal done
+                result = await pool.chat("llama3.2", MESSAGES)
+                done += 1
+                if done == 20:
+                    first.kill()  # a real process death: SIGKILL, sockets reset by the kernel
+                return result.pool.instance_id
+
+            gate = asyncio.Semaphore(8)
+
+            async def bounded() -> str:
+                async with gate:
+                    return await one()
+
+            served = await asyncio.gather(*(bounded() for _ in range(100)))
+            assert len(served) == 100
+            assert Counter(served[-30:]) == {"e1": 30}  # the dead one no longer serves
+            assert pool.status()["instances"]["e0"]["state"] == "unhealthy"
+            assert not first.alive
