@@ -764,6 +764,7 @@ def _pool_section(
     if not isinstance(data, Mapping):
         raise ConfigError(
             f"{source}: expected a mapping with instances: (and load_balancing:), got {_show(data)}",
+            field="instances",
             value=data if not isinstance(data, (list, dict)) else type(data).__name__,
             hint="e.g. {'instances': [{'url': 'http://localhost:11434'}]}",
         )
@@ -841,12 +842,12 @@ def _read_yaml(path: str | os.PathLike[str], via: str | None = None) -> tuple[An
         if "://" in str(path):
             hint = "this looks like a URL, not a file: pass {'instances': ['" + _mask_url(str(path)) + "']}"
         error = ConfigError(
-            f"{label}configuration file not found: {shown}", field=via, value=shown, hint=hint
+            f"{label}configuration file not found: {shown}", field=via or shown, value=shown, hint=hint
         )
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         error = ConfigError(
-            f"{label}cannot read configuration file {file}: {reason}", field=via, value=str(file)
+            f"{label}cannot read configuration file {file}: {reason}", field=via or shown, value=str(file)
         )
     if error is not None:
         raise error
@@ -862,7 +863,7 @@ def _read_yaml(path: str | os.PathLike[str], via: str | None = None) -> tuple[An
             problem += f" ({context} at line {context_mark.line + 1})"
         error = ConfigError(
             f"{label}{file}{where}: malformed YAML: {problem}",
-            field=via,
+            field=via or shown,
             value=str(file),
             hint="fix the YAML syntax there (indentation, a missing ':', an unclosed quote or bracket)",
         )
@@ -871,7 +872,7 @@ def _read_yaml(path: str | os.PathLike[str], via: str | None = None) -> tuple[An
     if data is None:
         raise ConfigError(
             f"{label}{file} is empty",
-            field=via,
+            field=via or shown,
             value=str(file),
             hint="expected instances: (and load_balancing:)",
         )
