@@ -74,7 +74,6 @@ def servers(
     models: Sequence[str] | None = None,
     loaded: Sequence[str] | None = None,
     tags: Sequence[Sequence[str]] | None = None,
-    quiet: bool = False,
     **emulator_kwargs: Any,
 ) -> Iterator[Servers]:
     """Yield instance dicts for ``n`` servers: emulated ones, or the configured real ones.
@@ -91,9 +90,8 @@ def servers(
     """
     if not emulated():
         instances = [i.model_dump() for i in PoolConfig.from_env().instances]
-        if not quiet:
-            names = ", ".join(f"{i['id']} ({i['url']})" for i in instances)
-            print(f"Using {len(instances)} real Ollama server(s) from the environment: {names}")
+        names = ", ".join(f"{i['id']} ({i['url']})" for i in instances)
+        print(f"Using {len(instances)} real Ollama server(s) from the environment: {names}")
         yield Servers(instances, {})
         return
 
@@ -119,11 +117,10 @@ def servers(
             emulator = OllamaEmulator(models=installed, loaded=resident, **options).start()
             emulators[instance["id"]] = emulator
             instances.append({**instance, "url": emulator.url})
-        if not quiet:
-            print(
-                f"Using {len(instances)} emulated Ollama servers on 127.0.0.1 "
-                "(set GLEITZEIT_OLLAMA_INSTANCES to use real ones)"
-            )
+        print(
+            f"Using {len(instances)} emulated Ollama servers on 127.0.0.1 "
+            "(set GLEITZEIT_OLLAMA_INSTANCES to use real ones)"
+        )
         yield Servers(instances, emulators)
     finally:
         for emulator in emulators.values():
