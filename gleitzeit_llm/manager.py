@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 import time
 from collections import deque
@@ -44,6 +45,8 @@ from gleitzeit_llm.routing.instance import InstanceState, OllamaInstance
 from gleitzeit_llm.routing.strategies import STRATEGY_NAMES, Route, Router, RouteRequest
 
 __all__ = ["Lease", "OllamaPoolManager", "Outcome"]
+
+_log = logging.getLogger("gleitzeit_llm.health")
 
 # How often a caller waiting for a free slot re-checks on its own (breakers turning half-open
 # and health changes also free capacity without a release to announce it).
@@ -779,6 +782,16 @@ class OllamaPoolManager:
         return [(i.id, i.url, dict(i.config.headers)) for i in self._instances if not i.removed]
 
     def _apply_probe(self, result: ProbeResult) -> None:
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug(
+                "health_check instance=%s ok=%s latency_ms=%.1f installed=%d loaded=%s%s",
+                result.instance_id,
+                result.ok,
+                result.latency * 1000,
+                len(result.installed or ()),
+                ",".join(sorted(result.loaded)) or "-",
+                f" error={result.error}" if result.error else "",
+            )
         with self._lock:
             inst = self._by_id.get(result.instance_id)
             if inst is None:

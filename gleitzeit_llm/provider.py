@@ -48,7 +48,7 @@ from gleitzeit_llm.errors import (
 )
 from gleitzeit_llm.manager import Lease, OllamaPoolManager
 from gleitzeit_llm.observability.events import EventBus, FailoverEvent, FallbackEvent
-from gleitzeit_llm.ollama import AsyncOllamaTransport, OllamaTransport, Timeouts
+from gleitzeit_llm.ollama import AsyncOllamaTransport, OllamaTransport, Timeouts, model_key
 from gleitzeit_llm.ollama.models import (
     ChatRequest,
     ChatResponse,
@@ -229,7 +229,9 @@ class _Call:
     def switch_to(self, model: str, reason: str) -> None:
         if model != self.model:
             self.fallback_used = True
-            self.provider.events.emit(FallbackEvent(self.requested_model, model, reason))
+            self.provider.events.emit(
+                FallbackEvent(model_key(self.requested_model), model_key(model), reason)
+            )
             self.request = self.request.model_copy(update={"model": model})
             self.model = model
             self.tried = set()
@@ -261,7 +263,9 @@ class _Call:
         self.tried.add(lease.instance_id)
         if isinstance(exc, InstanceError):
             self.provider.events.emit(
-                FailoverEvent(lease.instance_id, self.model, f"{type(exc).__name__}: {exc}", self.attempts)
+                FailoverEvent(
+                    lease.instance_id, model_key(self.model), f"{type(exc).__name__}: {exc}", self.attempts
+                )
             )
 
     def attempt_succeeded(self, lease: Lease, final: Any) -> None:

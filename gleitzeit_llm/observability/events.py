@@ -165,5 +165,9 @@ def log_event(event: PoolEvent) -> None:
     level = logging.DEBUG
     if isinstance(event, BreakerStateChanged) and event.new == "open":
         level = logging.WARNING
-    details = " ".join(f"{k}={v}" for k, v in asdict(event).items() if v not in (None, {}, ""))
+    details = " ".join(
+        f"{k}={round(v, 4) if isinstance(v, float) else v}"
+        for k, v in asdict(event).items()
+        if v not in (None, {}, "")
+    )
     logger.log(level, "%s %s", event.kind, details)

@@ -267,11 +267,15 @@ class Router:
     def _why_none(total: int, counts: dict[str, int], req: RouteRequest) -> str:
         if total == 0 or counts["removed"] == total:
             return "the pool has no instances"
+
+        def instances(n: int) -> str:
+            return f"{n} instance{'s' if n != 1 else ''}"
+
         parts = []
         if counts["tags"]:
-            parts.append(f"{counts['tags']} lack the tags {sorted(req.tags)}")
+            parts.append(f"{instances(counts['tags'])} lack the tags {sorted(req.tags)}")
         if counts["model"]:
-            parts.append(f"{counts['model']} do not have model {req.model!r}")
+            parts.append(f"{instances(counts['model'])} do not have model {req.model!r}")
         if counts["removed"]:
-            parts.append(f"{counts['removed']} were removed")
+            parts.append(f"{instances(counts['removed'])} were removed")
         return f"no instance can serve this request: {', '.join(parts)}"

@@ -132,6 +132,8 @@ class OllamaEmulator:
         #: ``fn(GenerationRequest) -> str | Reply | None``; ``None`` uses the built-in text.
         self.responder: Responder | None = responder
         self.log = RequestLog()
+        self._loop: asyncio.AbstractEventLoop | None = None  # before faults: setting them signals the loop
+        self._thread: threading.Thread | None = None
         self.faults = FaultState(seed, on_change=self._signal_faults)
         if faults is not None:
             self.faults.replace_all(faults if isinstance(faults, Faults) else Faults(**faults))
@@ -142,8 +144,6 @@ class OllamaEmulator:
         self._api = OllamaApi(self)
         self._admin = AdminApi(self)
         self._http = HttpServer(self._api.handle, host, port)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self._lifecycle = threading.Lock()
         self._faults_event: asyncio.Event | None = None
 

@@ -171,3 +171,12 @@ def test_faults_are_validated() -> None:
         emu.set_faults(explode=True)
     with pytest.raises(TypeError, match="unknown setting"):
         emu.configure(warp=9)
+
+
+def test_faults_can_be_given_to_the_constructor() -> None:
+    with OllamaEmulator(models=["llama3.2"], faults={"error_rate": 1.0}, time_scale=0) as emu:
+        response = httpx.post(
+            f"{emu.url}/api/chat",
+            json={"model": "llama3.2", "messages": [{"role": "user", "content": "x"}], "stream": False},
+        )
+    assert response.status_code == 500
