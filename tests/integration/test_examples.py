@@ -32,7 +32,7 @@ EXPECTED = {
     r"[\s\S]*Error Rate: \d+\.\d%",
     "failover.py": r"ollama-2: closed -> open[\s\S]*one down: 30/30 succeeded[\s\S]*healthy: 3/3",
     "fallback_model.py": r"asked for llama3\.3:70b, answered by llama3\.2 on ollama-\d\nfallback_used: True",
-    "debug_logging.py": r"failover from_instance=ollama-1 model=llama3\.2 error=InstanceFailedError",
+    "debug_logging.py": r"failover from_instance=ollama-1 model=llama3\.2:latest error=InstanceFailedError",
     "performance_tuning.py": r"strategy=latency_based health_check_interval=10s",
     "migration.py": r"before: fails: ConnectError\nafter: .*\[backup, attempts=2\]",
     "yaml_config.py": r"Model-Specific Task\s+-> \S+, model llama3\.2 \(fallback for mixtral:8x22b\)",
