@@ -84,7 +84,8 @@ class Lease:
 
     @property
     def url(self) -> str:
-        return self.instance.url
+        """The URL to send the request to (as configured, credentials included)."""
+        return self.instance.connect_url
 
     @property
     def instance_id(self) -> str:
@@ -356,14 +357,16 @@ class OllamaPoolManager:
         self._router.invalidate()
         self._by_id[inst.id] = inst
         self._by_url[_url_key(inst.url)] = inst
+        self._by_url[_url_key(inst.connect_url)] = inst
 
     def _drop(self, inst: OllamaInstance) -> None:
         self._instances = [i for i in self._instances if i is not inst]
         self._router.invalidate()
         if self._by_id.get(inst.id) is inst:
             del self._by_id[inst.id]
-        if self._by_url.get(_url_key(inst.url)) is inst:
-            del self._by_url[_url_key(inst.url)]
+        for url in (inst.url, inst.connect_url):
+            if self._by_url.get(_url_key(url)) is inst:
+                del self._by_url[_url_key(url)]
 
     # -- routing ------------------------------------------------------------------------------
 
@@ -779,7 +782,7 @@ class OllamaPoolManager:
     # -- health -------------------------------------------------------------------------------
 
     def _probe_targets(self) -> list[tuple[str, str, dict[str, str]]]:
-        return [(i.id, i.url, dict(i.config.headers)) for i in self._instances if not i.removed]
+        return [(i.id, i.connect_url, dict(i.config.headers)) for i in self._instances if not i.removed]
 
     def _apply_probe(self, result: ProbeResult) -> None:
         if _log.isEnabledFor(logging.DEBUG):

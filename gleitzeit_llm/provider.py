@@ -292,14 +292,14 @@ class _Call:
 
     def empty_stream(self, lease: Lease) -> StreamInterruptedError:
         return StreamInterruptedError(
-            "stream ended before its first chunk", instance=lease.instance_id, url=lease.url
+            "stream ended before its first chunk", instance=lease.instance_id, url=lease.instance.url
         )
 
     def info(self, lease: Lease) -> PoolInfo:
         ttft = lease.first_chunk_at - lease.started if lease.first_chunk_at is not None else None
         return PoolInfo(
             instance_id=lease.instance_id,
-            url=lease.url,
+            url=lease.instance.url,
             attempts=self.attempts,
             fallback_used=self.fallback_used,
             model=self.model,
@@ -555,14 +555,14 @@ class OllamaPoolProvider:
             await closer.__anext__()
         inst = lease.instance
         known = per_loop.by_instance.get(inst.id)
-        if known is None or known[0] != inst.url:
+        if known is None or known[0] != inst.connect_url:
             transport = AsyncOllamaTransport(
-                inst.url,
+                inst.connect_url,
                 instance_id=inst.id,
                 timeouts=self._timeouts,
                 headers=dict(inst.config.headers) or None,
             )
-            per_loop.by_instance[inst.id] = (inst.url, transport)
+            per_loop.by_instance[inst.id] = (inst.connect_url, transport)
             return transport
         return known[1]
 
@@ -570,14 +570,14 @@ class OllamaPoolProvider:
         inst = lease.instance
         with self._lock:
             known = self._sync_transports.get(inst.id)
-            if known is None or known[0] != inst.url:
+            if known is None or known[0] != inst.connect_url:
                 transport = OllamaTransport(
-                    inst.url,
+                    inst.connect_url,
                     instance_id=inst.id,
                     timeouts=self._timeouts,
                     headers=dict(inst.config.headers) or None,
                 )
-                self._sync_transports[inst.id] = (inst.url, transport)
+                self._sync_transports[inst.id] = (inst.connect_url, transport)
                 return transport
             return known[1]
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gleitzeit_llm.ollama.names import model_key
+from gleitzeit_llm.ollama.urls import redact_url
 from gleitzeit_llm.routing.breaker import CircuitBreaker, CircuitState
 from gleitzeit_llm.routing.ewma import PeakEwma
 
@@ -99,6 +100,7 @@ class OllamaInstance:
         "busy_until",
         "config",
         "configured_models",
+        "connect_url",
         "consecutive_probe_failures",
         "consecutive_probe_successes",
         "id",
@@ -121,7 +123,10 @@ class OllamaInstance:
     def __init__(self, config: InstanceConfig, breaker: CircuitBreaker) -> None:
         self.config = config
         self.id: str = config.id
-        self.url: str = config.url
+        # What people see (status, logs, errors) never carries credentials; connecting uses
+        # the configured URL as given.
+        self.url: str = redact_url(config.url)
+        self.connect_url: str = config.url
         self.max_concurrent: int = config.max_concurrent
         self.priority: int = config.priority
         self.weight: float = config.weight
