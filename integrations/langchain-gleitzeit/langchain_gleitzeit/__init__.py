@@ -1,3 +1,45 @@
-"""LangChain integration for gleitzeit-llm (a pool of Ollama servers)."""
+"""LangChain integration for gleitzeit-llm: one pool of Ollama servers behind LangChain's interfaces.
 
-__all__: list[str] = []
+* :class:`ChatOllamaPool`: a drop-in for ``langchain_ollama.ChatOllama`` that spreads calls over
+  the pool (failover, fallback model, routing hints per call).
+* :class:`OllamaPoolEmbeddings`: a drop-in for ``OllamaEmbeddings``; large inputs are embedded
+  in parallel batches across the pool.
+* :class:`PrometheusCallbackHandler`: per-call metrics under the OpenTelemetry GenAI names
+  (needs ``prometheus-client``).
+
+Classes are imported on first use, so ``import langchain_gleitzeit`` stays cheap and never
+imports ``prometheus_client`` unless the handler is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from langchain_gleitzeit.callbacks import PrometheusCallbackHandler
+    from langchain_gleitzeit.chat_models import ChatOllamaPool
+    from langchain_gleitzeit.embeddings import OllamaPoolEmbeddings
+
+__all__ = ["ChatOllamaPool", "OllamaPoolEmbeddings", "PrometheusCallbackHandler", "__version__"]
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "ChatOllamaPool": "langchain_gleitzeit.chat_models",
+    "OllamaPoolEmbeddings": "langchain_gleitzeit.embeddings",
+    "PrometheusCallbackHandler": "langchain_gleitzeit.callbacks",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'langchain_gleitzeit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

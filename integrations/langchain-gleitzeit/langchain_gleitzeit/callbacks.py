@@ -1,0 +1,198 @@
+"""``PrometheusCallbackHandler``: per-call Prometheus metrics of LangChain runs on Ollama.
+
+Metrics are recorded through :class:`gleitzeit_llm.observability.metrics.CallMetrics`, the
+definitions the LlamaIndex handler uses too, so both frameworks produce the same series:
+
+* ``gen_ai_client_operation_duration_seconds`` (histogram; ``error_type`` label),
+* ``gen_ai_client_token_usage`` (histogram; ``gen_ai_token_type`` = ``input`` | ``output``),
+* ``gen_ai_client_operation_time_to_first_chunk_seconds`` and
+  ``gen_ai_client_operation_time_per_output_chunk_seconds`` (streamed calls),
+* ``gleitzeit_calls_total`` (``outcome``, ``error_type``), ``gleitzeit_call_attempts``,
+  ``gleitzeit_call_failovers_total`` and ``gleitzeit_call_fallbacks_total``.
+
+Labels: ``gen_ai_operation_name`` (``chat`` or ``text_completion``), ``gen_ai_provider_name``,
+``gen_ai_request_model`` (the model asked for, per-call overrides included) and
+``gleitzeit_instance`` (the instance id that served the call, from ``ChatOllamaPool``'s
+``response_metadata["pool"]``). Never prompts, run ids or URLs.
+
+Requires ``prometheus-client`` (``pip install gleitzeit-llm[prometheus]``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.outputs import LLMResult
+
+from gleitzeit_llm import AllInstancesFailedError
+from gleitzeit_llm.observability.metrics import CallMetrics
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+__all__ = ["PrometheusCallbackHandler"]
+
+_PROVIDER = "ollama"
+
+
+class _Run:
+    __slots__ = ("chunks", "first_chunk", "last_chunk", "model", "operation", "started")
+
+    def __init__(self, operation: str, model: str) -> None:
+        self.operation = operation
+        self.model = model
+        self.started = time.monotonic()
+        self.first_chunk: float | None = None
+        self.last_chunk: float | None = None
+        self.chunks = 0
+
+
+class PrometheusCallbackHandler(BaseCallbackHandler):
+    """Records each Ollama chat or completion run (``ChatOllamaPool``, ``ChatOllama``, ...) in Prometheus.
+
+    ::
+
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        registry = CollectorRegistry()
+        handler = PrometheusCallbackHandler(registry=registry)
+        chain.invoke(inputs, config={"callbacks": [handler]})
+        start_http_server(9464, registry=registry)  # /metrics
+
+    Works in sync and async runs (it only does bookkeeping, so it runs inline), from many threads
+    at once. ``registry`` defaults to prometheus_client's global registry; one metric set exists
+    per registry, shared with every other gleitzeit-llm instrumentation on it. Runs of models whose
+    provider is not Ollama (``ls_provider``) are ignored, so labels stay true. Set
+    ``chunk_gaps=False`` to skip the per-chunk histogram on hot streaming paths.
+    """
+
+    run_inline = True  # bookkeeping only: never hop to an executor in async runs
+
+    def __init__(self, registry: CollectorRegistry | None = None, *, chunk_gaps: bool = True) -> None:
+        super().__init__()
+        self.metrics = CallMetrics.on(registry)
+        self.chunk_gaps = chunk_gaps
+        self._runs: dict[UUID, _Run] = {}
+        self._lock = threading.Lock()
+
+    # -- start -----------------------------------------------------------------------------------
+
+    def on_chat_model_start(
+        self,
+        serialized: dict[str, Any],
+        messages: list[list[Any]],
+        *,
+        run_id: UUID,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._start(run_id, "chat", metadata, kwargs.get("invocation_params"))
+
+    def on_llm_start(
+        self,
+        serialized: dict[str, Any],
+        prompts: list[str],
+        *,
+        run_id: UUID,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._start(run_id, "text_completion", metadata, kwargs.get("invocation_params"))
+
+    def _start(
+        self,
+        run_id: UUID,
+        operation: str,
+        metadata: Mapping[str, Any] | None,
+        params: Mapping[str, Any] | None,
+    ) -> None:
+        metadata = metadata or {}
+        if metadata.get("ls_provider") != _PROVIDER:
+            return
+        model = metadata.get("ls_model_name") or (params or {}).get("model") or ""
+        with self._lock:
+            self._runs[run_id] = _Run(operation, str(model))
+
+    # -- chunks ----------------------------------------------------------------------------------
+
+    def on_llm_new_token(self, token: str, *, run_id: UUID, **kwargs: Any) -> None:
+        now = time.monotonic()
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None:
+                return
+            previous = run.last_chunk
+            run.last_chunk = now
+            run.chunks += 1
+            if run.first_chunk is None:
+                run.first_chunk = now
+        if previous is not None and self.chunk_gaps:
+            # The serving instance is known only at the end; gaps are per model.
+            self.metrics.record_chunk_gap(
+                operation=run.operation, model=run.model, instance=None, gap=now - previous
+            )
+
+    # -- end -------------------------------------------------------------------------------------
+
+    def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
+        with self._lock:
+            run = self._runs.pop(run_id, None)
+        if run is None:
+            return
+        duration = time.monotonic() - run.started
+        metadata, usage = _first_generation(response)
+        pool = metadata.get("pool") if isinstance(metadata.get("pool"), Mapping) else {}
+        input_tokens = usage.get("input_tokens") if usage else metadata.get("prompt_eval_count")
+        output_tokens = usage.get("output_tokens") if usage else metadata.get("eval_count")
+        self.metrics.record_call(
+            operation=run.operation,
+            model=run.model,
+            duration=duration,
+            instance=pool.get("instance_id"),
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            time_to_first_chunk=None if run.first_chunk is None else run.first_chunk - run.started,
+            attempts=pool.get("attempts"),
+            fallback_model=pool.get("model") if pool.get("fallback_used") else None,
+        )
+
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        with self._lock:
+            run = self._runs.pop(run_id, None)
+        if run is None:
+            return
+        attempts = len(error.errors) if isinstance(error, AllInstancesFailedError) and error.errors else None
+        self.metrics.record_call(
+            operation=run.operation,
+            model=run.model,
+            duration=time.monotonic() - run.started,
+            instance=getattr(error, "instance", None)
+            if isinstance(getattr(error, "instance", None), str)
+            else None,
+            error=error,
+            time_to_first_chunk=None if run.first_chunk is None else run.first_chunk - run.started,
+            attempts=attempts,
+        )
+
+    def __repr__(self) -> str:
+        return f"PrometheusCallbackHandler(registry={self.metrics.registry!r})"
+
+
+def _first_generation(response: LLMResult) -> tuple[Mapping[str, Any], Mapping[str, Any] | None]:
+    """(response_metadata, usage_metadata) of the run's first generation."""
+    generations: Sequence[Any] = response.generations[0] if response.generations else ()
+    if not generations:
+        return {}, None
+    generation = generations[0]
+    message = getattr(generation, "message", None)
+    metadata: dict[str, Any] = dict(generation.generation_info or {})
+    usage = None
+    if message is not None:
+        metadata.update(getattr(message, "response_metadata", None) or {})
+        usage = getattr(message, "usage_metadata", None)
+    return metadata, usage

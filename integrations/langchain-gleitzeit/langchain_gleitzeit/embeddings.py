@@ -1,0 +1,225 @@
+"""``OllamaPoolEmbeddings``: LangChain embeddings over a pool of Ollama servers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from langchain_core.embeddings import Embeddings
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from typing_extensions import Self
+
+from gleitzeit_llm import OllamaPoolProvider
+from langchain_gleitzeit._pool import PoolHandle, open_pool, validate_model
+from langchain_gleitzeit._utils import HINT_FIELDS
+
+__all__ = ["OllamaPoolEmbeddings"]
+
+_OPTION_FIELDS = (
+    "mirostat",
+    "mirostat_eta",
+    "mirostat_tau",
+    "num_ctx",
+    "num_gpu",
+    "num_thread",
+    "repeat_last_n",
+    "repeat_penalty",
+    "temperature",
+    "stop",
+    "tfs_z",
+    "top_k",
+    "top_p",
+)
+# Concurrent batches of one embed_documents call, at most (the pool's slots bound it further).
+_MAX_PARALLEL = 32
+
+
+class OllamaPoolEmbeddings(BaseModel, Embeddings):
+    """Ollama embeddings over a pool of Ollama servers: a drop-in for ``OllamaEmbeddings``.
+
+    ::
+
+        from langchain_gleitzeit import OllamaPoolEmbeddings
+
+        embeddings = OllamaPoolEmbeddings(
+            model="nomic-embed-text", instances=["http://gpu1:11434", "http://gpu2:11434"]
+        )
+        vectors = embeddings.embed_documents(texts)  # batches of 32, spread over the pool
+        query = embeddings.embed_query("what is in the documents?")
+
+    :meth:`embed_documents` splits the texts into batches of ``batch_size``, sends the batches in
+    parallel (the pool spreads them over its instances, each batch with failover) and returns one
+    vector per text in the input's order. The pool is given as for
+    :class:`~langchain_gleitzeit.ChatOllamaPool` (``instances``, ``config``, ``base_url``,
+    ``pool`` to share one, or the ``GLEITZEIT_OLLAMA_*`` environment), and so are the routing hints.
+    """
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, protected_namespaces=())
+
+    model: str
+    """Embedding model to use, e.g. ``nomic-embed-text``."""
+    dimensions: int | None = Field(default=None, ge=1)
+    """Truncate the vectors to this many dimensions (models that support it)."""
+    validate_model_on_init: bool = False
+    """Check at construction that some instance of the pool has the model."""
+    keep_alive: int | str | None = None
+    """How long the model stays loaded after a request (seconds or ``"5m"``)."""
+    truncate: bool | None = None
+    """Whether Ollama truncates inputs longer than the context (``False``: an error instead)."""
+    batch_size: int = Field(default=32, ge=1)
+    """Texts per ``/api/embed`` request."""
+    max_concurrency: int | None = Field(default=None, ge=1)
+    """Batches in flight at once; default: the pool's total slots (at most 32)."""
+
+    mirostat: int | None = None
+    mirostat_eta: float | None = None
+    mirostat_tau: float | None = None
+    num_ctx: int | None = None
+    """Context window size."""
+    num_gpu: int | None = None
+    num_thread: int | None = None
+    repeat_last_n: int | None = None
+    repeat_penalty: float | None = None
+    temperature: float | None = None
+    stop: list[str] | None = None
+    tfs_z: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+
+    instances: list[Any] | None = Field(default=None, exclude=True)
+    """The Ollama servers: URLs or instance mappings (see ``OllamaPoolProvider``)."""
+    config: Any = Field(default=None, exclude=True)
+    """A pool configuration instead of ``instances``: ``PoolConfig``, mapping or YAML path."""
+    base_url: str | None = Field(default=None, exclude=True)
+    """One server, as in OllamaEmbeddings."""
+    pool: OllamaPoolProvider | None = Field(default=None, exclude=True)
+    """An existing provider to share (not closed by this object)."""
+    health_checks: bool = True
+    """Whether a pool built here runs background health checks."""
+
+    load_balancing_strategy: str | None = None
+    instance_tags: list[str] | None = None
+    require_gpu: bool = False
+    fallback_model: str | None = None
+    """Embedding model to use once ``model`` failed or is missing everywhere (same dimensions!)."""
+    max_latency: float | None = None
+
+    _handle: PoolHandle = PrivateAttr()
+
+    @model_validator(mode="after")
+    def _open_pool(self) -> Self:
+        handle = open_pool(
+            pool=self.pool,
+            instances=self.instances,
+            config=self.config,
+            base_url=self.base_url,
+            health_checks=self.health_checks,
+        )
+        if self.validate_model_on_init:
+            try:
+                validate_model(handle.provider, self.model)
+            except BaseException:
+                handle.close()
+                raise
+        self._handle = handle
+        return self
+
+    @property
+    def provider(self) -> OllamaPoolProvider:
+        """The pool provider the requests go to."""
+        return self._handle.provider
+
+    def close(self) -> None:
+        """Close the pool built by this object; a shared ``pool`` is left open."""
+        self._handle.close()
+
+    async def aclose(self) -> None:
+        """Async :meth:`close`, which also closes the pool's connections on the running event loop."""
+        await self._handle.aclose()
+
+    # -- requests --------------------------------------------------------------------------------
+
+    def _params(self) -> dict[str, Any]:
+        options = {name: getattr(self, name) for name in _OPTION_FIELDS if getattr(self, name) is not None}
+        params: dict[str, Any] = {
+            "options": options or None,
+            "dimensions": self.dimensions,
+            "keep_alive": self.keep_alive,
+            "truncate": self.truncate,
+        }
+        for name in HINT_FIELDS:
+            value = getattr(self, name)
+            if value is not None and value is not False:
+                params[name] = value
+        return {k: v for k, v in params.items() if v is not None}
+
+    def _batches(self, texts: list[str]) -> list[list[str]]:
+        return [texts[i : i + self.batch_size] for i in range(0, len(texts), self.batch_size)]
+
+    def _parallel(self, batches: int) -> int:
+        if self.max_concurrency is not None:
+            return min(batches, self.max_concurrency)
+        instances = self.provider.config.instances
+        slots = sum(max(1, inst.max_concurrent) for inst in instances) if instances else 1
+        return max(1, min(batches, slots, _MAX_PARALLEL))
+
+    def _checked(self, batch: list[str], response: Any) -> list[list[float]]:
+        vectors = [list(vector) for vector in response.embeddings]
+        if len(vectors) != len(batch):
+            raise ValueError(f"Ollama returned {len(vectors)} embeddings for {len(batch)} texts")
+        return vectors
+
+    def _embed_batch(self, batch: list[str], params: Mapping[str, Any]) -> list[list[float]]:
+        return self._checked(batch, self.provider.embed_sync(self.model, batch, **params))
+
+    async def _aembed_batch(self, batch: list[str], params: Mapping[str, Any]) -> list[list[float]]:
+        return self._checked(batch, await self.provider.embed(self.model, batch, **params))
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        """One vector per text, in order; batches are embedded in parallel across the pool."""
+        batches = self._batches(list(texts))
+        if not batches:
+            return []
+        params = self._params()
+        if len(batches) == 1:
+            return self._embed_batch(batches[0], params)
+        executor = ThreadPoolExecutor(self._parallel(len(batches)), thread_name_prefix="gleitzeit-embed")
+        try:
+            futures = [executor.submit(self._embed_batch, batch, params) for batch in batches]
+            return [vector for future in futures for vector in future.result()]
+        finally:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+    def embed_query(self, text: str) -> list[float]:
+        """The vector of one text."""
+        return self.embed_documents([text])[0]
+
+    async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+        """Async :meth:`embed_documents`."""
+        batches = self._batches(list(texts))
+        if not batches:
+            return []
+        params = self._params()
+        if len(batches) == 1:
+            return await self._aembed_batch(batches[0], params)
+        limit = asyncio.Semaphore(self._parallel(len(batches)))
+
+        async def one(batch: list[str]) -> list[list[float]]:
+            async with limit:
+                return await self._aembed_batch(batch, params)
+
+        tasks = [asyncio.ensure_future(one(batch)) for batch in batches]
+        try:
+            results = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        return [vector for batch in results for vector in batch]
+
+    async def aembed_query(self, text: str) -> list[float]:
+        """Async :meth:`embed_query`."""
+        return (await self.aembed_documents([text]))[0]
