@@ -192,7 +192,7 @@ class Router:
             # A retry goes back to an instance already tried only when nothing else exists.
             eligible = excluded
         if not eligible:
-            return Route(None, reason=self._why_none(len(instances), counts, req))
+            return Route(None, reason=self._why_none(instances, counts, req))
 
         routable = [(p, i) for p, i in eligible if i.routable(now)]
         panic = not routable
@@ -264,18 +264,26 @@ class Router:
         return best[0] if len(best) == 1 else self._rng.choice(best)
 
     @staticmethod
-    def _why_none(total: int, counts: dict[str, int], req: RouteRequest) -> str:
+    def _why_none(instances: Sequence[OllamaInstance], counts: dict[str, int], req: RouteRequest) -> str:
+        total = len(instances)
         if total == 0 or counts["removed"] == total:
             return "the pool has no instances"
 
-        def instances(n: int) -> str:
-            return f"{n} instance{'s' if n != 1 else ''}"
+        def instances_that(n: int, singular: str, plural: str) -> str:
+            return f"{n} instance {singular}" if n == 1 else f"{n} instances {plural}"
 
         parts = []
         if counts["tags"]:
-            parts.append(f"{instances(counts['tags'])} lack the tags {sorted(req.tags)}")
+            parts.append(instances_that(counts["tags"], "lacks", "lack") + f" the tags {sorted(req.tags)}")
         if counts["model"]:
-            parts.append(f"{instances(counts['model'])} do not have model {req.model!r}")
+            known = sorted({m for i in instances for m in (i.installed_models or i.configured_models)})
+            where = (
+                f" (models known: {', '.join(known[:8])}{', ...' if len(known) > 8 else ''})" if known else ""
+            )
+            parts.append(
+                instances_that(counts["model"], "does not have", "do not have")
+                + f" model {req.model!r}{where}"
+            )
         if counts["removed"]:
-            parts.append(f"{instances(counts['removed'])} were removed")
+            parts.append(instances_that(counts["removed"], "was", "were") + " removed")
         return f"no instance can serve this request: {', '.join(parts)}"

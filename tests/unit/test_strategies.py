@@ -214,4 +214,4 @@ def test_cached_filters_follow_invalidate() -> None:
     a.missing_models.add("m:latest")
     router.invalidate()
     route = router.select(pool, RouteRequest(model="m:latest"), NOW)
-    assert route.instance is None and "do not have model" in route.reason
+    assert route.instance is None and "1 instance does not have model" in route.reason
