@@ -451,6 +451,11 @@ def _parse_instance_string(text: str) -> dict[str, str]:
     return {"id": ident.strip(), "url": url}
 
 
+def _existing_file(path: str, what: str) -> None:
+    if not Path(path).expanduser().is_file():
+        raise _Invalid(f"no such file: {path}", hint=f"expected {what}")
+
+
 def _string_list(value: Any) -> Any:
     """``"a, b"`` -> ``["a", "b"]``; ``None`` -> ``[]``."""
     if value is None:
@@ -496,6 +501,46 @@ class InstanceConfig(_ConfigModel):
     """Free-text description of what this instance is for (``"large-models"``)."""
     headers: dict[str, str] = Field(default_factory=dict)
     """HTTP headers sent with every request to this instance (auth behind a proxy). Masked in repr."""
+    verify: bool | str = True
+    """TLS for ``https://``: ``True`` checks the server against the system's CAs, a path checks it
+    against that CA bundle (PEM), ``False`` does not check (only on a network you trust)."""
+    client_cert: str | None = None
+    """Path to a PEM client certificate (mutual TLS); may hold the key too."""
+    client_key: str | None = None
+    """Path to the client certificate's key, when it is not in ``client_cert``."""
+
+    @field_validator("verify", mode="before")
+    @classmethod
+    def _verify(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in (
+            "true",
+            "false",
+            "yes",
+            "no",
+            "1",
+            "0",
+            "on",
+            "off",
+        ):
+            return value.strip().lower() in ("true", "yes", "1", "on")
+        if isinstance(value, str):
+            _existing_file(value, "a CA bundle (PEM) path, or true/false")
+        return value
+
+    @field_validator("client_cert", "client_key")
+    @classmethod
+    def _pem_file(cls, value: str | None) -> str | None:
+        if value:
+            _existing_file(value, "a PEM file path")
+        return value or None
+
+    @_model_validator(mode="after")
+    def _key_needs_cert(self) -> InstanceConfig:
+        if self.client_key and not self.client_cert:
+            raise _Invalid(
+                "client_key without client_cert", hint="give client_cert too", sub_loc=("client_key",)
+            )
+        return self
 
     @_model_validator(mode="before")
     @classmethod

@@ -40,7 +40,7 @@ from gleitzeit_llm.observability.events import (
 )
 from gleitzeit_llm.ollama.names import model_key
 from gleitzeit_llm.routing.breaker import CircuitBreaker, CircuitState
-from gleitzeit_llm.routing.health import HealthMonitor, ProbeResult
+from gleitzeit_llm.routing.health import HealthMonitor, ProbeResult, ProbeTarget
 from gleitzeit_llm.routing.instance import InstanceState, OllamaInstance
 from gleitzeit_llm.routing.strategies import STRATEGY_NAMES, Route, Router, RouteRequest
 
@@ -781,8 +781,17 @@ class OllamaPoolManager:
 
     # -- health -------------------------------------------------------------------------------
 
-    def _probe_targets(self) -> list[tuple[str, str, dict[str, str]]]:
-        return [(i.id, i.connect_url, dict(i.config.headers)) for i in self._instances if not i.removed]
+    def _probe_targets(self) -> list[ProbeTarget]:
+        return [
+            ProbeTarget(
+                i.id,
+                i.connect_url,
+                dict(i.config.headers),
+                (i.config.verify, i.config.client_cert, i.config.client_key),
+            )
+            for i in self._instances
+            if not i.removed
+        ]
 
     def _apply_probe(self, result: ProbeResult) -> None:
         if _log.isEnabledFor(logging.DEBUG):

@@ -59,6 +59,7 @@ from gleitzeit_llm.ollama.models import (
     aggregate_chat,
     aggregate_generate,
 )
+from gleitzeit_llm.ollama.tls import tls_verify
 
 __all__ = [
     "HINT_NAMES",
@@ -556,12 +557,7 @@ class OllamaPoolProvider:
         inst = lease.instance
         known = per_loop.by_instance.get(inst.id)
         if known is None or known[0] != inst.connect_url:
-            transport = AsyncOllamaTransport(
-                inst.connect_url,
-                instance_id=inst.id,
-                timeouts=self._timeouts,
-                headers=dict(inst.config.headers) or None,
-            )
+            transport = AsyncOllamaTransport(inst.connect_url, **_transport_options(inst, self._timeouts))
             per_loop.by_instance[inst.id] = (inst.connect_url, transport)
             return transport
         return known[1]
@@ -571,12 +567,7 @@ class OllamaPoolProvider:
         with self._lock:
             known = self._sync_transports.get(inst.id)
             if known is None or known[0] != inst.connect_url:
-                transport = OllamaTransport(
-                    inst.connect_url,
-                    instance_id=inst.id,
-                    timeouts=self._timeouts,
-                    headers=dict(inst.config.headers) or None,
-                )
+                transport = OllamaTransport(inst.connect_url, **_transport_options(inst, self._timeouts))
                 self._sync_transports[inst.id] = (inst.connect_url, transport)
                 return transport
             return known[1]
@@ -940,6 +931,16 @@ class OllamaPoolProvider:
 
     def __repr__(self) -> str:
         return f"OllamaPoolProvider(provider_id={self.provider_id!r}, manager={self.manager!r})"
+
+
+def _transport_options(inst: Any, timeouts: Timeouts) -> dict[str, Any]:
+    config = inst.config
+    return {
+        "instance_id": inst.id,
+        "timeouts": timeouts,
+        "headers": dict(config.headers) or None,
+        "verify": tls_verify(config.verify, config.client_cert, config.client_key),
+    }
 
 
 def _merge(

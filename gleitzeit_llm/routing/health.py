@@ -18,9 +18,11 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import NamedTuple
 
 from gleitzeit_llm.ollama import AsyncOllamaTransport, Timeouts
 from gleitzeit_llm.ollama.names import model_key
+from gleitzeit_llm.ollama.tls import tls_verify
 
 __all__ = ["HealthMonitor", "ProbeResult", "probe_instance"]
 
@@ -78,7 +80,13 @@ async def probe_instance(instance_id: str, transport: AsyncOllamaTransport) -> P
     )
 
 
-ProbeTarget = tuple[str, str, dict[str, str]]  # (instance id, url, headers)
+class ProbeTarget(NamedTuple):
+    """What the monitor needs to reach one instance."""
+
+    instance_id: str
+    url: str
+    headers: dict[str, str]
+    tls: tuple[bool | str, str | None, str | None] = (True, None, None)  # verify, cert, key
 
 
 class HealthMonitor:
@@ -179,13 +187,13 @@ class HealthMonitor:
 
     async def _round(self) -> None:
         targets = list(self._targets())
-        wanted = {instance_id for instance_id, _, _ in targets}
+        wanted = {target.instance_id for target in targets}
         for instance_id in list(self._transports):
             if instance_id not in wanted:
                 _, transport = self._transports.pop(instance_id)
                 await transport.aclose()
         probes: list[Awaitable[ProbeResult]] = []
-        for instance_id, url, headers in targets:
+        for instance_id, url, headers, tls in targets:
             known = self._transports.get(instance_id)
             if known is None or known[0] != url:
                 if known is not None:
@@ -194,6 +202,7 @@ class HealthMonitor:
                     url,
                     instance_id=instance_id,
                     headers=headers or None,
+                    verify=tls_verify(*tls),
                     timeouts=Timeouts(connect=self.timeout, first_byte=self.timeout, idle=self.timeout),
                 )
                 self._transports[instance_id] = (url, transport)
