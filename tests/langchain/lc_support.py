@@ -40,6 +40,7 @@ LOOPBACK = pytest.mark.allow_hosts(_allowed_hosts())
 NO_SOCKETS = pytest.mark.disable_socket
 
 
-def chat_bodies(emulator: OllamaEmulator) -> list[dict[str, Any]]:
-    """The bodies of the ``/api/chat`` requests an emulator received, oldest first."""
-    return [r.body for r in emulator.requests_for("/api/chat")]
+def chat_bodies(*emulators: OllamaEmulator) -> list[dict[str, Any]]:
+    """The bodies of the ``/api/chat`` requests the emulators received, oldest first."""
+    records = [r for emulator in emulators for r in emulator.requests_for("/api/chat")]
+    return [r.body for r in sorted(records, key=lambda r: r.started_at)]
