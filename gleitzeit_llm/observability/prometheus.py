@@ -298,7 +298,7 @@ class PoolMetrics:
             self.failovers = self._register(
                 Counter(
                     "gleitzeit_pool_failovers",
-                    "Attempts that failed on an instance and were handed on to another attempt.",
+                    "Attempts that failed on the instance with an instance error (pool failover events).",
                     ["instance"],
                     registry=None,
                 )

@@ -155,6 +155,12 @@ def test_variables_from_the_file_are_defaults_and_keep_their_type() -> None:
     task = Workflow.from_dict(data, {"who": "you", "latency": "250"}).tasks[0]
     assert task.params["messages"][0]["content"] == "hello you"
     assert task.params["max_latency"] == 250.0  # --var values are text; hints get their type
+    hints = {"require_gpu": "${gpu}", "instance_tags": "${tags}"}
+    task = Workflow.from_dict(
+        {"tasks": [chat("a", params=hints)]}, {"gpu": "yes", "tags": "gpu, large"}
+    ).tasks[0]
+    assert task.params["require_gpu"] is True
+    assert task.params["instance_tags"] == ["gpu", "large"]
 
 
 async def test_literal_dollar_braces_survive_and_variable_values_are_not_expanded() -> None:
