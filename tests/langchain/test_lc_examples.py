@@ -1,0 +1,87 @@
+"""Every script in examples/langchain/ runs as a user runs it, against emulated servers.
+
+All scripts start at once (each is a subprocess that starts its own emulators on 127.0.0.1);
+each must exit 0, print no traceback and print the line that shows it did its job.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples" / "langchain"
+
+EXPECTED = {
+    "lcel_chain.py": r"6 answers in one batch[\s\S]*served by: ollama-\d=\d",
+    "streaming.py": r"streamed \d+ tokens from ollama-\d \(attempts=1[\s\S]*async: \[emulated llama3\.2\]"
+    r"[\s\S]*requests still active in the pool: 0",
+    "tool_calling.py": r"tool call: get_weather\(\{'city': 'Tokyo'\}\) served by ollama-\d\n"
+    r"answer: \[emulated",
+    "structured_output.py": r"parsed: City\(name=[\s\S]*City object from ollama-\d",
+    "routing_hints.py": r"per call: instance_tags=\['gpu'\]\s+gpu-1=4\n"
+    r"per call: require_gpu=True\s+gpu-1=4\n"
+    r"bind\(instance_tags=\['cpu'\]\)\s+cpu-[12]=\d(, cpu-2=\d)?\n"
+    r"[\s\S]*overridden per call with \['gpu'\]\)?\s+gpu-1=4\n"
+    r"asked for llama3\.3:70b, answered by llama3\.2 on \S+ \(fallback_used=True\)",
+    "prometheus_metrics.py": r"gleitzeit_calls_total\{[^}]*gen_ai_request_model=\"llama3\.2\"[^}]*"
+    r"outcome=\"success\"\} \d[\s\S]*"
+    r"gleitzeit_call_fallbacks_total\{[^}]*gleitzeit_fallback_model=\"llama3\.2\"",
+    "embeddings.py": r"24 documents, 768 dimensions, batches per instance: "
+    r"\{'ollama-1': 2, 'ollama-2': 2, 'ollama-3': 2\}\n"
+    r"closest to 'Why is the sky blue\?': 'The blue sky",
+}
+
+
+def test_every_example_is_tested_and_listed() -> None:
+    scripts = {p.name for p in EXAMPLES.glob("*.py") if not p.name.startswith("_")}
+    assert scripts == set(EXPECTED)
+    readme = (EXAMPLES / "README.md").read_text(encoding="utf-8")
+    assert [name for name in EXPECTED if f"`{name}`" not in readme] == []
+
+
+@pytest.fixture(scope="module")
+def outputs() -> Iterator[dict[str, subprocess.CompletedProcess[str]]]:
+    """Run all examples at once (without GLEITZEIT_* settings): script -> finished process."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("GLEITZEIT_OLLAMA_", "GLEITZEIT_EXAMPLE_"))
+    }
+    running = {
+        script: subprocess.Popen(
+            [sys.executable, str(EXAMPLES / script)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for script in EXPECTED
+    }
+    done: dict[str, subprocess.CompletedProcess[str]] = {}
+    try:
+        for script, process in running.items():
+            out, _ = process.communicate(timeout=60)
+            done[script] = subprocess.CompletedProcess(process.args, process.returncode, out, "")
+        yield done
+    finally:
+        for process in running.values():
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+
+
+@pytest.mark.parametrize("script", sorted(EXPECTED))
+def test_example_runs_against_emulators(
+    script: str, outputs: dict[str, subprocess.CompletedProcess[str]]
+) -> None:
+    result = outputs[script]
+    assert result.returncode == 0, result.stdout
+    assert "Traceback" not in result.stdout, result.stdout
+    assert "emulated Ollama servers on 127.0.0.1" in result.stdout, result.stdout
+    assert re.search(EXPECTED[script], result.stdout), f"{script}: no match in:\n{result.stdout}"
