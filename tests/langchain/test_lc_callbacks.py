@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from langchain_core.language_models import GenericFakeChatModel
+from langchain_ollama import ChatOllama
 from lc_support import LOOPBACK
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -167,3 +168,15 @@ def test_one_metric_set_per_registry_shared_by_handlers(registry: Any) -> None:
         PrometheusCallbackHandler(registry=registry).metrics
         is PrometheusCallbackHandler(registry=registry).metrics
     )
+
+
+def test_plain_chatollama_runs_are_recorded_without_an_instance(ollama_emulator: Any, registry: Any) -> None:
+    handler = PrometheusCallbackHandler(registry=registry)
+    llm = ChatOllama(model="llama3.2", base_url=ollama_emulator.url)
+    try:
+        llm.invoke("hi", config={"callbacks": [handler]})
+    finally:
+        llm._client._client.close()
+    got = samples(registry)
+    assert value(got, "gleitzeit_calls_total", gleitzeit_instance="", gen_ai_request_model="llama3.2") == 1
+    assert value(got, "gen_ai_client_token_usage_count", gen_ai_token_type="output") == 1

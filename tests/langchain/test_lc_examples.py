@@ -32,7 +32,8 @@ EXPECTED = {
     r"asked for llama3\.3:70b, answered by llama3\.2 on \S+ \(fallback_used=True\)",
     "prometheus_metrics.py": r"gleitzeit_calls_total\{[^}]*gen_ai_request_model=\"llama3\.2\"[^}]*"
     r"outcome=\"success\"\} \d[\s\S]*"
-    r"gleitzeit_call_fallbacks_total\{[^}]*gleitzeit_fallback_model=\"llama3\.2\"",
+    r"gleitzeit_call_fallbacks_total\{[^}]*gleitzeit_fallback_model=\"llama3\.2\"[\s\S]*"
+    r"gleitzeit_pool_failovers_total\{instance=\"ollama-1\"\} [1-9]",
     "embeddings.py": r"24 documents, 768 dimensions, batches per instance: "
     r"\{'ollama-1': 2, 'ollama-2': 2, 'ollama-3': 2\}\n"
     r"closest to 'Why is the sky blue\?': 'The blue sky",

@@ -178,14 +178,14 @@ class ChatOllamaPool(BaseChatModel):
 
     # -- the pool ---------------------------------------------------------------------------------
 
-    instances: list[Any] | None = Field(default=None, exclude=True)
+    instances: list[Any] | None = Field(default=None, exclude=True, repr=False)
     """The Ollama servers: URLs (``"http://gpu1:11434"``, ``"gpu:gpu1:11434"``) or instance mappings
     (``{"id", "url", "models", "tags", "max_concurrent", "priority", "weight", "headers", ...}``)."""
-    config: Any = Field(default=None, exclude=True)
+    config: Any = Field(default=None, exclude=True, repr=False)
     """A pool configuration instead of ``instances``: ``PoolConfig``, mapping or YAML path."""
-    base_url: str | None = Field(default=None, exclude=True)
+    base_url: str | None = Field(default=None, exclude=True, repr=False)
     """One server, as in ChatOllama (a pool of one)."""
-    pool: OllamaPoolProvider | None = Field(default=None, exclude=True)
+    pool: OllamaPoolProvider | None = Field(default=None, exclude=True, repr=False)
     """An existing provider to share between many chat models and embeddings (not closed by this model)."""
     timeout: float | None = Field(default=None, gt=0)
     """Seconds one attempt may take, stream included (the built pool's ``timeouts.total``)."""

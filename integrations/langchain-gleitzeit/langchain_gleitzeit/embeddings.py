@@ -88,13 +88,13 @@ class OllamaPoolEmbeddings(BaseModel, Embeddings):
     top_k: int | None = None
     top_p: float | None = None
 
-    instances: list[Any] | None = Field(default=None, exclude=True)
+    instances: list[Any] | None = Field(default=None, exclude=True, repr=False)
     """The Ollama servers: URLs or instance mappings (see ``OllamaPoolProvider``)."""
-    config: Any = Field(default=None, exclude=True)
+    config: Any = Field(default=None, exclude=True, repr=False)
     """A pool configuration instead of ``instances``: ``PoolConfig``, mapping or YAML path."""
-    base_url: str | None = Field(default=None, exclude=True)
+    base_url: str | None = Field(default=None, exclude=True, repr=False)
     """One server, as in OllamaEmbeddings."""
-    pool: OllamaPoolProvider | None = Field(default=None, exclude=True)
+    pool: OllamaPoolProvider | None = Field(default=None, exclude=True, repr=False)
     """An existing provider to share (not closed by this object)."""
     health_checks: bool = True
     """Whether a pool built here runs background health checks."""
