@@ -8,7 +8,7 @@ PROJECTS := pyproject.toml \
 	integrations/llama-index-llms-gleitzeit/pyproject.toml \
 	integrations/llama-index-embeddings-gleitzeit/pyproject.toml
 
-.PHONY: venv test demo lint format clean
+.PHONY: venv test demo lint format clean chaos
 
 venv: $(STAMP)
 
@@ -28,6 +28,10 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m gleitzeit_llm.cli demo
+
+# The long chaos profile: minutes of faults under load, then a report (the short one runs in make test).
+chaos: $(STAMP)
+	$(PY) tests/chaos/run.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
