@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from gleitzeit_llm.client import _list_files
 from gleitzeit_llm.errors import GleitzeitError, RequestError
 from gleitzeit_llm.workflow import public_pool_info, response_of, validate_request
 
@@ -56,7 +57,7 @@ class BatchJob:
     def request(self, text: str) -> dict[str, Any]:
         """The ``execute()`` params for one file's text."""
         body = f"{self.prompt}\n\n{text}" if self.prompt else text
-        key = {"llm/chat": "prompt", "llm/generate": "prompt", "llm/embed": "input"}[self.method]
+        key = "input" if self.method == "llm/embed" else "prompt"
         return {**self.params, "model": self.model, key: body}
 
 
@@ -126,18 +127,13 @@ def _validate(job: BatchJob) -> None:
         raise RequestError(
             f"max_concurrent must be an integer >= 1, got {job.max_concurrent!r}", field="max_concurrent"
         )
-    if not isinstance(job.model, str) or not job.model.strip():
-        raise RequestError("a model is required", field="model")
     validate_request(job.method, job.request(""))  # a mistake in the job fails once, not per file
 
 
-def _list_files(directory: Path, pattern: str, output: Path) -> list[Path]:
-    if not directory.is_dir():
-        raise RequestError(
-            f"directory {str(directory)!r} does not exist or is not a folder", field="directory"
-        )
+def _inputs(directory: Path, pattern: str, output: Path) -> list[Path]:
+    """The files to process: those ``batch_process`` would take, minus the output file itself."""
     skip = output.resolve()
-    return sorted(p for p in directory.glob(pattern) if p.is_file() and p.resolve() != skip)
+    return [p for p in _list_files(directory, pattern) if p.resolve() != skip]
 
 
 def _open_output(out: Path, restart: bool) -> TextIO:
@@ -181,7 +177,7 @@ async def run_batch(
     started = time.monotonic()
     out = Path(output)
     directory = Path(job.directory)
-    files = await asyncio.to_thread(_list_files, directory, job.pattern, out)
+    files = await asyncio.to_thread(_inputs, directory, job.pattern, out)
     fingerprint = job.fingerprint()
     previous = {} if restart else await asyncio.to_thread(read_results, out)
     foreign = sorted({r.get("job") for r in previous.values()} - {fingerprint}, key=str)
