@@ -174,8 +174,7 @@ def render_status(status: dict[str, Any], *, color: bool = False) -> str:
         return "  ".join(out).rstrip()
 
     lines = [line(header, False), *(line(r, True) for r in rows)]
-    healthy = status.get("healthy_instances", sum(1 for r in rows if r[1] == "healthy"))
-    footer = f"{healthy}/{len(rows)} healthy"
+    footer = f"{status['healthy_instances']}/{len(rows)} healthy"
     if status.get("strategy"):
         footer += f"  strategy {status['strategy']}"
     footer += f"  waiting {status.get('waiting_requests', 0)}"
