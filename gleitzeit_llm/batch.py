@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from gleitzeit_llm.client import _list_files
+from gleitzeit_llm.client import list_files
 from gleitzeit_llm.errors import GleitzeitError, RequestError
 from gleitzeit_llm.workflow import public_pool_info, response_of, validate_request
 
@@ -133,7 +133,7 @@ def _validate(job: BatchJob) -> None:
 def _inputs(directory: Path, pattern: str, output: Path) -> list[Path]:
     """The files to process: those ``batch_process`` would take, minus the output file itself."""
     skip = output.resolve()
-    return [p for p in _list_files(directory, pattern) if p.resolve() != skip]
+    return [p for p in list_files(directory, pattern) if p.resolve() != skip]
 
 
 def _open_output(out: Path, restart: bool) -> TextIO:

@@ -552,7 +552,7 @@ def _emulate_parser() -> argparse.ArgumentParser:
 
 def _emulate(argv: Sequence[str]) -> int:
     from gleitzeit_llm.testing import OllamaEmulator
-    from gleitzeit_llm.testing.cli import _emulator_kwargs
+    from gleitzeit_llm.testing.cli import emulator_kwargs
 
     parser = _emulate_parser()
     args = parser.parse_args(argv)
@@ -561,7 +561,7 @@ def _emulate(argv: Sequence[str]) -> int:
     for index, name, _ in args.fault:
         if index is not None and not 1 <= index <= args.instances:
             parser.error(f"--fault {index}:{name}: there are only {args.instances} instance(s)")
-    kwargs = _emulator_kwargs(args)
+    kwargs = emulator_kwargs(args)
     base_faults = dict(kwargs.pop("faults") or {})
     try:
         emulators = []

@@ -122,7 +122,7 @@ class GleitzeitClient:
             raise RequestError(
                 f"max_concurrent must be an integer >= 1, got {max_concurrent!r}", field="max_concurrent"
             )
-        files = await asyncio.to_thread(_list_files, Path(directory), pattern)
+        files = await asyncio.to_thread(list_files, Path(directory), pattern)
         chosen = self._model(model)
         gate = asyncio.Semaphore(max_concurrent)
 
@@ -162,7 +162,7 @@ class GleitzeitClient:
         return await self.provider.get_pool_status()
 
 
-def _list_files(folder: Path, pattern: str) -> list[Path]:
+def list_files(folder: Path, pattern: str) -> list[Path]:
     if not folder.is_dir():
         raise RequestError(f"directory {str(folder)!r} does not exist or is not a folder", field="directory")
     return sorted(p for p in folder.glob(pattern) if p.is_file())

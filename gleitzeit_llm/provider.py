@@ -212,6 +212,7 @@ class _Call:
     hints: RoutingHints
     started: float = field(default_factory=time.monotonic)
     attempts: int = 0
+    model_attempts: int = 0  # attempts with the current model (the retry budget is per model)
     errors: list[BaseException] = field(default_factory=list)
     tried: set[str] = field(default_factory=set)
     fallback_used: bool = False
@@ -236,6 +237,7 @@ class _Call:
             self.request = self.request.model_copy(update={"model": model})
             self.model = model
             self.tried = set()
+            self.model_attempts = 0
 
     def route(self) -> Any:
         manager = self.provider.manager
@@ -257,12 +259,24 @@ class _Call:
             isinstance(exc, StreamInterruptedError) and getattr(exc, "delivered", False)
         )
 
+    def begin_attempt(self) -> None:
+        self.attempts += 1
+        self.model_attempts += 1
+
+    def will_retry(self, exc: BaseException) -> bool:
+        """Whether another attempt follows this failure (then it is a failover)."""
+        if not isinstance(exc, InstanceError) or not self.retryable(exc):
+            return False
+        return self.model_attempts < self.max_attempts() or (
+            not self.fallback_used and len(self.models()) > 1
+        )
+
     def attempt_failed(self, lease: Lease, exc: BaseException) -> None:
         """Release the attempt's slot, counting ``exc`` against its instance as it deserves."""
         self.provider.manager.finish(lease, exc)
         self.errors.append(exc)
         self.tried.add(lease.instance_id)
-        if isinstance(exc, InstanceError):
+        if self.will_retry(exc):
             self.provider.events.emit(
                 FailoverEvent(
                     lease.instance_id, model_key(self.model), f"{type(exc).__name__}: {exc}", self.attempts
@@ -701,7 +715,7 @@ class OllamaPoolProvider:
         raise call.final_error(last)
 
     async def _attempt_async(self, call: _Call) -> Any:
-        call.attempts += 1
+        call.begin_attempt()
         lease = await self.manager.acquire(call.route(), attempt=call.attempts)
         transport = await self._async_transport(lease)
         try:
@@ -745,7 +759,7 @@ class OllamaPoolProvider:
             call.stream_ended(lease, error, final)
 
     async def _open_once_async(self, call: _Call) -> tuple[Lease, Any, Any]:
-        call.attempts += 1
+        call.begin_attempt()
         lease = await self.manager.acquire(call.route(), attempt=call.attempts)
         stream = call.open_stream(await self._async_transport(lease))
         try:
@@ -860,7 +874,7 @@ class OllamaPoolProvider:
         raise call.final_error(last)
 
     def _attempt_sync(self, call: _Call) -> Any:
-        call.attempts += 1
+        call.begin_attempt()
         lease = self.manager.acquire_sync(call.route(), attempt=call.attempts)
         transport = self._sync_transport(lease)
         try:
@@ -904,7 +918,7 @@ class OllamaPoolProvider:
             call.stream_ended(lease, error, final)
 
     def _open_once_sync(self, call: _Call) -> tuple[Lease, Any, Any]:
-        call.attempts += 1
+        call.begin_attempt()
         lease = self.manager.acquire_sync(call.route(), attempt=call.attempts)
         stream = call.open_stream(self._sync_transport(lease))
         try:

@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _emulator_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+def emulator_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     models: list[Any] = json.loads(args.models_json) if args.models_json else args.models
     return {
         "models": models,
@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("--instances must be at least 1", file=sys.stderr)
         return 2
     try:
-        kwargs = _emulator_kwargs(args)
+        kwargs = emulator_kwargs(args)
         emulators = [
             OllamaEmulator(port=args.port + index if args.port else 0, **kwargs)
             for index in range(args.instances)

@@ -203,3 +203,16 @@ async def test_routing_decisions_are_logged_at_debug(caplog: pytest.LogCaptureFi
     messages = [r.getMessage() for r in caplog.records if r.name == "gleitzeit_llm"]
     assert any(m.startswith("routing_decision instance=a") for m in messages)
     assert any(m.startswith("request_finished instance=a") and "outcome=success" in m for m in messages)
+
+
+@respx.mock
+async def test_a_failover_event_only_when_another_attempt_follows() -> None:
+    respx.post(f"{A}/api/chat").mock(return_value=error(500, "boom a"))
+    respx.post(f"{B}/api/chat").mock(return_value=error(500, "boom b"))
+    kinds: list[str] = []
+    async with provider(retry_attempts=1) as pool:
+        pool.events.subscribe(lambda event: kinds.append(event.kind))
+        with pytest.raises(AllInstancesFailedError):
+            await pool.chat("llama3.2", [{"role": "user", "content": "hi"}])
+    assert kinds.count("request_finished") == 2
+    assert kinds.count("failover") == 1  # after the first attempt only: the second was the last
