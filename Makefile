@@ -43,3 +43,17 @@ format: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+
+# `make bench` (about 10 minutes) or `make bench QUICK=1` (a smoke run of a minute or two):
+# writes bench/results/<date>.json and the plots, and (full runs) the table in docs/performance.md.
+BENCH_STAMP := $(VENV)/.gleitzeit-bench-installed
+BENCH_ARGS ?=
+
+.PHONY: bench
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[bench]'
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(PY) -m bench $(if $(QUICK),--quick) $(BENCH_ARGS)

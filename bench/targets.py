@@ -1,0 +1,191 @@
+"""The issue's targets, evaluated against one run's results.
+
+Each target reads the median over repeated runs (with its spread) where the scenario repeats,
+and says ``met`` True/False, or None when the run did not measure it (a scenario skipped or
+failed, or a quick run too small to judge, e.g. memory over fewer than 100,000 requests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+ROUTING_STRATEGY = "least_loaded"  # the default strategy
+
+# id -> (title, goal, unit)
+TARGETS = {
+    "routing_100": ("Routing decision at 100 instances", "< 50 us", "us"),
+    "added_latency": ("Added latency p50 vs plain httpx", "< 0.5 ms", "ms"),
+    "throughput": ("Throughput vs N*c/service_time", ">= 95 %", "%"),
+    "unequal": ("latency_based p99 vs round_robin, one instance 10x slower", "<= 1/3", "ratio"),
+    "failover": ("Failed requests when an instance is stopped", "0", "requests"),
+    "residency": ("Cold loads while a loaded replica has a free slot (model_affinity)", "0", "loads"),
+    "import": ("import gleitzeit_llm", "< 150 ms", "ms"),
+    "memory": ("Memory growth over 100,000 requests", "< 10 MB", "MB"),
+}
+
+
+def _get(data: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return data
+
+
+def _fmt(summary: dict[str, Any] | None, scale: float = 1.0, digits: int = 2) -> str:
+    """median [min..max] of a spread() summary."""
+    if not summary or summary.get("median") is None:
+        return "n/a"
+    m, lo, hi = (summary[k] * scale for k in ("median", "min", "max"))
+    return f"{m:.{digits}f} [{lo:.{digits}f}..{hi:.{digits}f}]"
+
+
+def _routing(sc: dict[str, Any]) -> tuple[Any, bool | None, str] | None:
+    row = _get(sc, "routing", "by_instances", "100")
+    if not row:
+        return None
+    worst_name = max(row, key=lambda s: row[s]["select"]["best_us"])
+    worst = row[worst_name]["select"]["best_us"]
+    default = row.get(ROUTING_STRATEGY, row[worst_name])
+    detail = (
+        f"Router.select, best of N: {ROUTING_STRATEGY} {default['select']['best_us']:.1f} us, slowest "
+        f"strategy {worst_name} {worst:.1f} us; with the manager's lock, lease and bookkeeping "
+        f"({ROUTING_STRATEGY}) {default['acquire']['best_us']:.1f} us"
+    )
+    return worst, worst < 50.0, detail
+
+
+def _added_latency(sc: dict[str, Any]) -> tuple[Any, bool | None, str] | None:
+    pairs = _get(sc, "overhead", "by_concurrency", "1", "pairs") or {}
+    pair, stream = pairs.get("pool-vs-httpx"), pairs.get("pool-vs-httpx_stream")
+    if not pair:
+        return None
+    added = pair["added_p50_ms"]["median"]
+    against_stream = _fmt(stream["added_p50_ms"]) if stream else "n/a"
+    detail = (
+        f"concurrency 1, p50 of the pool minus p50 of httpx (stream: false) in the same run: "
+        f"{_fmt(pair['added_p50_ms'])} ms; against httpx with stream: true {against_stream} ms; "
+        f"extra client CPU per call {_fmt(pair.get('added_cpu_us'), 1, 0)} us"
+    )
+    return added, added < 0.5, detail
+
+
+def _throughput(sc: dict[str, Any]) -> tuple[Any, bool | None, str] | None:
+    rows = _get(sc, "scaling", "by_instances")
+    if not rows:
+        return None
+    ratios = {n: r["pool_vs_limit"]["median"] for n, r in rows.items()}
+    worst = min(ratios.values())
+    detail = "; ".join(
+        f"N={n}: {_fmt(r['pool_vs_limit'], 100, 1)} % (plain httpx pinned: "
+        f"{r['direct_vs_limit']['median'] * 100:.1f} %)"
+        for n, r in rows.items()
+    )
+    return worst * 100, worst >= 0.95, detail
+
+
+def _unequal(sc: dict[str, Any]) -> tuple[Any, bool | None, str] | None:
+    ratio = _get(sc, "unequal", "latency_vs_round_robin_p99")
+    by = _get(sc, "unequal", "by_strategy") or {}
+    if not ratio or ratio.get("median") is None:
+        return None
+    detail = (
+        f"p99 latency_based / p99 round_robin per run: {_fmt(ratio, 1, 3)}; p99 latency_based "
+        f"{_fmt(by.get('latency_based', {}).get('p99_ms'), 1, 0)} ms, round_robin "
+        f"{_fmt(by.get('round_robin', {}).get('p99_ms'), 1, 0)} ms"
+    )
+    return ratio["median"], ratio["median"] <= 1 / 3, detail
+
+
+def _failover(sc: dict[str, Any]) -> tuple[Any, bool | None, str] | None:
+    failure = sc.get("failure")
+    if not failure or "failed_total" not in failure:
+        return None
+    s = failure["summary"]
+    detail = (
+        f"{failure['failed_total']} of {failure['requests_total']} requests failed over "
+        f"{failure['params']['runs']} run(s); marked down {_fmt(s.get('marked_down_after_s'))} s after "
+        f"the kill, served again {_fmt(s.get('back_after_s'))} s after the restart"
+    )
+    return failure["failed_total"], failure["failed_total"] == 0, detail
+
+
+def _residency(sc: dict[str, Any]) -> tuple[Any, bool | None, str] | None:
+    res = _get(sc, "residency", "by_strategy")
+    if not res or "model_affinity" not in res:
+        return None
+    mine = res["model_affinity"]
+    worst = mine["avoidable_cold_loads"]["max"]
+    others = ", ".join(
+        f"{k} {v['avoidable_cold_loads']['median']:g}" for k, v in res.items() if k != "model_affinity"
+    )
+    detail = (
+        f"model_affinity: avoidable cold loads per run {_fmt(mine['avoidable_cold_loads'], 1, 0)}, "
+        f"all cold loads {_fmt(mine['cold_loads'], 1, 0)}; other strategies (median avoidable): {others}"
+    )
+    return worst, worst == 0, detail
+
+
+def _import(sc: dict[str, Any]) -> tuple[Any, bool | None, str] | None:
+    imp = _get(sc, "footprint", "import_ms", "gleitzeit_llm")
+    if not imp:
+        return None
+    httpx = _get(sc, "footprint", "import_ms", "httpx")
+    first_use = _get(sc, "footprint", "import_ms", "gleitzeit_llm+provider")
+    detail = (
+        f"fresh interpreter per sample: {_fmt(imp, 1, 1)} ms (best {imp['best']:.1f}); for reference "
+        f"import httpx {_fmt(httpx, 1, 1)} ms, import plus first use of OllamaPoolProvider "
+        f"{_fmt(first_use, 1, 1)} ms"
+    )
+    return imp["median"], imp["median"] < 150, detail
+
+
+def _memory(sc: dict[str, Any]) -> tuple[Any, bool | None, str] | None:
+    mem = _get(sc, "footprint", "memory")
+    if not mem:
+        return None
+    growth_mb = mem["growth_bytes"] / 1e6
+    full = mem["requests"] >= 100_000
+    detail = (
+        f"RSS {mem['rss_start_bytes'] / 1e6:.1f} -> {mem['rss_end_bytes'] / 1e6:.1f} MB over "
+        f"{mem['requests']:,} requests ({mem['failed']} failed), second half "
+        f"{mem['growth_second_half_bytes'] / 1e6:+.2f} MB"
+        + ("" if full else "; fewer than 100,000 requests, so not judged")
+    )
+    return growth_mb, (growth_mb < 10.0) if full else None, detail
+
+
+CHECKS: dict[str, Callable[[dict[str, Any]], tuple[Any, bool | None, str] | None]] = {
+    "routing_100": _routing,
+    "added_latency": _added_latency,
+    "throughput": _throughput,
+    "unequal": _unequal,
+    "failover": _failover,
+    "residency": _residency,
+    "import": _import,
+    "memory": _memory,
+}
+
+
+def evaluate(scenarios: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for id, check in CHECKS.items():
+        title, goal, unit = TARGETS[id]
+        try:
+            got = check(scenarios)
+        except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+            got = (None, None, f"could not evaluate: {type(exc).__name__}: {exc}")
+        measured, met, detail = got if got is not None else (None, None, "not measured in this run")
+        out.append(
+            {
+                "id": id,
+                "title": title,
+                "goal": goal,
+                "measured": measured,
+                "unit": unit,
+                "met": met,
+                "detail": detail,
+            }
+        )
+    return out

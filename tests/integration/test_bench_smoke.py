@@ -1,0 +1,65 @@
+"""The benchmark harness still runs end to end (it measures nothing here: speed is never asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_quick_bench_writes_results_and_the_docs_table(tmp_path: Path) -> None:
+    docs = tmp_path / "performance.md"
+    docs.write_text("# Performance\n\nHand-written prose stays.\n")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--only",
+            "routing,overhead",
+            "--runs",
+            "1",
+            "--set",
+            'overhead.clients=["httpx", "pool"]',
+            "--set",
+            "overhead.concurrency=[1, 4]",
+            "--set",
+            "routing.sizes=[1, 10]",
+            "--out",
+            str(tmp_path),
+            "--docs",
+            str(docs),
+            "--no-plots",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    (result,) = tmp_path.glob("*-quick-partial.json")
+    data = json.loads(result.read_text())
+    assert {"schema", "mode", "machine", "scenarios", "runs", "targets", "duration_s"} <= set(data)
+    assert {"cores", "python", "loadavg_before", "loadavg_after"} <= set(data["machine"])
+    assert set(data["scenarios"]) == {"routing", "overhead"}
+
+    overhead = data["scenarios"]["overhead"]["by_concurrency"]
+    assert set(overhead) == {"1", "4"}
+    pair = overhead["1"]["pairs"]["pool-vs-httpx"]
+    assert {"added_p50_ms", "added_p99_ms", "throughput_ratio", "added_cpu_us"} <= set(pair)
+    assert pair["added_p50_ms"]["n"] == 1
+    assert set(data["scenarios"]["routing"]["by_instances"]) == {"1", "10"}
+
+    targets = {t["id"]: t for t in data["targets"]}
+    assert targets["added_latency"]["measured"] is not None
+    assert targets["memory"]["met"] is None  # not measured in this run
+
+    page = docs.read_text()
+    assert page.startswith("# Performance\n\nHand-written prose stays.")
+    assert "bench:results:begin" in page and "### Targets" in page and "### 1. Overhead" in page
