@@ -57,7 +57,9 @@ from langchain_gleitzeit._utils import (
 __all__ = ["ChatOllamaPool"]
 
 # Keyword arguments LangChain code passes to chat models that mean nothing to Ollama; dropped.
-_IGNORED_KWARGS = frozenset({"stream", "strict", "parallel_tool_calls", "structured_output_format"})
+_IGNORED_KWARGS = frozenset(
+    {"stream", "strict", "parallel_tool_calls", "ls_structured_output_format", "structured_output_format"}
+)
 _CALL_KWARGS = frozenset(
     {
         *OPTION_FIELDS,
