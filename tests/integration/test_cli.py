@@ -27,13 +27,17 @@ def run(
 
 def test_demo_runs_offline_and_reports_a_failover() -> None:
     env = {"GLEITZEIT_OLLAMA_INSTANCES": ""}
-    result = run("demo", "--requests", "40", env=env)
+    result = run("demo", "--requests", "30", env=env)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "Started three emulated Ollama servers on 127.0.0.1" in out
-    assert "spot-box stopped" in out
-    assert "requests: 40  succeeded: 40  failed: 0" in out
-    assert "spot-box closed -> open" in out  # the breaker trip is visible
+    assert "LangChain chain (prompt | ChatOllamaPool | parser) and a LlamaIndex query engine" in out
+    assert "spot-box stopped after" in out
+    assert "calls: 30  succeeded: 30  failed: 0" in out
+    assert "breaker spot-box: closed -> open" in out  # the breaker trip is visible
+    assert "health  spot-box: degraded -> healthy" in out  # and the recovery
+    assert "gleitzeit_pool_requests_total{" in out  # the Prometheus excerpt
+    assert "gen_ai_client_operation_duration_seconds_count{" in out  # framework handlers feed it too
 
 
 def test_emulate_prints_one_url_per_instance() -> None:
