@@ -125,8 +125,8 @@ class InstanceFailedError(InstanceError):
     """The instance failed: connection refused or reset, HTTP 5xx other than 503."""
 
 
-class InstanceTimeoutError(InstanceFailedError):
-    """No connection, no first byte, or no next chunk within its timeout.
+class InstanceTimeoutError(InstanceFailedError, TimeoutError):
+    """No connection, no first byte, or no next chunk within its timeout (also a ``TimeoutError``).
 
     ``phase`` is ``"connect"``, ``"first_byte"`` or ``"idle"``.
     """

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import re
 import threading
 import time
@@ -87,7 +88,7 @@ class RoutingHints:
 
     load_balancing_strategy: str | LoadBalancingStrategy | None = None
     instance_tags: tuple[str, ...] | None = None
-    require_gpu: bool = False
+    require_gpu: bool | None = None  # None: not given (so a per-call False can turn a default off)
     fallback_model: str | None = None
     max_latency: float | None = None  # milliseconds
 
@@ -104,8 +105,8 @@ class RoutingHints:
             raise RequestError(
                 f"fallback_model must be a model name, got {fallback!r}", field="fallback_model"
             )
-        require_gpu = params.pop("require_gpu", False)
-        if not isinstance(require_gpu, bool):
+        require_gpu = params.pop("require_gpu", None)
+        if require_gpu is not None and not isinstance(require_gpu, bool):
             raise RequestError(f"require_gpu must be true or false, got {require_gpu!r}", field="require_gpu")
         return cls(
             load_balancing_strategy=params.pop("load_balancing_strategy", None),
@@ -120,7 +121,7 @@ class RoutingHints:
         return RoutingHints(
             load_balancing_strategy=other.load_balancing_strategy or self.load_balancing_strategy,
             instance_tags=other.instance_tags if other.instance_tags is not None else self.instance_tags,
-            require_gpu=other.require_gpu or self.require_gpu,
+            require_gpu=other.require_gpu if other.require_gpu is not None else self.require_gpu,
             fallback_model=other.fallback_model or self.fallback_model,
             max_latency=other.max_latency if other.max_latency is not None else self.max_latency,
         )
@@ -245,7 +246,7 @@ class _Call:
             self.model,
             self.hints.load_balancing_strategy,
             self.hints.instance_tags,
-            require_gpu=self.hints.require_gpu,
+            require_gpu=bool(self.hints.require_gpu),
             max_latency=self.hints.max_latency,
             exclude=tuple(self.tried),
         )
@@ -286,8 +287,12 @@ class _Call:
     def attempt_succeeded(self, lease: Lease, final: Any) -> None:
         self.provider.manager.finish(lease, None, **self.finish_kwargs(final))
 
-    def stream_ended(self, lease: Lease, error: BaseException | None, final: Any) -> None:
+    def stream_ended(
+        self, lease: Lease, error: BaseException | None, final: Any, holder: list[PoolInfo]
+    ) -> None:
         """A stream the caller consumed ended: done, broken, or left early (counted as cancelled)."""
+        if holder:  # the stream's PoolInfo was made at its first chunk: now its duration is known
+            holder[0] = dataclasses.replace(holder[0], duration=time.monotonic() - self.started)
         if error is None and not getattr(final, "done", True):
             error = asyncio.CancelledError()
         self.provider.manager.finish(lease, error, **(self.finish_kwargs(final) if error is None else {}))
@@ -550,6 +555,11 @@ class OllamaPoolProvider:
     def __exit__(self, *exc_info: object) -> None:
         self.close_sync()
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` or :meth:`close_sync` was called."""
+        return self._closed
+
     def _ensure_started(self) -> None:
         if self._closed:
             raise GleitzeitError("this OllamaPoolProvider is closed")
@@ -715,8 +725,8 @@ class OllamaPoolProvider:
         raise call.final_error(last)
 
     async def _attempt_async(self, call: _Call) -> Any:
-        call.begin_attempt()
-        lease = await self.manager.acquire(call.route(), attempt=call.attempts)
+        lease = await self.manager.acquire(call.route(), attempt=call.attempts + 1)
+        call.begin_attempt()  # counted once an instance was found: a failed route is no attempt
         transport = await self._async_transport(lease)
         try:
             if call.kind == "embed":
@@ -756,11 +766,11 @@ class OllamaPoolProvider:
             raise
         finally:
             await _aclose(stream)
-            call.stream_ended(lease, error, final)
+            call.stream_ended(lease, error, final, holder)
 
     async def _open_once_async(self, call: _Call) -> tuple[Lease, Any, Any]:
-        call.begin_attempt()
-        lease = await self.manager.acquire(call.route(), attempt=call.attempts)
+        lease = await self.manager.acquire(call.route(), attempt=call.attempts + 1)
+        call.begin_attempt()  # counted once an instance was found: a failed route is no attempt
         stream = call.open_stream(await self._async_transport(lease))
         try:
             first = await stream.__anext__()
@@ -874,8 +884,8 @@ class OllamaPoolProvider:
         raise call.final_error(last)
 
     def _attempt_sync(self, call: _Call) -> Any:
-        call.begin_attempt()
-        lease = self.manager.acquire_sync(call.route(), attempt=call.attempts)
+        lease = self.manager.acquire_sync(call.route(), attempt=call.attempts + 1)
+        call.begin_attempt()  # counted once an instance was found: a failed route is no attempt
         transport = self._sync_transport(lease)
         try:
             if call.kind == "embed":
@@ -915,11 +925,11 @@ class OllamaPoolProvider:
             raise
         finally:
             _close(stream)
-            call.stream_ended(lease, error, final)
+            call.stream_ended(lease, error, final, holder)
 
     def _open_once_sync(self, call: _Call) -> tuple[Lease, Any, Any]:
-        call.begin_attempt()
-        lease = self.manager.acquire_sync(call.route(), attempt=call.attempts)
+        lease = self.manager.acquire_sync(call.route(), attempt=call.attempts + 1)
+        call.begin_attempt()  # counted once an instance was found: a failed route is no attempt
         stream = call.open_stream(self._sync_transport(lease))
         try:
             first = next(stream)

@@ -637,15 +637,18 @@ class VersionResponse(BaseModel):
 def aggregate_chat(chunks: Iterable[ChatResponse]) -> ChatResponse:
     """Fold streamed chat chunks into the response ``"stream": false`` would have given.
 
-    Content and thinking are concatenated, tool calls collected in order; everything else
+    Content, thinking and logprobs are concatenated, tool calls collected in order; everything else
     (``done``, ``done_reason``, metrics, unknown fields) comes from the last chunk. A stream that
     stopped early folds into a response with ``done`` false.
     """
     content: list[str] = []
     thinking: list[str] = []
     tool_calls: list[ToolCall] = []
+    logprobs: list[Any] = []
     last: ChatResponse | None = None
     for chunk in chunks:
+        if chunk.logprobs:
+            logprobs.extend(chunk.logprobs)
         message = chunk.message
         if message.content:
             content.append(message.content)
@@ -663,7 +666,7 @@ def aggregate_chat(chunks: Iterable[ChatResponse]) -> ChatResponse:
             "tool_calls": tool_calls or None,
         }
     )
-    return last.model_copy(update={"message": message})
+    return last.model_copy(update={"message": message, "logprobs": logprobs or None})
 
 
 def aggregate_generate(chunks: Iterable[GenerateResponse]) -> GenerateResponse:
@@ -671,8 +674,11 @@ def aggregate_generate(chunks: Iterable[GenerateResponse]) -> GenerateResponse:
     response: list[str] = []
     thinking: list[str] = []
     tool_calls: list[ToolCall] = []
+    logprobs: list[Any] = []
     last: GenerateResponse | None = None
     for chunk in chunks:
+        if chunk.logprobs:
+            logprobs.extend(chunk.logprobs)
         if chunk.response:
             response.append(chunk.response)
         if chunk.thinking:
@@ -687,5 +693,6 @@ def aggregate_generate(chunks: Iterable[GenerateResponse]) -> GenerateResponse:
             "response": "".join(response),
             "thinking": "".join(thinking) or None,
             "tool_calls": tool_calls or None,
+            "logprobs": logprobs or None,
         }
     )

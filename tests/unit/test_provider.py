@@ -216,3 +216,36 @@ async def test_a_failover_event_only_when_another_attempt_follows() -> None:
             await pool.chat("llama3.2", [{"role": "user", "content": "hi"}])
     assert kinds.count("request_finished") == 2
     assert kinds.count("failover") == 1  # after the first attempt only: the second was the last
+
+
+@respx.mock
+async def test_attempts_count_only_routed_requests_and_timeouts_are_timeout_errors() -> None:
+    from gleitzeit_llm import InstanceTimeoutError
+
+    assert issubclass(InstanceTimeoutError, TimeoutError)
+    for url in (A, B):
+        respx.post(f"{url}/api/chat").mock(
+            side_effect=lambda request: (
+                error(404, "model 'llama9' not found")
+                if json.loads(request.content)["model"] == "llama9"
+                else chat_stream("fallback", "llama3.2")
+            )
+        )
+    async with provider() as pool:
+        reply = await pool.chat("llama9", [{"role": "user", "content": "hi"}], fallback_model="llama3.2")
+    assert reply.pool.attempts == 3  # two 404s, then the fallback: no attempt for "nowhere left"
+
+
+@respx.mock
+async def test_a_per_call_require_gpu_false_overrides_a_default() -> None:
+    from gleitzeit_llm import RoutingHints
+
+    respx.post(f"{A}/api/chat").mock(return_value=chat_stream())
+    async with provider() as pool:
+        reply = await pool.chat(
+            "llama3.2",
+            [{"role": "user", "content": "hi"}],
+            hints=RoutingHints(require_gpu=True),
+            require_gpu=False,
+        )
+    assert reply.pool.instance_id == "a"

@@ -663,3 +663,20 @@ def test_aggregating_nothing_is_an_error() -> None:
         aggregate_chat([])
     with pytest.raises(ValueError):
         aggregate_generate([])
+
+
+def test_aggregation_keeps_every_chunks_logprobs() -> None:
+    from gleitzeit_llm.ollama.models import ChatResponse, aggregate_chat
+
+    chunks = [
+        ChatResponse.model_validate(
+            {
+                "model": "m",
+                "message": {"role": "assistant", "content": t},
+                "done": done,
+                "logprobs": [{"token": t}],
+            }
+        )
+        for t, done in (("a", False), ("b", False), ("", True))
+    ]
+    assert [p["token"] for p in aggregate_chat(chunks).logprobs] == ["a", "b", ""]
