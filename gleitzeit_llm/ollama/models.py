@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gleitzeit_llm.errors import RequestError
 
 __all__ = [
+    "OPTION_NAMES",
     "ChatRequest",
     "ChatResponse",
     "EmbedRequest",
@@ -65,8 +66,8 @@ _REQUEST_CONFIG = ConfigDict(extra="forbid", protected_namespaces=())
 _GO_DURATION = re.compile(r"[-+]?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|\u00b5s|\u03bcs|ms|s|m|h))+")
 _NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)")
 
-# Top-level fields callers often put in the wrong place, and where they belong.
-_OPTION_NAMES = frozenset(
+#: Ollama's Modelfile options: they go in a request's ``options``, never at its top level.
+OPTION_NAMES = frozenset(
     [
         "temperature",
         "top_k",
@@ -126,7 +127,7 @@ def _request_error(exc: ValidationError, model_name: str) -> RequestError:
     leaf = str(first["loc"][-1]) if first["loc"] else field
     if first["type"] == "extra_forbidden":
         hint = _FIELD_HINTS.get(leaf) or (
-            f"put it in options={{{leaf!r}: ...}}" if leaf in _OPTION_NAMES else "not an Ollama request field"
+            f"put it in options={{{leaf!r}: ...}}" if leaf in OPTION_NAMES else "not an Ollama request field"
         )
         detail = f"unknown field ({hint})"
     elif first["type"] == "missing":
