@@ -254,3 +254,15 @@ def test_status_from_a_closed_metrics_port_exits_1() -> None:
     result = run("status", "--metrics-url", "http://127.0.0.1:1/metrics")
     assert result.returncode == 1
     assert "cannot read metrics" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cli_output_never_shows_credentials(ollama_emulators: Any) -> None:
+    (emu,) = ollama_emulators(1, models=["llama3.2"])
+    secret_url = emu.url.replace("http://", "http://alice:s3cret@")
+    env = {"GLEITZEIT_OLLAMA_INSTANCES": f"box:{secret_url}"}
+    for args in (("status",), ("status", "--json"), ("chat", "-m", "llama3.2", "hello")):
+        result = run(*args, env=env)
+        assert result.returncode == 0, result.stderr
+        assert "s3cret" not in result.stdout + result.stderr
+    down = run("status", env={"GLEITZEIT_OLLAMA_INSTANCES": "box:http://alice:s3cret@127.0.0.1:9"})
+    assert "s3cret" not in down.stdout + down.stderr

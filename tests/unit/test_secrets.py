@@ -55,3 +55,33 @@ async def test_get_instance_hands_the_caller_the_url_it_configured() -> None:
     assert url == URL  # the guide's caller connects itself, so it needs the credentials
     await pool.record_success(url)
     assert "s3cret" not in str(pool.status())
+
+
+def test_config_repr_and_errors_never_show_secrets() -> None:
+    from gleitzeit_llm import ConfigError, PoolConfig
+
+    config = PoolConfig.from_dict(
+        {"instances": [{"url": URL, "headers": {"Authorization": "Bearer tok-XYZ"}}]}
+    )
+    assert "s3cret" not in repr(config) and "tok-XYZ" not in repr(config)
+    with pytest.raises(ConfigError) as caught:
+        PoolConfig.from_dict(
+            {"instances": [{"url": URL, "headers": {"Authorization": "Bearer tok-XYZ"}, "weight": 0}]}
+        )
+    assert "s3cret" not in str(caught.value) and "tok-XYZ" not in str(caught.value)
+
+
+async def test_metric_labels_never_carry_secrets() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from gleitzeit_llm import OllamaPoolManager
+    from gleitzeit_llm.observability.prometheus import instrument
+
+    pool = OllamaPoolManager(instances=[URL], health_checks=False)
+    registry = CollectorRegistry()
+    instrument(pool, registry)
+    url = await pool.get_instance(model="llama3.2")
+    await pool.record_success(url)
+    text = generate_latest(registry).decode()
+    assert "127.0.0.1:21009" in text  # the instance is there, by its id
+    assert "s3cret" not in text and "alice" not in text
