@@ -18,7 +18,9 @@ TEXTS = [f"document number {i} about topic {i % 3}" for i in range(24)]
 
 def reference(emulator: OllamaEmulator, texts: list[str]) -> list[list[float]]:
     """What one server answers for all texts in one request (the emulator embeds deterministically)."""
-    response = httpx.post(f"{emulator.url}/api/embed", json={"model": "nomic-embed-text", "input": texts})
+    response = httpx.post(
+        f"{emulator.url}/api/embed", json={"model": "nomic-embed-text", "input": texts}, timeout=60
+    )
     return response.json()["embeddings"]  # type: ignore[no-any-return]
 
 

@@ -72,7 +72,7 @@ def test_request_timeout_and_headers_configure_the_pool(
     assert (timeouts.first_byte, timeouts.idle) == (12.5, 12.5)
     llm.chat(HELLO)
     assert emulators[0].requests_for("/api/chat")[-1].headers.get("x-team") == "search"
-    with pytest.raises(ValueError, match="configure a pool"):
+    with pytest.raises(ValueError, match="a shared pool= keeps its own"):
         OllamaPool(model="llama3.2", pool=llm.provider, request_timeout=3)
 
 

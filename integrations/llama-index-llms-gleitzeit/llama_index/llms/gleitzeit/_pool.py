@@ -61,7 +61,7 @@ def build_provider(
             extra.append("headers")
         if extra:
             raise ValueError(
-                f"{', '.join(extra)} configure a pool; a shared pool= keeps its own configuration"
+                f"{', '.join(extra)}: settings of a pool of our own; a shared pool= keeps its own"
             )
         return pool, False
     if instances is not None:
