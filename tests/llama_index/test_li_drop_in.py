@@ -51,7 +51,10 @@ def close_loop_of_llama_index() -> Iterator[None]:
     yield
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        loop = asyncio.get_event_loop()
+        try:
+            loop = asyncio.get_event_loop()
+        except RuntimeError:  # none set: LlamaIndex ran its coroutines with asyncio.run
+            return
     if not loop.is_running():
         loop.close()
         asyncio.set_event_loop(None)
