@@ -35,6 +35,7 @@ from llama_index.core.program.utils import FlexibleModel, process_streaming_obje
 from llama_index.core.prompts import PromptTemplate
 from llama_index.core.types import PydanticProgramMode
 
+from gleitzeit_llm.ollama.models import OPTION_NAMES
 from gleitzeit_llm.provider import HINT_NAMES, OllamaPoolProvider
 from llama_index.llms.gleitzeit import events
 from llama_index.llms.gleitzeit._convert import StreamState, chat_response, to_ollama_messages
@@ -54,34 +55,6 @@ dispatcher = get_dispatcher(__name__)
 
 # ChatRequest fields a call may set directly (besides model, messages, think, format, keep_alive, options).
 _REQUEST_FIELDS = ("tools", "truncate", "shift", "logprobs", "top_logprobs")
-# Ollama's Modelfile options: accepted per call as keywords and sent in ``options``.
-OPTION_NAMES = frozenset(
-    {
-        "temperature",
-        "top_k",
-        "top_p",
-        "min_p",
-        "typical_p",
-        "seed",
-        "num_predict",
-        "num_ctx",
-        "num_batch",
-        "num_gpu",
-        "main_gpu",
-        "use_mmap",
-        "num_thread",
-        "num_keep",
-        "repeat_last_n",
-        "repeat_penalty",
-        "presence_penalty",
-        "frequency_penalty",
-        "stop",
-        "mirostat",
-        "mirostat_tau",
-        "mirostat_eta",
-        "penalize_newline",
-    }
-)
 _END = object()
 
 
