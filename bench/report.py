@@ -128,6 +128,7 @@ def render(data: dict[str, Any], json_name: str, json_link: str, plots_rel: str 
                 _m(r["pool_vs_limit"], 1, 100),
                 _m(r["direct_vs_limit"], 1, 100),
                 _m(r["pool_p50_ms"], 0),
+                _m(r.get("pool_client_cpu_share"), 0, 100),
             ]
             for n, r in scal["by_instances"].items()
         ]
@@ -140,6 +141,7 @@ def render(data: dict[str, Any], json_name: str, json_link: str, plots_rel: str 
                 "pool % of limit",
                 "direct % of limit",
                 "pool p50 ms",
+                "client CPU % of a core (pool)",
             ],
             rows,
         )

@@ -38,9 +38,9 @@ PARAMS = {
     "full": {
         "runs": 3,
         "rate": 40.0,
-        "before": 3.0,
-        "down": 8.0,
-        "after": 9.0,
+        "before": 2.0,
+        "down": 6.0,
+        "after": 7.0,
         "max_concurrent": 4,
         "ttft": 0.03,
         "tokens_per_second": 200.0,

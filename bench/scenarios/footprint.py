@@ -32,7 +32,7 @@ PARAMS = {
         "requests": 100_000,
         "warmup": 2_000,
         "checkpoints": 10,
-        "concurrency": 32,
+        "concurrency": 8,
     },
     "quick": {
         "import_samples": 3,

@@ -2,9 +2,12 @@
 
 One emulator process with zero model time (``time_scale=0``: only the server's own HTTP and JSON
 work remains) and one model resident. Every client talks to that same server, at concurrency 1,
-16 and 64, in interleaved batches (client order rotated each round), so machine noise hits the
-subject and its baseline alike. Per run we take each client's p50/p99 and throughput; the added
-latency of a subject is its percentile minus its baseline's percentile in the same run.
+16 and 64, interleaved: at concurrency 1 the clients take turns call by call, at higher
+concurrency in small batches, the order rotated each round, so machine noise hits the subject
+and its baseline alike. Per run we take each client's p50/p99, throughput and the client
+process's CPU time per call (far less sensitive than wall time to other processes on the
+machine); the added latency of a subject is its percentile minus its baseline's percentile in
+the same run.
 
 Clients (the optional ones are skipped with a note when they cannot be imported or built):
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,16 +45,17 @@ PARAMS = {
     "full": {
         "runs": 5,
         "concurrency": [1, 16, 64],
-        # requests per batch, and batches (rounds) per run, by concurrency
-        "batch": {"1": 80, "16": 240, "64": 384},
-        "rounds": 2,
+        # By concurrency: requests per batch and batches (rounds) per client and run. At
+        # concurrency 1 a batch is one call, so the clients take turns call by call.
+        "batch": {"1": 1, "16": 64, "64": 128},
+        "rounds": {"1": 150, "16": 3, "64": 2},
         "clients": None,  # None: every client; or a list of names
     },
     "quick": {
         "runs": 2,
         "concurrency": [1, 16],
-        "batch": {"1": 20, "4": 32, "16": 64, "64": 128},
-        "rounds": 1,
+        "batch": {"1": 1, "4": 16, "16": 32, "64": 64},
+        "rounds": {"1": 30, "4": 2, "16": 2, "64": 2},
         "clients": None,
     },
 }
@@ -220,16 +225,23 @@ async def _clients(url: str, wanted: list[str] | None) -> tuple[list[Client], di
     return clients, skipped
 
 
+async def _one_call(call: Callable[[], Awaitable[Any]]) -> tuple[list[float], float, float]:
+    c0, t0 = time.process_time(), time.perf_counter()
+    await call()
+    seconds = time.perf_counter() - t0
+    return [seconds], seconds, time.process_time() - c0
+
+
 async def _measure(params: dict[str, Any], emu: Any) -> dict[str, Any]:
     clients, skipped = await _clients(emu.url, params.get("clients"))
     runs = params["runs"]
-    rounds = params["rounds"]
     per_run: list[dict[int, dict[str, dict[str, float]]]] = []
     try:
         for run in range(runs):
             result: dict[int, dict[str, dict[str, float]]] = {}
             for conc in params["concurrency"]:
-                batch = params["batch"].get(str(conc), 8 * conc)
+                batch = params["batch"].get(str(conc), 4 * conc)
+                rounds = params["rounds"].get(str(conc), 3)
                 for client in clients:  # warm connections at this concurrency
                     await closed_loop(client.call, conc, max(2 * conc, 10))
                 lat: dict[str, list[float]] = {c.name: [] for c in clients}
@@ -238,7 +250,10 @@ async def _measure(params: dict[str, Any], emu: Any) -> dict[str, Any]:
                 for rnd in range(rounds):
                     shift = (run * rounds + rnd) % len(clients)
                     for client in clients[shift:] + clients[:shift]:
-                        got, seconds, cpu_seconds = await closed_loop(client.call, conc, batch)
+                        if conc == 1 and batch == 1:
+                            got, seconds, cpu_seconds = await _one_call(client.call)
+                        else:
+                            got, seconds, cpu_seconds = await closed_loop(client.call, conc, batch)
                         lat[client.name].extend(got)
                         wall[client.name] += seconds
                         cpu[client.name] += cpu_seconds

@@ -1,9 +1,9 @@
 """Scenario 4, model residency: three instances, three models, one model resident per instance.
 
 Every instance has all three models installed but room for one (``max_loaded_models=1``, as a
-GPU that fits one model), and starts with a different one loaded. A realistic cold load (5 s
-modelled) against a service time of ~0.5 s modelled; the emulators run at ``time_scale`` 0.1
-(so a load takes 0.5 s of real time and everything else is 10x faster too). Requests for the
+GPU that fits one model), and starts with a different one loaded. A realistic cold load (4 s
+modelled, a 3-8B model from SSD) against a service time of 0.5 s modelled; the emulators run at
+``time_scale`` 0.05 (a load takes 0.2 s of real time and everything else is 20x faster too). Requests for the
 three models arrive open-loop (Poisson, model picked at random, the same seeded sequence for
 every strategy) at a load the three resident replicas can carry. Before each strategy, every
 emulator is reset to its starting model and a fresh pool is built (it learns residency from
@@ -41,11 +41,11 @@ PARAMS = {
     "full": {
         "runs": 3,
         "strategies": STRATEGIES,
-        "rate": 20.0,
-        "requests": 120,
+        "rate": 30.0,
+        "requests": 72,
         "max_concurrent": 2,
-        "time_scale": 0.1,
-        "load_time": 5.0,
+        "time_scale": 0.05,
+        "load_time": 4.0,
         "ttft": 0.2,
         "tokens_per_second": 40.0,
         "reply_tokens": 12,
@@ -54,11 +54,11 @@ PARAMS = {
     "quick": {
         "runs": 1,
         "strategies": ["round_robin", "model_affinity"],
-        "rate": 20.0,
+        "rate": 30.0,
         "requests": 40,
         "max_concurrent": 2,
-        "time_scale": 0.1,
-        "load_time": 5.0,
+        "time_scale": 0.05,
+        "load_time": 4.0,
         "ttft": 0.2,
         "tokens_per_second": 40.0,
         "reply_tokens": 12,

@@ -35,8 +35,8 @@ PARAMS = {
     "full": {
         "runs": 3,
         "strategies": STRATEGIES,
-        "rate": 40.0,
-        "requests": 240,
+        "rate": 50.0,
+        "requests": 160,
         "warmup": 1.0,
         "max_concurrent": 4,
         "ttft": 0.03,
