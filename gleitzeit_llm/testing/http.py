@@ -162,7 +162,7 @@ class HttpServer:
         if self._server is not None:
             return
         self._server = await asyncio.start_server(
-            self._serve, self.host, self.port, reuse_address=True, backlog=1024
+            self._accept, self.host, self.port, reuse_address=True, backlog=1024
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -180,14 +180,19 @@ class HttpServer:
         if server is not None:
             await server.wait_closed()
 
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # A plain callback, run inside connection_made: every accepted connection is registered
+        # before anything can cancel its task, so stop() aborts even one whose task never started
+        # (a coroutine callback cancelled before its first step would leak its socket).
+        if self._server is None:  # accepted in the instant the listener closed
+            _abort(writer)
+            return
+        task = asyncio.get_running_loop().create_task(self._serve(reader, writer))
+        self._connections[task] = writer
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if self._server is None:  # accepted in the instant the listener closed
-            _abort(writer)
-            writer.close()
-            return
-        self._connections[task] = writer
         sock = writer.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
