@@ -43,6 +43,13 @@ def _parser() -> argparse.ArgumentParser:
         "full run of every scenario, none for --quick or --only)",
     )
     p.add_argument("--no-docs", action="store_true", help="do not touch any Markdown page")
+    p.add_argument(
+        "--from-json",
+        type=Path,
+        metavar="RESULTS",
+        help="measure nothing: re-evaluate the targets of a results file, redraw its plots and "
+        "rewrite the docs section from it (after a change to the report)",
+    )
     p.add_argument("--no-plots", action="store_true", help="do not draw the PNG plots")
     p.add_argument(
         "--wait-quiet",
@@ -60,6 +67,32 @@ def _parser() -> argparse.ArgumentParser:
 
 def _names(text: str | None) -> list[str]:
     return [n.strip() for n in (text or "").split(",") if n.strip()]
+
+
+def _rerender(args: argparse.Namespace) -> int:
+    json_path: Path = args.from_json
+    data = json.loads(json_path.read_text())
+    data["targets"] = targets.evaluate(data["scenarios"])
+    json_path.write_text(json.dumps(data, indent=1) + "\n")
+    partial = json_path.stem.endswith(("-quick", "-partial"))
+    plots_dir = json_path.parent / ("plots" if not partial else f"plots-{json_path.stem.split('-', 3)[-1]}")
+    written: list[str] = []
+    if not args.no_plots:
+        from bench import plots
+
+        written = plots.draw(data, plots_dir)
+    docs = None if args.no_docs else (args.docs or (None if partial else DEFAULT_DOCS))
+    if docs is not None:
+        here = docs.resolve().parent
+        section = report.render(
+            data,
+            report.relpath(json_path.resolve(), ROOT),
+            report.relpath(json_path.resolve(), here),
+            report.relpath(plots_dir.resolve(), here) if written else None,
+        )
+        report.update_docs(docs, section)
+        log(f"updated {docs} from {json_path}")
+    return 0
 
 
 def _overrides(items: list[str]) -> dict[str, dict[str, Any]]:
@@ -120,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown scenario(s) {unknown}; known: {SCENARIOS}", file=sys.stderr)
         return 2
     chosen = [n for n in chosen if n not in _names(args.skip)]
+    if args.from_json is not None:
+        return _rerender(args)
     try:
         overrides = _overrides(args.set)
     except ValueError as exc:

@@ -206,7 +206,10 @@ def render(data: dict[str, Any], json_name: str, json_link: str, plots_rel: str 
                     "p99 before / while down / after restart, ms",
                     " / ".join(_m(s.get(k), 0) for k in ("p99_before_ms", "p99_during_ms", "p99_after_ms")),
                 ],
-                ["last attempt sent to it after the kill, s", _m(s.get("last_attempt_after_s"))],
+                [
+                    "its traffic gone (last attempt sent to it) after the kill, s",
+                    _m(s.get("last_attempt_after_s")),
+                ],
                 ["marked down (unhealthy or breaker open) after, s", _m(s.get("marked_down_after_s"))],
                 ["attempts to it while marked down", _m(s.get("probe_attempts_while_down"), 0)],
                 ["served again after the restart, s", _m(s.get("back_after_s"))],
