@@ -432,16 +432,17 @@ class OllamaPoolManager:
             lease = Lease(
                 inst, request.model, time.monotonic(), attempt=attempt, probe=probe, panic=route.panic
             )
-        self.events.emit(
-            RoutingDecision(
-                inst.id,
-                request.model,
-                request.strategy,
-                route.candidates,
-                attempt,
-                "panic: no healthy instance, trying anyway" if route.panic else "",
+        if self.events.active:
+            self.events.emit(
+                RoutingDecision(
+                    inst.id,
+                    request.model,
+                    request.strategy,
+                    route.candidates,
+                    attempt,
+                    "panic: no healthy instance, trying anyway" if route.panic else "",
+                )
             )
-        )
         return lease
 
     async def acquire(
@@ -640,19 +641,20 @@ class OllamaPoolManager:
                     m.total_requests += 1
             if inst.removed and inst.in_flight == 0:
                 self._drop(inst)
-        self.events.emit(
-            RequestFinished(
-                inst.id,
-                lease.model,
-                outcome,
-                duration,
-                ttft=ttft,
-                prompt_tokens=prompt_tokens,
-                output_tokens=output_tokens,
-                cold_load=cold_load,
-                error_type=type(error).__name__ if error is not None else None,
+        if self.events.active:
+            self.events.emit(
+                RequestFinished(
+                    inst.id,
+                    lease.model,
+                    outcome,
+                    duration,
+                    ttft=ttft,
+                    prompt_tokens=prompt_tokens,
+                    output_tokens=output_tokens,
+                    cold_load=cold_load,
+                    error_type=type(error).__name__ if error is not None else None,
+                )
             )
-        )
         self._wake_waiters(single=True)
         return outcome
 

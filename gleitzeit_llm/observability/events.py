@@ -156,6 +156,11 @@ class EventBus:
             except Exception:
                 logger.exception("event observer %r failed on %s", observer, event.kind)
 
+    @property
+    def active(self) -> bool:
+        """Whether an event would reach anyone (an observer or the DEBUG log): build it only then."""
+        return bool(self._observers) or logger.isEnabledFor(logging.DEBUG)
+
     def __len__(self) -> int:
         return len(self._observers)
 

@@ -33,6 +33,7 @@ from gleitzeit_llm.ollama.models import (
     VersionResponse,
     aggregate_chat,
     aggregate_generate,
+    fold_wire_chunks,
 )
 from gleitzeit_llm.ollama.names import model_key, normalize_model_name, same_model
 from gleitzeit_llm.ollama.stream import NDJSONDecoder, aiter_ndjson, iter_ndjson
@@ -72,6 +73,7 @@ __all__ = [
     "aggregate_chat",
     "aggregate_generate",
     "aiter_ndjson",
+    "fold_wire_chunks",
     "iter_ndjson",
     "model_key",
     "normalize_model_name",

@@ -27,6 +27,7 @@ from gleitzeit_llm.ollama._classify import (
     not_ollama,
     ollama_error_text,
 )
+from gleitzeit_llm.ollama.models import fold_wire_chunks
 from gleitzeit_llm.ollama.timeouts import Timeouts
 from gleitzeit_llm.ollama.urls import parse_instance_url
 
@@ -252,6 +253,17 @@ class TransportCore:
                 url=self.url,
                 status=200,
             ) from None
+
+    def fold(self, model: type[M], chunks: list[dict[str, Any]], call: Call) -> M:
+        """A streamed answer folded into one (see :func:`fold_wire_chunks`) and validated once."""
+        # Never empty: the decoder raises for a body that ended without its 'done' chunk.
+        try:
+            folded = fold_wire_chunks(chunks, chat=call.path == "/api/chat")
+        except (AttributeError, TypeError):
+            for index, chunk in enumerate(chunks):  # a chunk of the wrong shape: name it
+                self.chunk(model, chunk, index, call)
+            raise
+        return self.chunk(model, folded, len(chunks) - 1, call)
 
     def ping_result(self, response: httpx.Response, body: bytes, call: Call) -> bool:
         if not 200 <= response.status_code < 300:

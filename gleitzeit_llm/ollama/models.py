@@ -25,7 +25,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -54,6 +54,7 @@ __all__ = [
     "VersionResponse",
     "aggregate_chat",
     "aggregate_generate",
+    "fold_wire_chunks",
 ]
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -633,6 +634,44 @@ class VersionResponse(BaseModel):
 
 # ---------------------------------------------------------------------------------------------
 # Folding a stream into the non-streamed answer
+
+
+def fold_wire_chunks(chunks: Sequence[Mapping[str, Any]], *, chat: bool) -> dict[str, Any]:
+    """Fold raw streamed chunks (decoded NDJSON, not yet validated) into the wire form of the
+    non-streamed answer, as :func:`aggregate_chat` / :func:`aggregate_generate` do for typed chunks.
+
+    Validating one folded answer instead of every chunk is what makes a one-shot call that streams
+    on the wire cheap: a chunk per token would otherwise cost a validation per token.
+    """
+    if not chunks:
+        raise ValueError("fold_wire_chunks() needs at least one chunk")
+    text_key = "content" if chat else "response"
+    text: list[str] = []
+    thinking: list[str] = []
+    tool_calls: list[Any] = []
+    logprobs: list[Any] = []
+    for chunk in chunks:
+        if chunk.get("logprobs"):
+            logprobs.extend(chunk["logprobs"])
+        part = (chunk.get("message") or {}) if chat else chunk
+        if part.get(text_key):
+            text.append(part[text_key])
+        if part.get("thinking"):
+            thinking.append(part["thinking"])
+        if part.get("tool_calls"):
+            tool_calls.extend(part["tool_calls"])
+    last = dict(chunks[-1])
+    folded = {
+        text_key: "".join(text),
+        "thinking": "".join(thinking) or None,
+        "tool_calls": tool_calls or None,
+    }
+    if chat:
+        last["message"] = {**(last.get("message") or {}), **folded}
+    else:
+        last.update(folded)
+    last["logprobs"] = logprobs or None
+    return last
 
 
 def aggregate_chat(chunks: Iterable[ChatResponse]) -> ChatResponse:

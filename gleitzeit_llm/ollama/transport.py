@@ -19,7 +19,7 @@ makes Ollama stop generating for it; ``async with`` / ``aclose()`` do so at once
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Generator, Mapping
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from typing import Any, Generic, TypeVar
 
 import httpx
@@ -175,6 +175,21 @@ class AsyncOllamaTransport(_TransportBase):
             self._stream("/api/chat", req.to_wire(stream=True), ChatResponse, req.model, timeouts)
         )
 
+    async def collect_chat(
+        self,
+        request: ChatRequest | Mapping[str, Any],
+        *,
+        timeouts: Timeouts | None = None,
+        on_first: Callable[[], object] | None = None,
+    ) -> ChatResponse:
+        """``POST /api/chat`` streamed on the wire, folded into the one answer ``"stream": false``
+        gives. The idle timeout then applies per chunk (a long answer never looks hung) and
+        ``on_first`` is called when the first chunk arrives (time to first token)."""
+        req = ChatRequest.coerce(request)
+        call = self._core.start("POST", "/api/chat", req.model, timeouts)
+        chunks = await self._collect(call, req.to_wire(stream=True), on_first)
+        return self._core.fold(ChatResponse, chunks, call)
+
     async def generate(
         self, request: GenerateRequest | Mapping[str, Any], *, timeouts: Timeouts | None = None
     ) -> GenerateResponse:
@@ -192,6 +207,19 @@ class AsyncOllamaTransport(_TransportBase):
         return AsyncResponseStream(
             self._stream("/api/generate", req.to_wire(stream=True), GenerateResponse, req.model, timeouts)
         )
+
+    async def collect_generate(
+        self,
+        request: GenerateRequest | Mapping[str, Any],
+        *,
+        timeouts: Timeouts | None = None,
+        on_first: Callable[[], object] | None = None,
+    ) -> GenerateResponse:
+        """``POST /api/generate`` streamed on the wire and folded (see :meth:`collect_chat`)."""
+        req = GenerateRequest.coerce(request)
+        call = self._core.start("POST", "/api/generate", req.model, timeouts)
+        chunks = await self._collect(call, req.to_wire(stream=True), on_first)
+        return self._core.fold(GenerateResponse, chunks, call)
 
     async def embed(
         self, request: EmbedRequest | Mapping[str, Any], *, timeouts: Timeouts | None = None
@@ -271,6 +299,42 @@ class AsyncOllamaTransport(_TransportBase):
         response, content = await self._send_and_read(call, body)
         return self._core.parse(response, content, model, call)
 
+    async def _collect(
+        self, call: Call, body: dict[str, Any], on_first: Callable[[], object] | None
+    ) -> list[dict[str, Any]]:
+        # The chunks stay raw dicts: the caller folds and validates them once.
+        core = self._core
+        request = core.build(self._client, call, body)
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise core.send_error(exc, call) from exc
+        try:
+            core.enter_body(response, call)
+            if core.not_a_stream(response):
+                try:
+                    content = await response.aread()
+                except httpx.HTTPError as exc:
+                    raise core.body_error(exc, call, response, 0) from exc
+                raise core.stream_error(response, content, call)
+            decoder = NDJSONDecoder(instance=core.instance, url=core.url)
+            chunks: list[dict[str, Any]] = []
+            try:
+                async for data in response.aiter_bytes():
+                    got = decoder.feed(data)
+                    if got:
+                        if not chunks and on_first is not None:
+                            on_first()
+                        if call.deadline is not None and not decoder.done:
+                            core.check_deadline(call, len(chunks))
+                        chunks += got
+            except httpx.HTTPError as exc:
+                raise core.body_error(exc, call, response, len(chunks)) from exc
+            chunks += decoder.close()
+            return chunks
+        finally:
+            await response.aclose()
+
     async def _stream(
         self, path: str, body: dict[str, Any], model: type[M], name: str | None, timeouts: Timeouts | None
     ) -> AsyncGenerator[M, None]:
@@ -346,6 +410,19 @@ class OllamaTransport(_TransportBase):
             self._stream("/api/chat", req.to_wire(stream=True), ChatResponse, req.model, timeouts)
         )
 
+    def collect_chat(
+        self,
+        request: ChatRequest | Mapping[str, Any],
+        *,
+        timeouts: Timeouts | None = None,
+        on_first: Callable[[], object] | None = None,
+    ) -> ChatResponse:
+        """Sync twin of :meth:`AsyncOllamaTransport.collect_chat`."""
+        req = ChatRequest.coerce(request)
+        call = self._core.start("POST", "/api/chat", req.model, timeouts)
+        chunks = self._collect(call, req.to_wire(stream=True), on_first)
+        return self._core.fold(ChatResponse, chunks, call)
+
     def generate(
         self, request: GenerateRequest | Mapping[str, Any], *, timeouts: Timeouts | None = None
     ) -> GenerateResponse:
@@ -363,6 +440,19 @@ class OllamaTransport(_TransportBase):
         return ResponseStream(
             self._stream("/api/generate", req.to_wire(stream=True), GenerateResponse, req.model, timeouts)
         )
+
+    def collect_generate(
+        self,
+        request: GenerateRequest | Mapping[str, Any],
+        *,
+        timeouts: Timeouts | None = None,
+        on_first: Callable[[], object] | None = None,
+    ) -> GenerateResponse:
+        """Sync twin of :meth:`AsyncOllamaTransport.collect_generate`."""
+        req = GenerateRequest.coerce(request)
+        call = self._core.start("POST", "/api/generate", req.model, timeouts)
+        chunks = self._collect(call, req.to_wire(stream=True), on_first)
+        return self._core.fold(GenerateResponse, chunks, call)
 
     def embed(
         self, request: EmbedRequest | Mapping[str, Any], *, timeouts: Timeouts | None = None
@@ -435,6 +525,41 @@ class OllamaTransport(_TransportBase):
         call = self._core.start(method, path, name, timeouts)
         response, content = self._send_and_read(call, body)
         return self._core.parse(response, content, model, call)
+
+    def _collect(
+        self, call: Call, body: dict[str, Any], on_first: Callable[[], object] | None
+    ) -> list[dict[str, Any]]:
+        core = self._core
+        request = core.build(self._client, call, body)
+        try:
+            response = self._client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise core.send_error(exc, call) from exc
+        try:
+            core.enter_body(response, call)
+            if core.not_a_stream(response):
+                try:
+                    content = response.read()
+                except httpx.HTTPError as exc:
+                    raise core.body_error(exc, call, response, 0) from exc
+                raise core.stream_error(response, content, call)
+            decoder = NDJSONDecoder(instance=core.instance, url=core.url)
+            chunks: list[dict[str, Any]] = []
+            try:
+                for data in response.iter_bytes():
+                    got = decoder.feed(data)
+                    if got:
+                        if not chunks and on_first is not None:
+                            on_first()
+                        if call.deadline is not None and not decoder.done:
+                            core.check_deadline(call, len(chunks))
+                        chunks += got
+            except httpx.HTTPError as exc:
+                raise core.body_error(exc, call, response, len(chunks)) from exc
+            chunks += decoder.close()
+            return chunks
+        finally:
+            response.close()
 
     def _stream(
         self, path: str, body: dict[str, Any], model: type[M], name: str | None, timeouts: Timeouts | None

@@ -13,6 +13,7 @@ import respx
 
 from gleitzeit_llm import (
     AllInstancesFailedError,
+    InstanceFailedError,
     NoInstanceAvailableError,
     OllamaPoolProvider,
     RequestError,
@@ -249,3 +250,72 @@ async def test_a_per_call_require_gpu_false_overrides_a_default() -> None:
             require_gpu=False,
         )
     assert reply.pool.instance_id == "a"
+
+
+# ---------------------------------------------------------------------------------------------
+# The happy path stays lean: no retry machinery and no unobserved events until they are needed
+
+
+def _count_constructions(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> list[int]:
+    made: list[int] = []
+    real = getattr(module, name)
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        made.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counting)
+    return made
+
+
+@respx.mock
+async def test_tenacity_is_set_up_only_after_a_first_attempt_failed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gleitzeit_llm.provider as provider_module
+
+    made = _count_constructions(monkeypatch, provider_module, "AsyncRetrying")
+    a = respx.post(f"{A}/api/chat").mock(
+        side_effect=[chat_stream("ok"), error(500, "boom"), error(500, "boom")]
+    )
+    respx.post(f"{B}/api/chat").mock(return_value=chat_stream("from b"))
+    async with provider() as pool:
+        first = await pool.chat("llama3.2", [{"role": "user", "content": "hi"}])
+        assert (first.pool.attempts, made) == (1, [])
+        second = await pool.chat("llama3.2", [{"role": "user", "content": "hi"}])
+    assert (second.pool.instance_id, second.pool.attempts, len(made)) == ("b", 2, 1)
+    assert a.call_count == 2
+
+
+@pytest.mark.parametrize(("retry_attempts", "expected"), [(0, 1), (1, 2), (2, 3), (4, 5)])
+@respx.mock
+def test_the_retry_budget_counts_the_bare_first_attempt(retry_attempts: int, expected: int) -> None:
+    urls = [f"http://127.0.0.1:2110{i}" for i in range(3)]
+    routes = [respx.post(f"{u}/api/chat").mock(return_value=error(500, "boom")) for u in urls]
+    pool = OllamaPoolProvider(
+        instances=[{"id": f"i{n}", "url": u} for n, u in enumerate(urls)],
+        load_balancing={
+            "retry_attempts": retry_attempts,
+            "retry_backoff_base": 0.001,
+            "retry_backoff_max": 0.002,
+        },
+        health_checks=False,
+    )
+    with pool, pytest.raises((AllInstancesFailedError, InstanceFailedError)):
+        pool.chat_sync("llama3.2", [{"role": "user", "content": "hi"}])
+    assert sum(r.call_count for r in routes) == expected  # 1 + retry_attempts
+
+
+@respx.mock
+async def test_routing_events_are_built_only_when_someone_listens(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gleitzeit_llm.manager as manager_module
+
+    decisions = _count_constructions(monkeypatch, manager_module, "RoutingDecision")
+    finished = _count_constructions(monkeypatch, manager_module, "RequestFinished")
+    respx.post(f"{A}/api/chat").mock(return_value=chat_stream())
+    async with provider() as pool:
+        await pool.chat("llama3.2", [{"role": "user", "content": "hi"}])
+        assert (decisions, finished) == ([], [])
+        seen: list[str] = []
+        pool.events.subscribe(lambda event: seen.append(event.kind))
+        await pool.chat("llama3.2", [{"role": "user", "content": "hi"}])
+    assert (len(decisions), len(finished)) == (1, 1)
+    assert "routing_decision" in seen and "request_finished" in seen

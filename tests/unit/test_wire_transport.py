@@ -14,7 +14,7 @@ import httpx
 import pytest
 import respx
 
-from gleitzeit_llm.errors import ConfigError, InstanceFailedError, RequestError
+from gleitzeit_llm.errors import ConfigError, InstanceFailedError, RequestError, StreamInterruptedError
 from gleitzeit_llm.ollama import (
     AsyncOllamaTransport,
     AsyncResponseStream,
@@ -489,3 +489,60 @@ async def test_no_total_timeout_by_default_and_a_total_caps_every_wait(flavour: 
     await close(transport)
     assert all(0 < value <= 1.5 for value in seen[0].values())
     assert Timeouts().total is None
+
+
+# ---------------------------------------------------------------------------------------------
+# collect_chat / collect_generate: streamed on the wire, folded, validated once
+
+
+async def test_collect_chat_streams_on_the_wire_and_equals_the_folded_stream(flavour: str) -> None:
+    server = ChatServer()
+    transport = make(flavour, server)
+    firsts: list[int] = []
+    answer = await run(transport, "collect_chat", HELLO, on_first=lambda: firsts.append(1))
+    chunks = await run(transport, "stream_chat", HELLO)
+    await close(transport)
+    assert json.loads(server.requests[0].content)["stream"] is True
+    assert answer == aggregate_chat(chunks)
+    assert answer.message.content == "Hello! How are you today?" and answer.eval_count == 298
+    assert firsts == [1]  # once, at the first chunk
+
+
+async def test_collect_generate_equals_the_folded_stream(flavour: str) -> None:
+    transport = make(flavour, ChatServer())
+    body = {"model": "llama3.2", "prompt": "hi"}
+    answer = await run(transport, "collect_generate", body)
+    chunks = await run(transport, "stream_generate", body)
+    await close(transport)
+    assert answer == aggregate_generate(chunks) and answer.context == [1]
+
+
+def _lines(*objs: Any) -> bytes:
+    return b"".join(json.dumps(o).encode() + b"\n" for o in objs)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b"", "truncated after 0 chunks"),
+        (
+            _lines(
+                {"model": "m", "message": {"role": "assistant", "content": "a"}, "done": False},
+                {"error": "model runner crashed"},
+            ),
+            "model runner crashed",
+        ),
+        (
+            _lines({"model": "m", "message": {"role": "assistant", "content": 7}, "done": True}),
+            "chunk 1 of /api/chat is not an Ollama chunk",
+        ),
+        (_lines({"model": "m", "message": "hello", "done": True}), "chunk 1 of /api/chat"),
+    ],
+    ids=["empty", "error-line", "bad-content", "bad-message"],
+)
+async def test_collect_chat_names_a_broken_stream(flavour: str, body: bytes, expected: str) -> None:
+    transport = make(flavour, lambda request: httpx.Response(200, content=body))
+    with pytest.raises(StreamInterruptedError, match=expected) as info:
+        await run(transport, "collect_chat", HELLO)
+    await close(transport)
+    assert info.value.instance == "gpu-1"
