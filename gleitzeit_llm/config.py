@@ -322,6 +322,9 @@ class LoadBalancingConfig(_ConfigModel):
     retry_backoff_max: _NonNegSeconds = 2.0
     queue_timeout: _NonNegSeconds = 60.0
     """How long a call waits for a free slot when every eligible instance is full (0 = fail at once)."""
+    affinity_wait: _NonNegSeconds = 5.0
+    """model_affinity: how long a call waits for a slot on an instance that has its model loaded
+    before loading the model on another one (0 = load elsewhere at once)."""
     circuit_breaker: CircuitBreakerConfig = Field(default_factory=lambda: CircuitBreakerConfig())
 
     @field_validator("circuit_breaker", mode="before")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -55,6 +56,14 @@ _WAIT_SLICE = 0.25
 _HANDOFF_SCAN = 32
 # Busy (503/429) without Retry-After: keep the instance out of rotation this long.
 _BUSY_BACKOFF = 1.0
+
+
+def _slice(remaining: float, cold_at: float | None) -> float:
+    """How long one wait lasts: the queue deadline, the wait slice, or the switch to a cold load."""
+    wait = min(remaining, _WAIT_SLICE)
+    if cold_at is not None:
+        wait = max(min(wait, cold_at - time.monotonic()), 0.0)
+    return wait
 
 
 class Outcome:
@@ -411,6 +420,7 @@ class OllamaPoolManager:
             max_latency=None if max_latency is None else float(max_latency) / 1000.0,
             exclude=frozenset(exclude),
             require_healthy=require_healthy,
+            allow_cold=name != "model_affinity" or self.config.load_balancing.affinity_wait <= 0,
         )
 
     def try_acquire(self, request: RouteRequest, *, attempt: int = 1) -> Lease | Route:
@@ -453,7 +463,10 @@ class OllamaPoolManager:
             self.config.load_balancing.queue_timeout if timeout is None else timeout
         )
         loop = asyncio.get_running_loop()
+        cold_at = self._cold_overflow_at(request)
         while True:
+            if cold_at is not None and time.monotonic() >= cold_at:
+                request, cold_at = dataclasses.replace(request, allow_cold=True), None
             result, waiter = self._acquire_or_wait(request, attempt, loop)
             if waiter is None:
                 return result  # type: ignore[return-value]
@@ -461,7 +474,7 @@ class OllamaPoolManager:
                 remaining = deadline - time.monotonic()
                 if remaining > 0:
                     with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(asyncio.shield(waiter.future), min(remaining, _WAIT_SLICE))  # type: ignore[arg-type]
+                        await asyncio.wait_for(asyncio.shield(waiter.future), _slice(remaining, cold_at))  # type: ignore[arg-type]
             except BaseException:
                 self._abandon(waiter)
                 raise
@@ -476,14 +489,17 @@ class OllamaPoolManager:
         deadline = time.monotonic() + (
             self.config.load_balancing.queue_timeout if timeout is None else timeout
         )
+        cold_at = self._cold_overflow_at(request)
         while True:
+            if cold_at is not None and time.monotonic() >= cold_at:
+                request, cold_at = dataclasses.replace(request, allow_cold=True), None
             result, waiter = self._acquire_or_wait(request, attempt, None)
             if waiter is None:
                 return result  # type: ignore[return-value]
             try:
                 remaining = deadline - time.monotonic()
                 if remaining > 0:
-                    waiter.event.wait(min(remaining, _WAIT_SLICE))  # type: ignore[union-attr]
+                    waiter.event.wait(_slice(remaining, cold_at))  # type: ignore[union-attr]
             except BaseException:
                 self._abandon(waiter)
                 raise
@@ -492,6 +508,12 @@ class OllamaPoolManager:
                 return lease
             if time.monotonic() >= deadline:
                 raise self._saturated(request, result)  # type: ignore[arg-type]
+
+    def _cold_overflow_at(self, request: RouteRequest) -> float | None:
+        """When a model_affinity call stops waiting for a loaded replica and may load elsewhere."""
+        if request.allow_cold:
+            return None
+        return time.monotonic() + self.config.load_balancing.affinity_wait
 
     def _acquire_or_wait(
         self, request: RouteRequest, attempt: int, loop: asyncio.AbstractEventLoop | None
@@ -595,6 +617,9 @@ class OllamaPoolManager:
                 m.last_success_at = now
                 if cold_load:
                     m.cold_loads += 1
+                    # Loading a model may have evicted others here: learn from /api/ps now
+                    # rather than route to a model that is gone until the next health round.
+                    self._monitor.request_round()
                 first = ttft if ttft is not None else duration
                 if not cold_load:  # a model load says nothing about the instance's speed
                     m.ttft.observe(first, now)

@@ -116,6 +116,8 @@ class HealthMonitor:
         self._wake: asyncio.Event | None = None
         self._ready = threading.Event()
         self._transports: dict[str, tuple[str, AsyncOllamaTransport]] = {}
+        self._round_pending = False
+        self._tasks: set[asyncio.Task[None]] = set()
         self.rounds = 0
 
     # -- lifecycle (any thread) ---------------------------------------------------------------
@@ -152,6 +154,28 @@ class HealthMonitor:
         future = asyncio.run_coroutine_threadsafe(self._round(), loop)
         await asyncio.wrap_future(future)
 
+    def request_round(self) -> None:
+        """Probe every instance soon, without waiting (any thread); requests while one is pending
+        are merged. Used when residency changed behind the pool's back (a model load may evict)."""
+        loop = self._loop
+        if loop is None or self._round_pending:
+            return
+        self._round_pending = True
+        with contextlib.suppress(RuntimeError):  # loop already closed
+            loop.call_soon_threadsafe(self._start_requested_round)
+
+    def _start_requested_round(self) -> None:
+        task = asyncio.ensure_future(self._requested_round())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _requested_round(self) -> None:
+        self._round_pending = False
+        try:
+            await self._round()
+        except Exception:
+            logger.exception("health check round failed")
+
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
@@ -181,6 +205,9 @@ class HealthMonitor:
                 except Exception:  # a bug in a probe must not end health checking
                     logger.exception("health check round failed")
         finally:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
             for _, transport in self._transports.values():
                 await transport.aclose()
             self._transports.clear()

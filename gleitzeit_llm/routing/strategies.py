@@ -40,6 +40,7 @@ class RouteRequest:
     max_latency: float | None = None  # seconds
     exclude: frozenset[str] = frozenset()  # instance ids already tried in this call
     require_healthy: bool = True  # False: unhealthy instances and open breakers count as eligible
+    allow_cold: bool = True  # model_affinity: False waits for a full instance that has the model loaded
 
 
 @dataclass(frozen=True)
@@ -215,8 +216,33 @@ class Router:
             if state is degraded_state:
                 degraded = True
         if free and req.require_healthy:
+            if not req.allow_cold and self._hot_replica_full(free, instances, req, now):
+                # A slot on an instance with the model loaded frees in about one service time;
+                # loading it elsewhere takes seconds and evicts what was loaded there.
+                return Route(None, candidates=len(free), saturated=True, reason="hot replica full")
             return self._finish(free, req, now, len(instances), panic=False, degraded=degraded)
         return self._select_slow(instances, req, now)
+
+    def _hot_replica_full(
+        self,
+        free: list[tuple[int, OllamaInstance]],
+        instances: Sequence[OllamaInstance],
+        req: RouteRequest,
+        now: float,
+    ) -> bool:
+        """No free candidate has the model loaded, but a routable full one does."""
+        model = req.model
+        if model is None:
+            return False
+        for _, inst in free:
+            until = inst.loaded_models.get(model)
+            if until is not None and until > now:
+                return False
+        for _, inst in self._static_candidates(instances, req):
+            until = inst.loaded_models.get(model)
+            if until is not None and until > now and inst.routable(now) and not inst.has_capacity():
+                return True
+        return False
 
     def _select_slow(self, instances: Sequence[OllamaInstance], req: RouteRequest, now: float) -> Route:
         eligible: list[tuple[int, OllamaInstance]] = []

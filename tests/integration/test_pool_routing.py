@@ -59,7 +59,8 @@ async def test_weighted_matches_the_weights_over_10000_picks(ollama_emulators: A
 
 async def test_least_loaded_spreads_1000_concurrent_requests(ollama_emulators: Any) -> None:
     emulators = ollama_emulators(
-        4, models=["llama3.2"], loaded=["llama3.2"], num_parallel=64, time_scale=0.002
+        # answers long enough to overlap at the server even when the client is the bottleneck
+        4, models=["llama3.2"], loaded=["llama3.2"], num_parallel=64, time_scale=0.1
     )
     ids = ["a", "b", "c", "d"]
     async with pool_for(emulators, ids, strategy="least_loaded") as pool:
@@ -113,9 +114,41 @@ async def test_model_affinity_causes_no_cold_load_while_the_hot_replica_has_room
         assert cold1.load_count() == 0 and cold2.load_count() == 0
         assert hot.load_count() == 0
         assert len(hot.requests_for("/api/chat")) == 20
-        # overflow: four at once do not fit on the hot replica, the rest go elsewhere
+        # four at once do not fit on the hot replica: two wait for its slots (affinity_wait)
+        # rather than load the model elsewhere
         results = await asyncio.gather(*(pool.chat("llama3.2", MESSAGES) for _ in range(4)))
-    assert {r.pool.instance_id for r in results} - {"hot"}
+    assert {r.pool.instance_id for r in results} == {"hot"}
+    assert cold1.load_count() == 0 and cold2.load_count() == 0
+
+
+async def test_model_affinity_overflows_at_once_with_affinity_wait_zero(ollama_emulators: Any) -> None:
+    hot, cold = ollama_emulators(2, models=["llama3.2"], num_parallel=4, load_time=2.0)
+    hot.load("llama3.2")
+    instances = [{"id": "hot", "url": hot.url, "max_concurrent": 2}, {"id": "cold", "url": cold.url}]
+    lb = {"strategy": "model_affinity", "affinity_wait": 0}
+    async with OllamaPoolProvider(instances=instances, load_balancing=lb) as pool:
+        results = await asyncio.gather(*(pool.chat("llama3.2", MESSAGES) for _ in range(4)))
+    assert {r.pool.instance_id for r in results} == {"hot", "cold"}
+    assert cold.load_count() == 1
+
+
+async def test_model_affinity_loads_elsewhere_once_affinity_wait_is_over(ollama_emulators: Any) -> None:
+    # The hot replica's one slot is held by a hanging answer: the waiting call gives up on it
+    # after affinity_wait and loads the model on the other instance.
+    hot, cold = ollama_emulators(2, models=["llama3.2"], num_parallel=4, load_time=0.5)
+    hot.load("llama3.2")
+    instances = [{"id": "hot", "url": hot.url, "max_concurrent": 1}, {"id": "cold", "url": cold.url}]
+    lb = {"strategy": "model_affinity", "affinity_wait": 0.05}
+    async with OllamaPoolProvider(instances=instances, load_balancing=lb) as pool:
+        hot.set_faults(hang=True)
+        routed = asyncio.Event()
+        pool.events.subscribe(lambda event: routed.set() if event.kind == "routing_decision" else None)
+        held = asyncio.ensure_future(pool.chat("llama3.2", MESSAGES))
+        await routed.wait()  # the held call has the hot replica's slot
+        moved = await pool.chat("llama3.2", MESSAGES)
+        hot.clear_faults()
+        await held
+    assert moved.pool.instance_id == "cold" and cold.load_count() == 1
 
 
 async def test_tags_route_to_the_tagged_instance(ollama_emulators: Any) -> None:
@@ -171,3 +204,21 @@ async def test_health_probes_never_load_a_model(ollama_emulators: Any) -> None:
     (info,) = status["instances"].values()
     assert info["state"] == "healthy"
     assert info["models_installed"] == ["llama3.2:latest", "qwen3:latest"]
+
+
+async def test_a_cold_load_refreshes_residency_at_once(ollama_emulators: Any) -> None:
+    # One model fits: loading llama3.2 evicts qwen3. The pool must not go on believing qwen3 is
+    # loaded until the next health round (an hour away here).
+    (box,) = ollama_emulators(1, models=["llama3.2", "qwen3"], max_loaded_models=1, load_time=0.5)
+    box.load("qwen3")
+    lb = {"strategy": "model_affinity", "health_check_interval": 3600}
+    async with OllamaPoolProvider(instances=[{"id": "box", "url": box.url}], load_balancing=lb) as pool:
+        inst = pool.manager.get("box")
+        assert set(inst.loaded_models) == {"qwen3:latest"}  # from the first probe round
+        monitor = pool.manager._monitor
+        rounds = monitor.rounds
+        await pool.chat("llama3.2", MESSAGES)
+        assert inst.metrics.cold_loads == 1
+        while monitor.rounds == rounds:  # noqa: ASYNC110 - the round runs on the monitor's thread
+            await asyncio.sleep(0.01)
+        assert set(inst.loaded_models) == {"llama3.2:latest"}

@@ -132,7 +132,7 @@ def test_the_variable_table_maps_every_variable_to_its_field():
         "recovery_timeout",
     )
     assert ENV_VARIABLES["GLEITZEIT_OLLAMA_TIMEOUT_FIRST_BYTE"] == ("timeouts", "first_byte")
-    assert len(ENV_VARIABLES) == 19
+    assert len(ENV_VARIABLES) == 20
 
 
 def test_docs_list_every_variable():

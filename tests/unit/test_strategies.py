@@ -185,6 +185,25 @@ def test_model_affinity_prefers_loaded_then_installed_then_overflows() -> None:
     assert pick(router, [cold, hot], model="llama3.2:latest", strategy="model_affinity").id in {"cold", "hot"}  # type: ignore[union-attr]
 
 
+def test_model_affinity_without_cold_overflow_waits_for_the_full_hot_replica() -> None:
+    hot, warm = instance("hot", max_concurrent=1), instance("warm", max_concurrent=1)
+    hot.loaded_models["llama3.2:latest"] = NOW + 60
+    router = Router()
+    ask = {"model": "llama3.2:latest", "strategy": "model_affinity", "allow_cold": False}
+    assert pick(router, [warm, hot], **ask).id == "hot"  # type: ignore[union-attr]
+    hot.acquire("llama3.2:latest")
+    route = router.select([warm, hot], RouteRequest(**ask), NOW)  # type: ignore[arg-type]
+    assert (route.instance, route.saturated, route.reason) == (None, True, "hot replica full")
+    warm.loaded_models["llama3.2:latest"] = NOW + 60  # a second hot replica with room: no wait
+    assert pick(router, [warm, hot], **ask).id == "warm"  # type: ignore[union-attr]
+    del warm.loaded_models["llama3.2:latest"]
+    hot.state = InstanceState.UNHEALTHY  # a dead hot replica holds nobody back
+    assert pick(router, [warm, hot], **ask).id == "warm"  # type: ignore[union-attr]
+    hot.state = InstanceState.HEALTHY
+    assert pick(router, [warm, hot], **{**ask, "allow_cold": True}).id == "warm"  # type: ignore[union-attr]
+    assert pick(router, [warm, hot], model="llama3.2:latest", strategy="least_loaded").id == "warm"  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize("strategy", sorted(SCORERS))
 def test_every_strategy_never_picks_an_ineligible_instance(strategy: str) -> None:
     rng = random.Random(11)
