@@ -16,6 +16,8 @@ import enum
 import time
 from collections.abc import Callable
 
+from gleitzeit_llm.routing import epoch
+
 __all__ = ["CircuitBreaker", "CircuitState"]
 
 
@@ -198,6 +200,8 @@ class CircuitBreaker:
 
     def _transition(self, new: CircuitState, reason: str) -> None:
         old, self._state = self._state, new
+        if old is not new:
+            epoch.bump()
         if old is not new and self._on_change is not None:
             self._on_change(old, new, reason)
 

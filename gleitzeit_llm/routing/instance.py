@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from gleitzeit_llm.ollama.names import model_key
 from gleitzeit_llm.ollama.urls import redact_url
+from gleitzeit_llm.routing import epoch
 from gleitzeit_llm.routing.breaker import CircuitBreaker, CircuitState
 from gleitzeit_llm.routing.ewma import PeakEwma
 
@@ -96,8 +97,9 @@ class OllamaInstance:
 
     # Slots: the router reads a dozen attributes per instance per decision.
     __slots__ = (
+        "_busy_until",
+        "_state",
         "breaker",
-        "busy_until",
         "config",
         "configured_models",
         "connect_url",
@@ -113,7 +115,6 @@ class OllamaInstance:
         "missing_models",
         "priority",
         "removed",
-        "state",
         "tags",
         "url",
         "version",
@@ -134,7 +135,7 @@ class OllamaInstance:
         # Models the operator pinned here; empty means "whatever the server has".
         self.configured_models: frozenset[str] = frozenset(model_key(m) for m in config.models)
         self.breaker = breaker
-        self.state = InstanceState.UNKNOWN
+        self._state = InstanceState.UNKNOWN
         self.metrics = InstanceMetrics()
         self.in_flight = 0
         self.in_flight_by_model: dict[str, int] = {}
@@ -143,9 +144,31 @@ class OllamaInstance:
         self.missing_models: set[str] = set()  # answered 404 since the last /api/tags refresh
         self.version: str | None = None
         self.removed = False
-        self.busy_until = 0.0  # after a 503/429: treated as full until this clock time
+        self._busy_until = 0.0
         self.consecutive_probe_failures = 0
         self.consecutive_probe_successes = 0
+
+    # Routing filters read these; setting them moves the routing epoch (the router's cache).
+
+    @property
+    def state(self) -> InstanceState:
+        return self._state
+
+    @state.setter
+    def state(self, value: InstanceState) -> None:
+        if value is not self._state:
+            self._state = value
+            epoch.bump()
+
+    @property
+    def busy_until(self) -> float:
+        """After a 503/429: treated as full until this clock time."""
+        return self._busy_until
+
+    @busy_until.setter
+    def busy_until(self, value: float) -> None:
+        self._busy_until = value
+        epoch.bump()
 
     # -- questions the router asks ------------------------------------------------------------
 

@@ -18,6 +18,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from gleitzeit_llm.routing import epoch
 from gleitzeit_llm.routing.breaker import _CLOSED, CircuitState
 from gleitzeit_llm.routing.instance import InstanceState, OllamaInstance
 
@@ -28,6 +29,15 @@ __all__ = ["SCORERS", "STRATEGY_NAMES", "Route", "RouteRequest", "Router"]
 UNMEASURED_BUSY_COST = 1e9
 _UNHEALTHY, _DEGRADED = InstanceState.UNHEALTHY, InstanceState.DEGRADED
 _TIE = 1e-9
+
+
+@dataclass(frozen=True)
+class _Routable:
+    epoch: int
+    static: list[tuple[int, OllamaInstance]]
+    computed_at: float
+    valid_until: float
+    tiers: list[tuple[list[tuple[int, OllamaInstance]], bool]]
 
 
 @dataclass(frozen=True)
@@ -91,16 +101,23 @@ def _latency(
         if v is None:
             out.append(0.0 if i.in_flight == 0 else UNMEASURED_BUSY_COST + i.in_flight)
             continue
-        idle = now - t._stamp
-        if idle > 0.0:
-            v *= exp(-idle / t.decay)
         p = m.tpot
         pv = p._value
-        if pv is not None:
-            idle = now - p._stamp
-            if idle > 0.0:
-                pv *= exp(-idle / p.decay)
+        stamp = t._stamp
+        idle = now - stamp
+        if pv is not None and p._stamp == stamp and p.decay == t.decay:
+            # Both observed by the same finish (the usual case): one exp for both.
             v += pv * expected_tokens
+            if idle > 0.0:
+                v *= exp(-idle / t.decay)
+        else:
+            if idle > 0.0:
+                v *= exp(-idle / t.decay)
+            if pv is not None:
+                idle = now - p._stamp
+                if idle > 0.0:
+                    pv *= exp(-idle / p.decay)
+                v += pv * expected_tokens
         out.append(v * (i.in_flight + 1))
     return out
 
@@ -156,10 +173,16 @@ class Router:
             tuple[int, frozenset[str], str | None], tuple[object, list[tuple[int, OllamaInstance]]]
         ] = {}
 
+        # The same key -> the static candidates that pass the filters that change with health
+        # (state, breaker, busy), by priority tier; valid while the routing epoch stands still
+        # and until the first busy mark or open breaker in it runs out.
+        self._dynamic: dict[tuple[int, frozenset[str], str | None], _Routable] = {}
+
     def invalidate(self) -> None:
-        """Forget cached filter results: call after changing ``removed``, ``tags``, the
-        configured, installed or missing models of an instance, or the instance list in place."""
+        """Forget cached filter results: call after changing ``removed``, ``tags``, ``priority``,
+        the configured, installed or missing models of an instance, or the instance list in place."""
         self._static.clear()
+        self._dynamic.clear()
 
     def _static_candidates(
         self, instances: Sequence[OllamaInstance], req: RouteRequest
@@ -182,8 +205,61 @@ class Router:
     def observe_output_tokens(self, tokens: int) -> None:
         self.expected_tokens += 0.1 * (tokens - self.expected_tokens)
 
+    def _routable_tiers(
+        self, instances: Sequence[OllamaInstance], req: RouteRequest, now: float
+    ) -> list[tuple[list[tuple[int, OllamaInstance]], bool]] | None:
+        """The routable static candidates by ascending priority, each tier with "may hold a
+        degraded instance"; None when a half-open breaker needs the live check."""
+        static = self._static_candidates(instances, req)
+        key = (id(instances), req.tags, req.model)
+        hit = self._dynamic.get(key)
+        tick = epoch.current()
+        if (
+            hit is not None
+            and hit.epoch == tick
+            and hit.static is static
+            and hit.computed_at <= now < hit.valid_until
+        ):
+            return hit.tiers
+        by_tier: dict[int, list[tuple[int, OllamaInstance]]] = {}
+        degraded: set[int] = set()
+        valid_until = math.inf
+        for pi in static:
+            inst = pi[1]
+            if inst.state is _UNHEALTHY:
+                continue
+            breaker = inst.breaker
+            if breaker._state is not _CLOSED:
+                retry_at = breaker.retry_at()
+                if retry_at is None or retry_at <= now:
+                    return None  # half-open, or due for its probe: admission is decided live
+                valid_until = min(valid_until, retry_at)
+                continue
+            if inst.busy_until > now:
+                valid_until = min(valid_until, inst.busy_until)
+                continue
+            by_tier.setdefault(inst.priority, []).append(pi)
+            if inst.state is _DEGRADED:
+                degraded.add(inst.priority)
+        tiers = [(by_tier[p], p in degraded) for p in sorted(by_tier)]
+        if len(self._dynamic) >= _STATIC_CACHE_SIZE:
+            self._dynamic.clear()
+        self._dynamic[key] = _Routable(tick, static, now, valid_until, tiers)
+        return tiers
+
     def select(self, instances: Sequence[OllamaInstance], req: RouteRequest, now: float) -> Route:
         exclude = req.exclude
+        if not exclude and req.require_healthy:
+            tiers = self._routable_tiers(instances, req, now)
+            if tiers is not None:
+                # Only the slot count changes between two decisions in the common case: one
+                # comprehension per tier instead of every filter per instance.
+                for members, maybe_degraded in tiers:
+                    free = [pi for pi in members if pi[1].in_flight < pi[1].max_concurrent]
+                    if free:
+                        degraded = maybe_degraded and any(pi[1].state is _DEGRADED for pi in free)
+                        return self._decide(free, instances, req, now, degraded)
+                return self._select_slow(instances, req, now)
         unhealthy, degraded_state = _UNHEALTHY, _DEGRADED
         # The common case (something routable has room) needs one pass over the cached static
         # candidates; the rarer ones (nothing free, nothing healthy, only tried ones left) take
@@ -216,12 +292,22 @@ class Router:
             if state is degraded_state:
                 degraded = True
         if free and req.require_healthy:
-            if not req.allow_cold and self._hot_replica_full(free, instances, req, now):
-                # A slot on an instance with the model loaded frees in about one service time;
-                # loading it elsewhere takes seconds and evicts what was loaded there.
-                return Route(None, candidates=len(free), saturated=True, reason="hot replica full")
-            return self._finish(free, req, now, len(instances), panic=False, degraded=degraded)
+            return self._decide(free, instances, req, now, degraded)
         return self._select_slow(instances, req, now)
+
+    def _decide(
+        self,
+        free: list[tuple[int, OllamaInstance]],
+        instances: Sequence[OllamaInstance],
+        req: RouteRequest,
+        now: float,
+        degraded: bool,
+    ) -> Route:
+        if not req.allow_cold and self._hot_replica_full(free, instances, req, now):
+            # A slot on an instance with the model loaded frees in about one service time;
+            # loading it elsewhere takes seconds and evicts what was loaded there.
+            return Route(None, candidates=len(free), saturated=True, reason="hot replica full")
+        return self._finish(free, req, now, len(instances), panic=False, degraded=degraded)
 
     def _hot_replica_full(
         self,

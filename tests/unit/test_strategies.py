@@ -234,3 +234,31 @@ def test_cached_filters_follow_invalidate() -> None:
     router.invalidate()
     route = router.select(pool, RouteRequest(model="m:latest"), NOW)
     assert route.instance is None and "1 instance does not have model" in route.reason
+
+
+def test_the_routing_cache_follows_every_change_that_decides_routability() -> None:
+    a, b = instance("a"), instance("b")
+    pool = [a, b]
+    router = Router()
+    b.acquire(None)  # least_loaded prefers a while it is routable
+
+    def chosen(now: float = NOW) -> str | None:
+        route = router.select(pool, RouteRequest(), now)
+        return route.instance.id if route.instance else None
+
+    assert chosen() == "a"
+    a.state = InstanceState.UNHEALTHY
+    assert chosen() == "b"
+    a.state = InstanceState.HEALTHY
+    assert chosen() == "a"
+    a.busy_until = NOW + 5  # a 503: out until then, back afterwards without any other change
+    assert chosen() == "b" and chosen(NOW + 4.9) == "b"
+    assert chosen(NOW + 5.1) == "a"
+    for _ in range(a.breaker.failure_threshold):
+        a.breaker.record_failure(NOW + 6)  # the breaker opens
+    assert chosen(NOW + 6) == "b"
+    assert chosen(NOW + 6 + a.breaker.open_for) == "a"  # due for its probe
+    a.breaker.reset()
+    a.priority = 5  # a static field: the pool calls invalidate() after changing it
+    router.invalidate()
+    assert chosen(NOW + 100) == "b"
