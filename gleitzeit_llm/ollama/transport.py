@@ -19,7 +19,8 @@ makes Ollama stop generating for it; ``async with`` / ``aclose()`` do so at once
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
 import httpx
@@ -299,10 +300,9 @@ class AsyncOllamaTransport(_TransportBase):
         response, content = await self._send_and_read(call, body)
         return self._core.parse(response, content, model, call)
 
-    async def _collect(
-        self, call: Call, body: dict[str, Any], on_first: Callable[[], object] | None
-    ) -> list[dict[str, Any]]:
-        # The chunks stay raw dicts: the caller folds and validates them once.
+    @contextlib.asynccontextmanager
+    async def _ndjson_response(self, call: Call, body: dict[str, Any]) -> AsyncIterator[httpx.Response]:
+        """The response of a streamed request, once it is known to be a stream; closed on exit."""
         core = self._core
         request = core.build(self._client, call, body)
         try:
@@ -317,6 +317,16 @@ class AsyncOllamaTransport(_TransportBase):
                 except httpx.HTTPError as exc:
                     raise core.body_error(exc, call, response, 0) from exc
                 raise core.stream_error(response, content, call)
+            yield response
+        finally:
+            await response.aclose()
+
+    async def _collect(
+        self, call: Call, body: dict[str, Any], on_first: Callable[[], object] | None
+    ) -> list[dict[str, Any]]:
+        # The chunks stay raw dicts: the caller folds and validates them once.
+        core = self._core
+        async with self._ndjson_response(call, body) as response:
             decoder = NDJSONDecoder(instance=core.instance, url=core.url)
             chunks: list[dict[str, Any]] = []
             try:
@@ -332,27 +342,13 @@ class AsyncOllamaTransport(_TransportBase):
                 raise core.body_error(exc, call, response, len(chunks)) from exc
             chunks += decoder.close()
             return chunks
-        finally:
-            await response.aclose()
 
     async def _stream(
         self, path: str, body: dict[str, Any], model: type[M], name: str | None, timeouts: Timeouts | None
     ) -> AsyncGenerator[M, None]:
         core = self._core
         call = core.start("POST", path, name, timeouts)
-        request = core.build(self._client, call, body)
-        try:
-            response = await self._client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise core.send_error(exc, call) from exc
-        try:
-            core.enter_body(response, call)
-            if core.not_a_stream(response):
-                try:
-                    content = await response.aread()
-                except httpx.HTTPError as exc:
-                    raise core.body_error(exc, call, response, 0) from exc
-                raise core.stream_error(response, content, call)
+        async with self._ndjson_response(call, body) as response:
             # The NDJSON decoder is used directly (not through aiter_ndjson), saving a generator
             # layer per chunk; the behaviour is the same.
             decoder = NDJSONDecoder(instance=core.instance, url=core.url)
@@ -371,8 +367,6 @@ class AsyncOllamaTransport(_TransportBase):
                 item = core.chunk(model, obj, chunks, call)
                 chunks += 1
                 yield item
-        finally:
-            await response.aclose()
 
 
 class OllamaTransport(_TransportBase):
@@ -526,9 +520,9 @@ class OllamaTransport(_TransportBase):
         response, content = self._send_and_read(call, body)
         return self._core.parse(response, content, model, call)
 
-    def _collect(
-        self, call: Call, body: dict[str, Any], on_first: Callable[[], object] | None
-    ) -> list[dict[str, Any]]:
+    @contextlib.contextmanager
+    def _ndjson_response(self, call: Call, body: dict[str, Any]) -> Iterator[httpx.Response]:
+        """Sync twin of :meth:`AsyncOllamaTransport._ndjson_response`."""
         core = self._core
         request = core.build(self._client, call, body)
         try:
@@ -543,6 +537,15 @@ class OllamaTransport(_TransportBase):
                 except httpx.HTTPError as exc:
                     raise core.body_error(exc, call, response, 0) from exc
                 raise core.stream_error(response, content, call)
+            yield response
+        finally:
+            response.close()
+
+    def _collect(
+        self, call: Call, body: dict[str, Any], on_first: Callable[[], object] | None
+    ) -> list[dict[str, Any]]:
+        core = self._core
+        with self._ndjson_response(call, body) as response:
             decoder = NDJSONDecoder(instance=core.instance, url=core.url)
             chunks: list[dict[str, Any]] = []
             try:
@@ -558,29 +561,13 @@ class OllamaTransport(_TransportBase):
                 raise core.body_error(exc, call, response, len(chunks)) from exc
             chunks += decoder.close()
             return chunks
-        finally:
-            response.close()
 
     def _stream(
         self, path: str, body: dict[str, Any], model: type[M], name: str | None, timeouts: Timeouts | None
     ) -> Generator[M, None, None]:
         core = self._core
         call = core.start("POST", path, name, timeouts)
-        request = core.build(self._client, call, body)
-        try:
-            response = self._client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise core.send_error(exc, call) from exc
-        try:
-            core.enter_body(response, call)
-            if core.not_a_stream(response):
-                try:
-                    content = response.read()
-                except httpx.HTTPError as exc:
-                    raise core.body_error(exc, call, response, 0) from exc
-                raise core.stream_error(response, content, call)
-            # The NDJSON decoder is used directly (not through iter_ndjson), saving a generator
-            # layer per chunk; the behaviour is the same.
+        with self._ndjson_response(call, body) as response:
             decoder = NDJSONDecoder(instance=core.instance, url=core.url)
             chunks = 0
             try:
@@ -597,5 +584,3 @@ class OllamaTransport(_TransportBase):
                 item = core.chunk(model, obj, chunks, call)
                 chunks += 1
                 yield item
-        finally:
-            response.close()
