@@ -310,7 +310,7 @@ def test_construction_opens_no_socket() -> None:
 def test_pool_arguments_are_exclusive() -> None:
     shared = OllamaPoolProvider(instances=URLS)
     try:
-        with pytest.raises(ValueError, match="not both"):
+        with pytest.raises(ValueError, match="not instances and pool"):
             ChatOllamaPool(model="llama3.2", pool=shared, instances=URLS)
         with pytest.raises(ValueError, match="timeout and max_retries"):
             ChatOllamaPool(model="llama3.2", pool=shared, timeout=5)

@@ -7,8 +7,9 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
-from gleitzeit_llm import OllamaPoolProvider, PoolConfig
+from gleitzeit_llm import OllamaPoolProvider
 from gleitzeit_llm.ollama.names import model_key
+from gleitzeit_llm.options import provider_from_options
 
 __all__ = ["PoolHandle", "open_pool", "validate_model"]
 
@@ -62,34 +63,23 @@ def open_pool(
     health_checks: bool = True,
 ) -> PoolHandle:
     """The handle for a model's pool arguments. No connection is made here."""
-    if pool is not None:
-        if instances is not None or config is not None or base_url is not None:
-            raise ValueError("give either pool=... or instances/config/base_url, not both")
-        if not isinstance(pool, OllamaPoolProvider):
-            raise TypeError(f"pool must be an OllamaPoolProvider, got {type(pool).__name__}")
-        if timeout is not None or max_retries is not None:
-            raise ValueError(
-                "timeout and max_retries configure the pool a model builds itself; with pool=... set "
-                "them in that pool's configuration (timeouts.total, load_balancing.retry_attempts)"
-            )
-        return PoolHandle(pool, owned=False)
-    if base_url is not None:
-        if instances is not None or config is not None:
-            raise ValueError("give either base_url=... or instances/config, not both")
-        instances = [base_url]
-    if instances is not None and config is not None:
-        raise ValueError("give either instances=... or config=..., not both")
-    if timeout is None and max_retries is None:
-        provider = OllamaPoolProvider(instances=instances, config=config, health_checks=health_checks)
-    else:
-        # PoolConfig.load: a PoolConfig, mapping, YAML path or instance list; None = environment.
-        data = PoolConfig.load(config if config is not None else instances).model_dump()
-        if timeout is not None:
-            data["timeouts"]["total"] = timeout
-        if max_retries is not None:
-            data["load_balancing"]["retry_attempts"] = max_retries
-        provider = OllamaPoolProvider(config=PoolConfig.from_dict(data), health_checks=health_checks)
-    return PoolHandle(provider, owned=True)
+    if pool is not None and (timeout is not None or max_retries is not None):
+        raise ValueError(
+            "timeout and max_retries configure the pool a model builds itself; with pool=... set "
+            "them in that pool's configuration (timeouts.total, load_balancing.retry_attempts)"
+        )
+    if base_url is not None and (instances is not None or config is not None):
+        raise ValueError("give either base_url=... or instances/config, not both")
+    provider, owned = provider_from_options(
+        pool=pool,
+        instances=instances,
+        config=config,
+        base_url=base_url,
+        load_balancing=None if max_retries is None else {"retry_attempts": max_retries},
+        timeouts=None if timeout is None else {"total": timeout},
+        health_checks=health_checks,
+    )
+    return PoolHandle(provider, owned=owned)
 
 
 def validate_model(provider: OllamaPoolProvider, model: str) -> None:

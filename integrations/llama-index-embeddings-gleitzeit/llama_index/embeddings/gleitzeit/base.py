@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
 
-from gleitzeit_llm.config import PoolConfig
 from gleitzeit_llm.ollama.names import model_key
+from gleitzeit_llm.options import provider_from_options
 from gleitzeit_llm.provider import HINT_NAMES, OllamaPoolProvider
 
 __all__ = ["OllamaPoolEmbedding"]
@@ -289,40 +289,16 @@ def _instrumentation() -> Any:
 
 
 def _build_provider(owner: OllamaPoolEmbedding) -> tuple[OllamaPoolProvider, bool]:
-    """The provider to use and whether we own it; exactly one source of instances may be given."""
-    sources = {
-        "instances": owner.instances,
-        "config": owner.config,
-        "pool": owner.pool,
-        "base_url": owner.base_url,
-    }
-    given = [name for name, value in sources.items() if value is not None]
-    if len(given) > 1:
-        raise ValueError(f"give one of instances=, config=, pool= or base_url=, not {' and '.join(given)}")
-    if owner.pool is not None:
-        if not isinstance(owner.pool, OllamaPoolProvider):
-            raise TypeError(f"pool must be an OllamaPoolProvider, got {type(owner.pool).__name__}")
-        if owner.load_balancing or owner.request_timeout is not None or owner.headers:
-            raise ValueError(
-                "load_balancing, request_timeout and headers configure a pool; pool= keeps its own"
-            )
-        return owner.pool, False
-    source: Any = owner.config  # None: GLEITZEIT_OLLAMA_* variables, else http://localhost:11434
-    if owner.instances is not None:
-        source = {"instances": list(owner.instances)}
-    elif owner.base_url is not None:
-        source = {"instances": [owner.base_url]}
-    cfg = PoolConfig.load(source)
-    updates: dict[str, Any] = {}
-    if owner.load_balancing:
-        updates["load_balancing"] = cfg.load_balancing.model_copy(update=dict(owner.load_balancing))
-    if owner.request_timeout is not None:
-        t = owner.request_timeout
-        updates["timeouts"] = cfg.timeouts.model_copy(update={"first_byte": t, "idle": t})
-    if owner.headers:
-        updates["instances"] = [_with_headers(i, owner.headers) for i in cfg.instances]
-    return OllamaPoolProvider(config=cfg.model_copy(update=updates) if updates else cfg), True
-
-
-def _with_headers(instance: Any, headers: Mapping[str, str]) -> Any:
-    return instance.model_copy(update={"headers": {**headers, **instance.headers}})
+    """The provider to use and whether we own it (see llama_index.llms.gleitzeit's twin)."""
+    if owner.pool is not None and owner.request_timeout is not None:
+        raise ValueError("request_timeout: a setting of a pool of our own; a shared pool= keeps its own")
+    t = owner.request_timeout
+    return provider_from_options(
+        pool=owner.pool,
+        instances=owner.instances,
+        config=owner.config,  # None: GLEITZEIT_OLLAMA_* variables, else http://localhost:11434
+        base_url=owner.base_url,
+        load_balancing=owner.load_balancing,
+        timeouts=None if t is None else {"first_byte": t, "idle": t},
+        headers=owner.headers,
+    )

@@ -13,6 +13,7 @@ from typing import Any
 from gleitzeit_llm.config import PoolConfig
 from gleitzeit_llm.ollama import AsyncOllamaTransport, OllamaTransport, Timeouts
 from gleitzeit_llm.ollama.names import model_key
+from gleitzeit_llm.options import provider_from_options
 from gleitzeit_llm.provider import OllamaPoolProvider
 from gleitzeit_llm.routing.instance import InstanceState
 
@@ -34,56 +35,21 @@ def build_provider(
     request_timeout: float | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> tuple[OllamaPoolProvider, bool]:
-    """The provider to use and whether we own it (and so close it).
-
-    Exactly one of ``instances``, ``config``, ``pool`` and ``base_url`` may be given; with none,
-    the ``GLEITZEIT_OLLAMA_*`` environment variables or ``http://localhost:11434`` are used.
-    """
-    given = [
-        name
-        for name, value in (
-            ("instances", instances),
-            ("config", config),
-            ("pool", pool),
-            ("base_url", base_url),
-        )
-        if value is not None
-    ]
-    if len(given) > 1:
-        raise ValueError(f"give one of instances=, config=, pool= or base_url=, not {' and '.join(given)}")
-    if pool is not None:
-        if not isinstance(pool, OllamaPoolProvider):
-            raise TypeError(f"pool must be an OllamaPoolProvider, got {type(pool).__name__}")
-        extra = [
-            n for n, v in (("load_balancing", load_balancing), ("request_timeout", request_timeout)) if v
-        ]
-        if headers:
-            extra.append("headers")
-        if extra:
-            raise ValueError(
-                f"{', '.join(extra)}: settings of a pool of our own; a shared pool= keeps its own"
-            )
-        return pool, False
-    if instances is not None:
-        source: Any = {"instances": list(instances)}
-    elif base_url is not None:
-        source = {"instances": [base_url]}
-    else:
-        source = config  # None: the environment, else http://localhost:11434
-    cfg = PoolConfig.load(source)
-    updates: dict[str, Any] = {}
-    if load_balancing:
-        updates["load_balancing"] = cfg.load_balancing.model_copy(update=dict(load_balancing))
-    if request_timeout is not None:
-        # Ollama's client has one read timeout for every wait; the pool splits it by phase.
-        updates["timeouts"] = cfg.timeouts.model_copy(
-            update={"first_byte": request_timeout, "idle": request_timeout}
-        )
-    if headers:
-        updates["instances"] = [
-            i.model_copy(update={"headers": {**headers, **i.headers}}) for i in cfg.instances
-        ]
-    return OllamaPoolProvider(config=cfg.model_copy(update=updates) if updates else cfg), True
+    """The provider to use and whether we own it (and so close it); see
+    :func:`gleitzeit_llm.options.provider_from_options`."""
+    if pool is not None and request_timeout is not None:
+        raise ValueError("request_timeout: a setting of a pool of our own; a shared pool= keeps its own")
+    # Ollama's client has one read timeout for every wait; the pool splits it by phase.
+    timeouts = None if request_timeout is None else {"first_byte": request_timeout, "idle": request_timeout}
+    return provider_from_options(
+        pool=pool,
+        instances=instances,
+        config=config,
+        base_url=base_url,
+        load_balancing=load_balancing,
+        timeouts=timeouts,
+        headers=headers,
+    )
 
 
 @dataclass(frozen=True)
