@@ -195,3 +195,13 @@ class AllInstancesFailedError(PoolError):
     def __init__(self, message: str, *, errors: Sequence[BaseException] = ()):
         self.errors = list(errors)
         super().__init__(message)
+
+    @property
+    def attempts(self) -> int:
+        """How many attempts failed."""
+        return len(self.errors)
+
+    @property
+    def instances(self) -> list[str | None]:
+        """The instance each failed attempt went to, in order (None where no instance was reached)."""
+        return [getattr(error, "instance", None) for error in self.errors]

@@ -152,7 +152,8 @@ async def test_every_instance_failing_raises_one_error_with_each_attempt() -> No
     async with provider(retry_attempts=1) as pool:
         with pytest.raises(AllInstancesFailedError) as caught:
             await pool.chat("llama3.2", [{"role": "user", "content": "hi"}])
-    assert len(caught.value.errors) == 2
+    assert len(caught.value.errors) == caught.value.attempts == 2
+    assert caught.value.instances == ["a", "b"]
     assert "boom a" in str(caught.value) and "boom b" in str(caught.value)
 
 
