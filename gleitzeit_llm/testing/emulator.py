@@ -6,6 +6,7 @@ import asyncio
 import collections
 import contextlib
 import json
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -182,7 +183,8 @@ class OllamaEmulator:
         """Stop listening and reset open connections: clients see refused/reset connections.
 
         Like a server process dying: in-flight requests end, resident models are forgotten, the
-        request log and settings stay. :meth:`start` listens again on the same port.
+        request log and settings stay. :meth:`start` listens again on the same port. Returns once
+        every connection it accepted is closed.
         """
         with self._lifecycle:
             if self._loop is not None:
@@ -223,7 +225,8 @@ class OllamaEmulator:
         return f"<OllamaEmulator {where} models={[m.name for m in self._models.values()]}>"
 
     def _start_thread(self) -> None:
-        loop = asyncio.new_event_loop()
+        # The HTTP server accepts with add_reader, which Windows' default proactor loop lacks.
+        loop = asyncio.SelectorEventLoop() if sys.platform == "win32" else asyncio.new_event_loop()
         ready = threading.Event()
 
         def run() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import errno
 import logging
 import socket
 import time
@@ -25,6 +26,7 @@ __all__ = ["ConnectionDropped", "Exchange", "HttpRequest", "HttpServer"]
 logger = logging.getLogger("gleitzeit_llm.testing")
 
 _READ_SIZE = 65536
+_BACKLOG = 1024
 
 
 @dataclass
@@ -143,61 +145,169 @@ class Exchange:
 Handler = Callable[[HttpRequest, Exchange], Awaitable[None]]
 
 
+class _Connection:
+    """One accepted socket; ``writer`` is set once its transport exists, ``closed`` resolves once
+    the transport has closed the socket."""
+
+    __slots__ = ("closed", "sock", "writer")
+
+    def __init__(self, sock: socket.socket, closed: asyncio.Future[None]) -> None:
+        self.sock = sock
+        self.closed = closed
+        self.writer: asyncio.StreamWriter | None = None
+
+
+class _Protocol(asyncio.StreamReaderProtocol):
+    """A stream protocol that resolves a future of ours when the connection is lost.
+
+    The transport closes its socket right after ``connection_lost`` returns, in the same loop
+    step, so whoever awaits the future resumes with the socket closed. (``StreamWriter.wait_closed``
+    would do, but its future is shared: cancelling one task waiting on it cancels it for all.)
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, closed: asyncio.Future[None]) -> None:
+        super().__init__(reader)
+        self._lost = closed
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        try:
+            super().connection_lost(exc)
+        finally:
+            if not self._lost.done():
+                self._lost.set_result(None)
+
+
 class HttpServer:
-    """Serves ``handler`` on ``host:port`` until :meth:`stop`; can listen again on the same port."""
+    """Serves ``handler`` on ``host:port`` until :meth:`stop`; can listen again on the same port.
+
+    It accepts connections itself instead of through :func:`asyncio.start_server`: asyncio's
+    server accepts a socket in one loop step and builds its transport in a task of a later
+    step, so a server closed in between loses the socket (on Python 3.11 the transport's
+    constructor fails in ``Server._attach`` and the error is swallowed; a loop closed first
+    cancels the task before it runs). Here every socket is registered the moment it is accepted,
+    and :meth:`stop` returns only when each one it accepted is closed.
+    """
 
     def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 0) -> None:
         self.handler = handler
         self.host = host
         self.port = port
-        self._server: asyncio.base_events.Server | None = None
-        self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        self._listeners: list[socket.socket] = []
+        self._generation = 0  # bumped by stop(): connections of an older generation are dropped
+        self._retry: asyncio.TimerHandle | None = None
+        self._connections: dict[asyncio.Task[None], _Connection] = {}
 
     @property
     def listening(self) -> bool:
-        return self._server is not None
+        return bool(self._listeners)
 
     async def start(self) -> None:
         """Listen (again); the first start with port 0 picks a free port that later starts reuse."""
-        if self._server is not None:
+        if self._listeners:
             return
-        self._server = await asyncio.start_server(
-            self._accept, self.host, self.port, reuse_address=True, backlog=1024
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        addresses = dict.fromkeys((family, kind, proto, address) for family, kind, proto, _, address in infos)
+        listeners: list[socket.socket] = []
+        try:
+            for family, kind, proto, address in addresses:
+                listener = socket.socket(family, kind, proto)
+                listeners.append(listener)
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                    listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                if listeners[0] is not listener and self.port == 0:
+                    address = (address[0], listeners[0].getsockname()[1], *address[2:])
+                listener.bind(address)
+                listener.listen(_BACKLOG)
+                listener.setblocking(False)
+        except BaseException:
+            for listener in listeners:
+                listener.close()
+            raise
+        self.port = listeners[0].getsockname()[1]
+        self._listeners = listeners
+        for listener in listeners:
+            loop.add_reader(listener.fileno(), self._accept, listener, self._generation)
 
     async def stop(self) -> None:
-        """Stop listening and reset every open connection; in-flight handlers are cancelled."""
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
+        """Stop listening and reset every open connection; in-flight handlers are cancelled.
+
+        Returns when every socket this server accepted is closed.
+        """
+        loop = asyncio.get_running_loop()
+        listeners, self._listeners = self._listeners, []
+        self._generation += 1
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        for listener in listeners:
+            loop.remove_reader(listener.fileno())
+            listener.close()
         connections = dict(self._connections)
-        for task, writer in connections.items():
-            _abort(writer)
-            task.cancel()
+        for task, connection in connections.items():
+            if connection.writer is not None:
+                _abort(connection.writer)
+                task.cancel()
+            # else: still being set up; the task aborts it itself once its transport exists
         if connections:
             await asyncio.gather(*connections, return_exceptions=True)
-        if server is not None:
-            await server.wait_closed()
+        for connection in connections.values():
+            if connection.writer is None:  # no transport got to own it
+                connection.sock.close()
+            else:
+                await asyncio.shield(connection.closed)
 
-    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        # A plain callback, run inside connection_made: every accepted connection is registered
-        # before anything can cancel its task, so stop() aborts even one whose task never started
-        # (a coroutine callback cancelled before its first step would leak its socket).
-        if self._server is None:  # accepted in the instant the listener closed
-            _abort(writer)
+    def _accept(self, listener: socket.socket, generation: int) -> None:
+        # Runs when a listener is readable. Each socket is registered before this returns, so no
+        # later step (stop(), a closed loop) can lose it.
+        if generation != self._generation:
             return
-        task = asyncio.get_running_loop().create_task(self._serve(reader, writer))
-        self._connections[task] = writer
+        loop = asyncio.get_running_loop()
+        for _ in range(_BACKLOG):
+            try:
+                sock, _ = listener.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # out of descriptors: pause accepting instead of spinning on a readable socket
+                    logger.warning("emulator: accept() failed (%s); retrying in 1 s", exc)
+                    loop.remove_reader(listener.fileno())
+                    self._retry = loop.call_later(1.0, self._resume, listener, generation)
+                else:
+                    logger.exception("emulator: accept() failed")
+                return
+            sock.setblocking(False)
+            task = loop.create_task(self._serve(sock, generation))
+            self._connections[task] = _Connection(sock, loop.create_future())
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _resume(self, listener: socket.socket, generation: int) -> None:
+        self._retry = None
+        if generation == self._generation and listener in self._listeners:
+            asyncio.get_running_loop().add_reader(listener.fileno(), self._accept, listener, generation)
+
+    async def _serve(self, sock: socket.socket, generation: int) -> None:
         task = asyncio.current_task()
         assert task is not None
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        connection = self._connections[task]
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        protocol = _Protocol(reader, connection.closed)
         try:
+            transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock=sock)
+        except BaseException:
+            # no transport owns the socket (or it failed half-way): close it here
+            sock.close()
+            self._connections.pop(task, None)
+            raise
+        writer = connection.writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        try:
+            if generation != self._generation:  # the server stopped while this one was set up
+                _abort(writer)
+                return
             await self._serve_connection(reader, writer)
         except (ConnectionError, ConnectionDropped, asyncio.IncompleteReadError):
             pass
@@ -206,8 +316,12 @@ class HttpServer:
         except Exception:  # a bug must not kill the server silently
             logger.exception("emulator connection failed")
         finally:
-            self._connections.pop(task, None)
             writer.close()
+            try:
+                # registered until its socket is closed, so stop() waits for this one too
+                await asyncio.shield(connection.closed)
+            finally:
+                self._connections.pop(task, None)
 
     async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = h11.Connection(h11.SERVER)

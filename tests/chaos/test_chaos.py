@@ -7,10 +7,6 @@ import pytest
 from chaos_workload import run_chaos
 
 
-# Known gap (issue 8 stays open for it): under heavy CPU load the emulator can still leave one
-# server-side socket unclosed when it shuts down; until that is found, its ResourceWarning is not
-# turned into a failure here. Every other invariant is asserted.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("seed", [1, 2])
 def test_chaos_keeps_every_invariant(seed: int) -> None:
