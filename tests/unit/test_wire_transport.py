@@ -546,3 +546,14 @@ async def test_collect_chat_names_a_broken_stream(flavour: str, body: bytes, exp
         await run(transport, "collect_chat", HELLO)
     await close(transport)
     assert info.value.instance == "gpu-1"
+
+
+def test_idle_connections_are_not_kept_for_long() -> None:
+    # httpcore's per-request pool scan grows with idle connections: measured ~5 ms per call
+    # with 64 idle ones kept 30 s after a burst (docs/performance.md). Keep httpx's 5 s.
+    transport = OllamaTransport(URL, instance_id="gpu-1")
+    try:
+        pool = transport._client._transport._pool  # type: ignore[attr-defined]
+        assert pool._keepalive_expiry <= 5.0
+    finally:
+        transport.close()
