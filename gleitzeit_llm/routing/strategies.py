@@ -79,19 +79,12 @@ def _least_loaded(
     return [i.in_flight / i.max_concurrent for i in insts]
 
 
-def _latency_cost(inst: OllamaInstance, now: float, expected_tokens: float) -> float:
-    # Peak-EWMA cost: expected time for one request times the queue it joins.
-    estimate = inst.latency_estimate(now, expected_tokens)
-    if estimate is None:
-        return 0.0 if inst.in_flight == 0 else UNMEASURED_BUSY_COST + inst.in_flight
-    return estimate * (inst.in_flight + 1)
-
-
 def _latency(
     insts: Sequence[OllamaInstance], req: RouteRequest, now: float, expected_tokens: float
 ) -> list[float]:
-    # _latency_cost with PeakEwma.value_at inlined: two method calls per instance were half the
-    # cost of a decision. Same arithmetic.
+    # Peak-EWMA cost: expected time for one request (OllamaInstance.latency_estimate, with
+    # PeakEwma.value_at inlined: two method calls per instance were half the cost of a
+    # decision) times the queue it joins.
     exp = math.exp
     out = []
     for i in insts:
@@ -122,13 +115,6 @@ def _latency(
     return out
 
 
-def _residency(inst: OllamaInstance, model: str | None, now: float) -> float:
-    # Resident first, then installed, then the rest.
-    if model is None or inst.is_loaded(model, now):
-        return 0.0
-    return 1.0 if inst.is_installed(model) else 2.0
-
-
 def _model_affinity(
     insts: Sequence[OllamaInstance], req: RouteRequest, now: float, expected_tokens: float
 ) -> list[float]:
@@ -136,7 +122,7 @@ def _model_affinity(
     if model is None:
         return [i.in_flight / (i.max_concurrent + 1) for i in insts]
     out = []
-    for i in insts:  # _residency inlined
+    for i in insts:  # resident (0) < installed (1) < other (2)
         until = i.loaded_models.get(model)
         if until is not None and until > now:
             base = 0.0
@@ -248,51 +234,17 @@ class Router:
         return tiers
 
     def select(self, instances: Sequence[OllamaInstance], req: RouteRequest, now: float) -> Route:
-        exclude = req.exclude
-        if not exclude and req.require_healthy:
-            tiers = self._routable_tiers(instances, req, now)
-            if tiers is not None:
-                # Only the slot count changes between two decisions in the common case: one
-                # comprehension per tier instead of every filter per instance.
-                for members, maybe_degraded in tiers:
-                    free = [pi for pi in members if pi[1].in_flight < pi[1].max_concurrent]
-                    if free:
-                        degraded = maybe_degraded and any(pi[1].state is _DEGRADED for pi in free)
-                        return self._decide(free, instances, req, now, degraded)
-                return self._select_slow(instances, req, now)
-        unhealthy, degraded_state = _UNHEALTHY, _DEGRADED
-        # The common case (something routable has room) needs one pass over the cached static
-        # candidates; the rarer ones (nothing free, nothing healthy, only tried ones left) take
-        # the slower path below.
-        free: list[tuple[int, OllamaInstance]] = []
-        append = free.append
-        tier = None
-        degraded = False
-        closed = _CLOSED
-        for pi in self._static_candidates(instances, req):  # reuse the cached tuples
-            inst = pi[1]
-            if inst.in_flight >= inst.max_concurrent or inst.busy_until > now:
-                continue
-            state = inst.state
-            if state is unhealthy:
-                continue
-            breaker = inst.breaker
-            if breaker._state is not closed and not breaker.allows(now):  # no call when closed
-                continue
-            if exclude and inst.id in exclude:
-                continue
-            priority = inst.priority
-            if tier is None or priority < tier:
-                tier, free, degraded = priority, [pi], False
-                append = free.append
-            elif priority != tier:
-                continue
-            else:
-                append(pi)
-            if state is degraded_state:
-                degraded = True
-        if free and req.require_healthy:
-            return self._decide(free, instances, req, now, degraded)
+        tiers = None if req.exclude or not req.require_healthy else self._routable_tiers(instances, req, now)
+        if tiers is not None:
+            # Only the slot count changes between two decisions in the common case: one
+            # comprehension per tier instead of every filter per instance.
+            for members, maybe_degraded in tiers:
+                free = [pi for pi in members if pi[1].in_flight < pi[1].max_concurrent]
+                if free:
+                    degraded = maybe_degraded and any(pi[1].state is _DEGRADED for pi in free)
+                    return self._decide(free, instances, req, now, degraded)
+        # Retries (some instances already tried), half-open breakers, nothing free, nothing
+        # healthy: the full scan.
         return self._select_slow(instances, req, now)
 
     def _decide(
@@ -345,7 +297,8 @@ class Router:
                 excluded.append((position, inst))
             else:
                 eligible.append((position, inst))
-        if not eligible:
+        fell_back = not eligible
+        if fell_back:
             # A retry goes back to an instance already tried only when nothing else exists.
             eligible = excluded
         if not eligible:
@@ -365,6 +318,8 @@ class Router:
         tier = min(i.priority for _, i in free)
         free = [(p, i) for p, i in free if i.priority == tier]
         degraded = any(i.state is InstanceState.DEGRADED for _, i in free)
+        if req.require_healthy and not panic and not fell_back:
+            return self._decide(free, instances, req, now, degraded)
         return self._finish(free, req, now, len(instances), panic, degraded)
 
     def _finish(
