@@ -171,9 +171,12 @@ class HealthMonitor:
 
     async def _requested_round(self) -> None:
         self._round_pending = False
+        await self._safe_round()
+
+    async def _safe_round(self) -> None:
         try:
             await self._round()
-        except Exception:
+        except Exception:  # a bug in a probe must not end health checking
             logger.exception("health check round failed")
 
     @property
@@ -200,10 +203,7 @@ class HealthMonitor:
                     await asyncio.wait_for(self._stop.wait(), self.interval)
                 if self._stop.is_set():
                     break
-                try:
-                    await self._round()
-                except Exception:  # a bug in a probe must not end health checking
-                    logger.exception("health check round failed")
+                await self._safe_round()
         finally:
             for task in list(self._tasks):
                 task.cancel()
