@@ -295,8 +295,27 @@ def test_strategy_fallback_and_latency_hints(
 
 
 def test_an_instance_stopped_mid_run(pool: Callable[..., Any], make_llm: Callable[..., OllamaPool]) -> None:
+    # What the user sees, whichever path the pool takes: the background health check may mark
+    # the stopped instance down before a call reaches it (then no call needs a failover).
     emulators, instances = pool(3)
     llm = make_llm(instances=instances, load_balancing={"strategy": "round_robin"})
+    answers = [llm.chat(HELLO) for _ in range(3)]
+    emulators[1].stop()
+    answers += [llm.chat(HELLO) for _ in range(6)]
+    answers += [list(llm.stream_chat(HELLO))[-1] for _ in range(3)]
+    assert all(a.message.content for a in answers)
+    assert all(a.raw["pool"]["instance_id"] != "e1" for a in answers[3:])
+
+
+def test_a_call_that_reaches_a_stopped_instance_fails_over(
+    pool: Callable[..., Any],
+    quiet_pool: Callable[..., OllamaPoolProvider],
+    make_llm: Callable[..., OllamaPool],
+) -> None:
+    # No health checks: only the calls themselves can find out that e1 stopped, so the path is
+    # the test's to assert.
+    emulators, instances = pool(3)
+    llm = make_llm(pool=quiet_pool(instances, strategy="round_robin"))
     answers = [llm.chat(HELLO) for _ in range(3)]
     emulators[1].stop()
     answers += [llm.chat(HELLO) for _ in range(6)]
