@@ -305,6 +305,12 @@ class Router:
             return Route(None, reason=self._why_none(instances, counts, req))
 
         routable = [(p, i) for p, i in eligible if i.routable(now)]
+        if not routable and not fell_back and req.require_healthy:
+            # The untried instances are all down: a healthy instance already tried in this call
+            # beats a dead one. Panic routing is for a pool with nothing routable at all.
+            again = [(p, i) for p, i in excluded if i.routable(now)]
+            if again:
+                eligible, routable, fell_back = again, again, True
         panic = not routable
         if not req.require_healthy:
             routable = eligible

@@ -305,3 +305,31 @@ async def test_a_server_process_killed_with_sigkill_mid_run_fails_no_request() -
             assert Counter(served[-30:]) == {"e1": 30}  # the dead one no longer serves
             assert pool.status()["instances"]["e0"]["state"] == "unhealthy"
             assert not first.alive
+
+
+async def test_a_retry_does_not_go_through_an_open_breaker_while_a_healthy_instance_exists(
+    ollama_emulators: Any,
+) -> None:
+    # a is healthy and answers one transient 500; b hangs and its breaker is open. The retry must
+    # go back to a, not wait out b's first-byte timeout ("panic" is for a pool with nothing routable).
+    a, b = ollama_emulators(2, models=["llama3.2"], loaded=["llama3.2"], time_scale=0.0)
+    b.set_faults(hang=True)
+    instances = [{"id": "a", "url": a.url}, {"id": "b", "url": b.url}]
+    pool = OllamaPoolProvider(
+        config={
+            "instances": instances,
+            "load_balancing": {"retry_backoff_base": 0.001, "retry_backoff_max": 0.01},
+            "timeouts": {"first_byte": 5.0},
+        },
+        health_checks=False,
+    )
+    async with pool:
+        breaker = pool.manager.get("b").breaker
+        while not breaker.is_open:
+            breaker.record_failure()
+        a.set_faults(fail_next=1)
+        started = time.monotonic()
+        reply = await pool.chat("llama3.2", MESSAGES)
+        assert reply.pool.instance_id == "a" and reply.pool.attempts == 2
+        assert b.requests_for("/api/chat") == []
+        assert time.monotonic() - started < 4  # b's hang would have cost the 5 s first-byte timeout

@@ -97,14 +97,14 @@ def test_the_router_never_picks_an_ineligible_instance(
             and i.id not in request.exclude
         ]
         assert not better
+    servable = [i for i in pool if not i.removed and set(tags) <= i.tags and i.may_serve(model)]
     if chosen.id in request.exclude:
-        # a tried instance only when no untried one could serve at all
-        others = [
-            i
-            for i in pool
-            if i.id not in request.exclude and not i.removed and set(tags) <= i.tags and i.may_serve(model)
-        ]
-        assert not others
+        # a tried instance only when no untried one could serve at all, or none of those is routable
+        others = [i for i in servable if i.id not in request.exclude]
+        assert not others or (not any(i.routable(NOW) for i in others) and not route.panic)
+    if route.panic:
+        # panic routing only when nothing in the pool that could serve is routable
+        assert not any(i.routable(NOW) for i in servable)
 
 
 @settings(max_examples=25, deadline=None)

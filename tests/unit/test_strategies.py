@@ -262,3 +262,25 @@ def test_the_routing_cache_follows_every_change_that_decides_routability() -> No
     a.priority = 5  # a static field: the pool calls invalidate() after changing it
     router.invalidate()
     assert chosen(NOW + 100) == "b"
+
+
+def test_a_retry_returns_to_a_tried_healthy_instance_rather_than_through_an_open_breaker() -> None:
+    # Panic routing is for a pool with nothing routable, not for a call that tried the only
+    # healthy instance once: b's breaker is open, a answered one transient error.
+    a, b = instance("a"), instance("b")
+    for _ in range(5):
+        b.breaker.record_failure(NOW)
+    b.state = InstanceState.UNHEALTHY
+    route = Router().select([a, b], RouteRequest(exclude=frozenset({"a"})), NOW)
+    assert route.instance is a and not route.panic
+
+
+def test_panic_only_when_nothing_in_the_pool_is_routable() -> None:
+    a, b = instance("a"), instance("b")
+    for inst in (a, b):
+        for _ in range(5):
+            inst.breaker.record_failure(NOW)
+        inst.state = InstanceState.UNHEALTHY
+    a.metrics.last_failure_at, b.metrics.last_failure_at = NOW - 1, NOW - 50
+    route = Router().select([a, b], RouteRequest(exclude=frozenset({"a"})), NOW)
+    assert route.instance is b and route.panic
