@@ -325,6 +325,8 @@ class LoadBalancingConfig(_ConfigModel):
     affinity_wait: _NonNegSeconds = 5.0
     """model_affinity: how long a call waits for a slot on an instance that has its model loaded
     before loading the model on another one (0 = load elsewhere at once)."""
+    max_retry_after: _Seconds = 60.0
+    """The longest a 503/429 keeps an instance out of rotation, whatever its Retry-After says."""
     circuit_breaker: CircuitBreakerConfig = Field(default_factory=lambda: CircuitBreakerConfig())
 
     @field_validator("circuit_breaker", mode="before")

@@ -657,8 +657,7 @@ class OllamaPoolManager:
                     inst.breaker.release()
                 if outcome == Outcome.BUSY:
                     m.busy_rejections += 1
-                    retry_after = getattr(error, "retry_after", None)
-                    inst.busy_until = now + (retry_after if retry_after else _BUSY_BACKOFF)
+                    self._mark_busy(inst, error, now)
                 elif outcome == Outcome.MODEL_MISSING and lease.model is not None:
                     inst.missing_models.add(lease.model)
                     self._router.invalidate()
@@ -682,6 +681,23 @@ class OllamaPoolManager:
             )
         self._wake_waiters(single=True)
         return outcome
+
+    def _mark_busy(self, inst: OllamaInstance, error: BaseException | None, now: float) -> None:
+        """Out of rotation for the server's Retry-After, capped: one 429 with a day-long
+        Retry-After (a misconfigured proxy) must not take an instance out for a day."""
+        cap = self.config.load_balancing.max_retry_after
+        retry_after = getattr(error, "retry_after", None)
+        status = getattr(error, "status", None)
+        answer = f"HTTP {status}" if status else "busy"
+        if retry_after:
+            wait = min(retry_after, cap)
+            capped = f", capped at {cap:g}s" if retry_after > cap else ""
+            reason = f"busy: answered {answer} with Retry-After {retry_after:g}s{capped}"
+        else:
+            wait = min(_BUSY_BACKOFF, cap)
+            reason = f"busy: answered {answer} without Retry-After, backing off {wait:g}s"
+        inst.busy_reason = reason
+        inst.busy_until = now + wait
 
     # -- the guide's API ----------------------------------------------------------------------
 

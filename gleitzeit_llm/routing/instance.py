@@ -100,6 +100,7 @@ class OllamaInstance:
         "_busy_until",
         "_state",
         "breaker",
+        "busy_reason",
         "config",
         "configured_models",
         "connect_url",
@@ -145,6 +146,7 @@ class OllamaInstance:
         self.version: str | None = None
         self.removed = False
         self._busy_until = 0.0
+        self.busy_reason: str | None = None  # why busy_until was set, for the status
         self.consecutive_probe_failures = 0
         self.consecutive_probe_successes = 0
 
@@ -280,7 +282,25 @@ class OllamaInstance:
             "version": self.version,
             "last_error": m.last_error,
             "removed": self.removed,
+            # why routing skips it now, and for how long (seconds; 0 when it is not busy)
+            "busy_for": round(max(self._busy_until - now, 0.0), 3),
+            "unavailable_reason": self.unavailable_reason(now),
         }
+
+    def unavailable_reason(self, now: float) -> str | None:
+        """Why the router skips this instance now (removed, unhealthy, breaker, busy), or None."""
+        if self.removed:
+            return "removed"
+        breaker = self.breaker.state_at(now)
+        if breaker is CircuitState.OPEN:
+            retry_at = self.breaker.retry_at()
+            left = f" for another {max(retry_at - now, 0.0):.3g}s" if retry_at is not None else ""
+            return f"circuit breaker open{left}"
+        if self.state is InstanceState.UNHEALTHY:
+            return "unhealthy"
+        if self._busy_until > now:
+            return f"{self.busy_reason or 'busy'} (for another {self._busy_until - now:.3g}s)"
+        return None
 
     def __repr__(self) -> str:
         return f"OllamaInstance(id={self.id!r}, state={self.state.value}, in_flight={self.in_flight})"

@@ -190,7 +190,7 @@ class OllamaApi:
         except ApiError as exc:
             record.error = exc.message
             if not ex.started:
-                await self._send_json(ex, exc.status, {"error": exc.message})
+                await self._send_json(ex, exc.status, {"error": exc.message}, exc.headers)
             elif not ex.finished:
                 await ex.write((dumps({"error": exc.message}) + "\n").encode())
                 await ex.end()
@@ -205,8 +205,10 @@ class OllamaApi:
             if not record.finished:  # cut, cancelled, or an error line ended the stream
                 complete()
 
-    async def _send_json(self, ex: Exchange, status: int, value: Any) -> None:
-        await ex.send(status, JSON, dumps(value).encode())
+    async def _send_json(
+        self, ex: Exchange, status: int, value: Any, headers: list[tuple[str, str]] | None = None
+    ) -> None:
+        await ex.send(status, JSON, dumps(value).encode(), headers)
 
     # -- faults ----------------------------------------------------------------------------
 
@@ -219,9 +221,12 @@ class OllamaApi:
             await self.emu._faults_changed()
 
     def _refusal_faults(self, record: RequestRecord) -> None:
-        if self.emu.faults.current.busy:
+        faults = self.emu.faults.current
+        if faults.busy:
             record.fault = "busy"
-            raise ApiError(503, BUSY_MESSAGE)
+            retry_after = faults.busy_retry_after
+            headers = None if retry_after is None else [("Retry-After", f"{retry_after:g}")]
+            raise ApiError(faults.busy_status, BUSY_MESSAGE, headers)
         drawn = self.emu.faults.draw_error()
         if drawn is not None:
             record.fault = "error"

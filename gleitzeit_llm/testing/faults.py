@@ -50,6 +50,10 @@ class Faults:
     slow_factor: float = 1.0
     #: Answer every request with 503 ``server busy, ...`` (a 503 storm).
     busy: bool = False
+    #: The status of the ``busy`` answers: 503 as Ollama's scheduler sends, or 429 as a proxy might.
+    busy_status: int = 503
+    #: A ``Retry-After`` header (seconds) on the ``busy`` answers; none by default, like Ollama.
+    busy_retry_after: float | None = None
     affect_probes: bool = False
 
     def to_dict(self) -> dict[str, Any]:

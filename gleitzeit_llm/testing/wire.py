@@ -35,10 +35,11 @@ _MAX_INT64_NS = 2**63 - 1
 class ApiError(Exception):
     """An error answer: ``{"error": message}`` with an HTTP status."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: list[tuple[str, str]] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers
 
 
 # ---------------------------------------------------------------------------------------------

@@ -333,3 +333,19 @@ async def test_a_retry_does_not_go_through_an_open_breaker_while_a_healthy_insta
         assert reply.pool.instance_id == "a" and reply.pool.attempts == 2
         assert b.requests_for("/api/chat") == []
         assert time.monotonic() - started < 4  # b's hang would have cost the 5 s first-byte timeout
+
+
+async def test_a_429_with_a_day_long_retry_after_takes_the_instance_out_for_the_cap_only(
+    ollama_emulators: Any,
+) -> None:
+    a, b = ollama_emulators(2, models=["llama3.2"], loaded=["llama3.2"], time_scale=0.0)
+    a.set_faults(busy=True, busy_status=429, busy_retry_after=86400)
+    instances = [{"id": "a", "url": a.url}, {"id": "b", "url": b.url}]
+    settings = {"strategy": "round_robin", "max_retry_after": 30, "retry_backoff_base": 0.001}
+    async with OllamaPoolProvider(instances=instances, load_balancing=settings, health_checks=False) as pool:
+        reply = await pool.chat("llama3.2", MESSAGES)  # round robin starts at a: 429, then b
+        assert reply.pool.instance_id == "b" and reply.pool.attempts == 2
+        info = pool.status()["instances"]["a"]
+        assert info["state"] != "unhealthy" and info["active_requests"] == 0
+        assert 0 < info["busy_for"] <= 30
+        assert "HTTP 429" in info["unavailable_reason"] and "86400" in info["unavailable_reason"]

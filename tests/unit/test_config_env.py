@@ -132,7 +132,8 @@ def test_the_variable_table_maps_every_variable_to_its_field():
         "recovery_timeout",
     )
     assert ENV_VARIABLES["GLEITZEIT_OLLAMA_TIMEOUT_FIRST_BYTE"] == ("timeouts", "first_byte")
-    assert len(ENV_VARIABLES) == 20
+    assert ENV_VARIABLES["GLEITZEIT_OLLAMA_MAX_RETRY_AFTER"] == ("load_balancing", "max_retry_after")
+    assert len(ENV_VARIABLES) == 21
 
 
 def test_docs_list_every_variable():

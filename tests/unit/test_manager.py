@@ -238,3 +238,26 @@ async def test_a_model_missing_on_one_instance_is_routed_elsewhere_until_it_serv
         async with pool.lease(model="llama3.2") as lease:
             seen.add(lease.instance_id)
     assert seen == {"i0", "i1"}
+
+
+async def test_a_day_long_retry_after_is_capped_and_status_says_why_and_until_when() -> None:
+    now = [1000.0]
+    pool = manager(1, clock=lambda: now[0], load_balancing={"max_retry_after": 60})
+    lease = await pool.acquire(pool.route_request("llama3.2"))
+    pool.finish(lease, InstanceBusyError("too many requests", retry_after=86400.0, status=429))
+    info = pool.status()["instances"]["i0"]
+    assert info["busy_for"] == 60.0
+    assert "Retry-After 86400s" in info["unavailable_reason"]
+    assert "capped at 60s" in info["unavailable_reason"]
+    with pytest.raises(PoolSaturatedError):
+        await pool.acquire(pool.route_request("llama3.2"), timeout=0)
+    now[0] += 60.5
+    info = pool.status()["instances"]["i0"]
+    assert info["busy_for"] == 0 and info["unavailable_reason"] is None
+    pool.finish(await pool.acquire(pool.route_request("llama3.2"), timeout=0))
+
+
+def test_max_retry_after_is_a_setting_with_a_sane_default() -> None:
+    assert manager(1).config.load_balancing.max_retry_after == 60.0
+    with pytest.raises(ConfigError, match="max_retry_after"):
+        manager(1, load_balancing={"max_retry_after": 0})
