@@ -595,8 +595,16 @@ class OllamaPoolManager:
         keep_alive: float | None = None,
         cold_load: bool = False,
         response_time: float | None = None,
+        eval_duration: float | None = None,
+        caller_paced: bool = False,
     ) -> str:
-        """Release a lease and learn from how it ended; returns the outcome. Idempotent."""
+        """Release a lease and learn from how it ended; returns the outcome. Idempotent.
+
+        ``eval_duration`` is the server's own generation time (seconds) for ``output_tokens``:
+        the time per token is learned from it when present. ``caller_paced`` says the wall time
+        after the first chunk followed the caller's reading (a stream), so without the server's
+        figures no time per token is learned from it.
+        """
         with self._lock:
             if lease.finished:
                 return Outcome.CANCELLED
@@ -624,7 +632,9 @@ class OllamaPoolManager:
                 if not cold_load:  # a model load says nothing about the instance's speed
                     m.ttft.observe(first, now)
                 if output_tokens and not cold_load:
-                    if output_tokens > 1 and duration > first:
+                    if eval_duration:  # the server's own pace, whoever read the answer how fast
+                        m.tpot.observe(eval_duration / output_tokens, now)
+                    elif output_tokens > 1 and duration > first and not caller_paced:
                         m.tpot.observe((duration - first) / (output_tokens - 1), now)
                     self._router.observe_output_tokens(output_tokens)
                 if inst.note_served(lease.model, now, keep_alive):

@@ -298,7 +298,15 @@ class _Call:
             holder[0] = dataclasses.replace(holder[0], duration=time.monotonic() - self.started)
         if error is None and not getattr(final, "done", True):
             error = asyncio.CancelledError()
-        self.provider.manager.finish(lease, error, **(self.finish_kwargs(final) if error is None else {}))
+        learned: dict[str, Any] = {}
+        if error is None:
+            learned = self.finish_kwargs(final)
+            # The wall time of a stream is the caller's reading pace: the server's is the first
+            # chunk plus its own eval_duration, when it reports one.
+            learned["caller_paced"] = True
+            if learned.get("eval_duration") and lease.first_chunk_at is not None:
+                learned["response_time"] = lease.first_chunk_at - lease.started + learned["eval_duration"]
+        self.provider.manager.finish(lease, error, **learned)
 
     def open_stream(self, transport: Any) -> Any:
         opener = transport.stream_chat if self.kind == "chat" else transport.stream_generate
@@ -348,8 +356,10 @@ class _Call:
         if final is None:
             return {}
         load = getattr(final, "load_duration", None)
+        eval_ns = getattr(final, "eval_duration", None)
         return {
             "output_tokens": getattr(final, "eval_count", None),
+            "eval_duration": eval_ns / 1e9 if eval_ns else None,
             "prompt_tokens": getattr(final, "prompt_eval_count", None),
             "keep_alive": keep_alive_seconds(getattr(self.request, "keep_alive", None)),
             "cold_load": bool(load and load / 1e9 > COLD_LOAD_THRESHOLD),

@@ -4,6 +4,7 @@ from the pool's answers and the emulators' own request logs."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from typing import Any
 
@@ -226,3 +227,27 @@ async def test_a_cold_load_refreshes_residency_at_once(ollama_emulators: Any) ->
         while monitor.rounds == rounds:  # noqa: ASYNC110 - the round runs on the monitor's thread
             await asyncio.sleep(0.01)
         assert set(inst.loaded_models) == {"llama3.2:latest"}
+
+
+async def test_a_slow_reader_does_not_make_the_server_look_slow(ollama_emulators: Any) -> None:
+    # latency_based must measure the server (time to the first chunk, the server's own
+    # eval_duration per token), never the pace at which a caller reads a stream.
+    a, b = ollama_emulators(
+        2, models=["llama3.2"], loaded=["llama3.2"], reply_tokens=20, tokens_per_second=1000.0, ttft=0.01
+    )
+    instances = [{"id": "a", "url": a.url, "tags": ["a"]}, {"id": "b", "url": b.url, "tags": ["b"]}]
+    pool = OllamaPoolProvider(
+        instances=instances, load_balancing={"strategy": "latency_based"}, health_checks=False
+    )
+    async with pool:
+        for tag in ("a", "b"):
+            await pool.chat("llama3.2", MESSAGES, instance_tags=[tag])
+        async with pool.stream_chat("llama3.2", MESSAGES, instance_tags=["a"]) as stream:
+            async for _ in stream:
+                await asyncio.sleep(0.05)  # the caller, not the server, is slow
+        now = time.monotonic()
+        expected = pool.manager._router.expected_tokens
+        slow_reader = pool.manager.get("a").latency_estimate(now, expected)
+        other = pool.manager.get("b").latency_estimate(now, expected)
+        assert slow_reader is not None and other is not None
+        assert slow_reader < 3 * other, (slow_reader, other)
