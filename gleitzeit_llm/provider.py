@@ -25,6 +25,7 @@ import random
 import re
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -388,14 +389,19 @@ class _Call:
 class PoolStream(Generic[_R]):
     """An async stream of chunks from one instance; ``pool`` says which, once the first chunk arrived.
 
-    Use it with ``async for``; leaving early (``break``, an exception, cancellation) releases the
-    instance's slot and closes the connection. ``async with`` or :meth:`aclose` do the same
-    explicitly.
+    Use it as ``async with provider.stream_chat(...) as stream: async for chunk in stream: ...``.
+    Leaving the block (``break``, ``return``, an exception, cancellation) releases the instance's
+    slot and closes the connection, which stops the generation on the server, at that moment.
+    A stream read to its end releases by itself. A stream left early *without* ``async with`` or
+    :meth:`aclose` stays open while it is referenced (Python gives a plain ``break`` no hook);
+    when it is garbage-collected the event loop closes it and a ``ResourceWarning`` says so, as
+    httpx does for an unclosed client.
     """
 
     def __init__(self, agen: AsyncIterator[_R], holder: list[PoolInfo]) -> None:
         self._agen = agen
         self._holder = holder
+        self._open = False  # started and not yet ended or closed: what an unclosed warning means
 
     @property
     def pool(self) -> PoolInfo | None:
@@ -405,9 +411,16 @@ class PoolStream(Generic[_R]):
         return self
 
     async def __anext__(self) -> _R:
-        return await self._agen.__anext__()
+        self._open = True
+        try:
+            return await self._agen.__anext__()
+        except BaseException:
+            self._open = False  # ended, failed or cancelled: the generator has released
+            raise
 
     async def aclose(self) -> None:
+        """Release the slot and close the connection now (idempotent)."""
+        self._open = False
         await self._agen.aclose()  # type: ignore[attr-defined]
 
     async def __aenter__(self) -> PoolStream[_R]:
@@ -416,13 +429,20 @@ class PoolStream(Generic[_R]):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
+    def __del__(self) -> None:
+        if self._open:
+            # The generator's own finaliser (asyncio's asyncgen hooks) schedules its aclose().
+            _warn_unclosed(self, "async with provider.stream_chat(...) as stream")
+
 
 class SyncPoolStream(Generic[_R]):
-    """The sync twin of :class:`PoolStream`."""
+    """The sync twin of :class:`PoolStream`: ``with provider.stream_chat_sync(...) as stream:``
+    releases the slot and closes the connection the moment the block is left."""
 
     def __init__(self, gen: Iterator[_R], holder: list[PoolInfo]) -> None:
         self._gen = gen
         self._holder = holder
+        self._open = False
 
     @property
     def pool(self) -> PoolInfo | None:
@@ -432,9 +452,16 @@ class SyncPoolStream(Generic[_R]):
         return self
 
     def __next__(self) -> _R:
-        return next(self._gen)
+        self._open = True
+        try:
+            return next(self._gen)
+        except BaseException:
+            self._open = False
+            raise
 
     def close(self) -> None:
+        """Release the slot and close the connection now (idempotent)."""
+        self._open = False
         self._gen.close()  # type: ignore[attr-defined]
 
     def __enter__(self) -> SyncPoolStream[_R]:
@@ -442,6 +469,20 @@ class SyncPoolStream(Generic[_R]):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def __del__(self) -> None:
+        if self._open:
+            _warn_unclosed(self, "with provider.stream_chat_sync(...) as stream")
+            self.close()
+
+
+def _warn_unclosed(stream: object, form: str) -> None:
+    warnings.warn(
+        f"unclosed {type(stream).__name__}: a stream left before its end holds a slot and a "
+        f"connection until it is closed; use '{form}:' or close it",
+        ResourceWarning,  # no source=: a recorded warning would keep the stream alive
+        stacklevel=2,
+    )
 
 
 class _LoopTransports:

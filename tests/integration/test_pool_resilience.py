@@ -156,9 +156,10 @@ async def test_100_cancelled_streams_leave_every_count_at_zero(ollama_emulators:
         streaming = asyncio.Event()
 
         async def consume_one_chunk() -> None:
-            async for _ in pool.stream_chat("llama3.2", MESSAGES):
-                streaming.set()
-                await asyncio.sleep(10)  # parked mid-stream until cancelled
+            async with pool.stream_chat("llama3.2", MESSAGES) as stream:
+                async for _ in stream:
+                    streaming.set()
+                    await asyncio.sleep(10)  # parked mid-stream until cancelled
 
         tasks = [asyncio.ensure_future(consume_one_chunk()) for _ in range(100)]
         await streaming.wait()  # streams are open; the rest wait for slots or are in flight
