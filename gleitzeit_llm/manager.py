@@ -39,7 +39,7 @@ from gleitzeit_llm.observability.events import (
     RequestFinished,
     RoutingDecision,
 )
-from gleitzeit_llm.ollama.names import model_key
+from gleitzeit_llm.ollama.names import model_key, spelling_key
 from gleitzeit_llm.routing.breaker import CircuitBreaker, CircuitState
 from gleitzeit_llm.routing.health import HealthMonitor, ProbeResult, ProbeTarget
 from gleitzeit_llm.routing.instance import InstanceState, OllamaInstance
@@ -90,6 +90,7 @@ class Lease:
     finished: bool = False
     first_chunk_at: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    spelling: str | None = None  # spelling_key of the name routed (model is its model_key)
 
     @property
     def url(self) -> str:
@@ -147,6 +148,20 @@ def _classify(exc: BaseException | None) -> str:
     if isinstance(exc, InstanceBusyError):
         return Outcome.BUSY
     return Outcome.FAILURE
+
+
+def _missing_spelling(lease: Lease, error: BaseException | None) -> str:
+    """What a 404 is learned for: exactly the spelling the server could not resolve.
+
+    Ollama's ``model 'X' not found`` names the request's model verbatim, which the error keeps
+    as ``model``; a different spelling of the same model may still resolve there (lookups are
+    case-sensitive on some routes and versions), so it is not marked missing.
+    """
+    named = getattr(error, "model", None)
+    if isinstance(named, str):
+        with contextlib.suppress(RequestError):
+            return spelling_key(named)
+    return lease.spelling or lease.model or ""
 
 
 def _build_config(
@@ -415,6 +430,7 @@ class OllamaPoolManager:
             raise RequestError(f"model must be a non-empty string, got {model!r}", field="model")
         return RouteRequest(
             model=model_key(model) if model else None,
+            spelling=spelling_key(model) if model else None,
             strategy=name,
             tags=wanted,
             max_latency=None if max_latency is None else float(max_latency) / 1000.0,
@@ -440,7 +456,13 @@ class OllamaPoolManager:
                 probe = True
             inst.acquire(request.model)
             lease = Lease(
-                inst, request.model, time.monotonic(), attempt=attempt, probe=probe, panic=route.panic
+                inst,
+                request.model,
+                time.monotonic(),
+                attempt=attempt,
+                probe=probe,
+                panic=route.panic,
+                spelling=request.spelling,
             )
         if self.events.active:
             self.events.emit(
@@ -637,7 +659,7 @@ class OllamaPoolManager:
                     elif output_tokens > 1 and duration > first and not caller_paced:
                         m.tpot.observe((duration - first) / (output_tokens - 1), now)
                     self._router.observe_output_tokens(output_tokens)
-                if inst.note_served(lease.model, now, keep_alive):
+                if inst.note_served(lease.model, now, keep_alive, lease.spelling):
                     self._router.invalidate()
                 if inst.breaker.state_at(now) is CircuitState.OPEN:
                     inst.breaker.reset()  # a panic attempt got through: the instance is back
@@ -669,7 +691,7 @@ class OllamaPoolManager:
                     m.busy_rejections += 1
                     self._mark_busy(inst, error, now)
                 elif outcome == Outcome.MODEL_MISSING and lease.model is not None:
-                    inst.missing_models.add(lease.model)
+                    inst.missing_models.add(_missing_spelling(lease, error))
                     self._router.invalidate()
                 elif outcome == Outcome.CALLER_ERROR:
                     m.total_requests += 1

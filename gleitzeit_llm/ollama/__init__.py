@@ -35,7 +35,7 @@ from gleitzeit_llm.ollama.models import (
     aggregate_generate,
     fold_wire_chunks,
 )
-from gleitzeit_llm.ollama.names import model_key, normalize_model_name, same_model
+from gleitzeit_llm.ollama.names import model_key, normalize_model_name, same_model, spelling_key
 from gleitzeit_llm.ollama.stream import NDJSONDecoder, aiter_ndjson, iter_ndjson
 from gleitzeit_llm.ollama.timeouts import Timeouts
 from gleitzeit_llm.ollama.transport import (
@@ -81,4 +81,5 @@ __all__ = [
     "parse_retry_after",
     "redact_url",
     "same_model",
+    "spelling_key",
 ]

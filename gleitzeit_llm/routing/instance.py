@@ -142,7 +142,9 @@ class OllamaInstance:
         self.in_flight_by_model: dict[str, int] = {}
         self.installed_models: frozenset[str] | None = None  # from /api/tags; None = not known yet
         self.loaded_models: dict[str, float] = {}  # model -> clock time it stays resident until
-        self.missing_models: set[str] = set()  # answered 404 since the last /api/tags refresh
+        # Spellings (spelling_key) answered 404 since the last /api/tags refresh: a 404 proves
+        # only that this spelling cannot be resolved here (lookups may be case-sensitive).
+        self.missing_models: set[str] = set()
         self.version: str | None = None
         self.removed = False
         self._busy_until = 0.0
@@ -180,10 +182,11 @@ class OllamaInstance:
     def utilisation(self) -> float:
         return self.in_flight / self.max_concurrent
 
-    def may_serve(self, model: str | None) -> bool:
-        """Whether the model can run here, as far as the pool knows (normalised name)."""
+    def may_serve(self, model: str | None, spelling: str | None = None) -> bool:
+        """Whether the model can run here, as far as the pool knows: ``model`` is the model_key,
+        ``spelling`` the spelling_key of the name sent (``model`` when not given)."""
         return model is None or (
-            model not in self.missing_models
+            (model if spelling is None else spelling) not in self.missing_models
             and (not self.configured_models or model in self.configured_models)
             and (self.installed_models is None or model in self.installed_models)
         )
@@ -217,11 +220,13 @@ class OllamaInstance:
             else:
                 self.in_flight_by_model.pop(model, None)
 
-    def note_served(self, model: str | None, now: float, keep_alive: float | None = None) -> bool:
+    def note_served(
+        self, model: str | None, now: float, keep_alive: float | None = None, spelling: str | None = None
+    ) -> bool:
         """The model answered here, so it is resident for its keep_alive from now.
 
-        Returns True when this changed whether the model may be served here (it had been
-        marked missing), so cached routing filters must be forgotten.
+        Returns True when this changed whether the model may be served here (this spelling had
+        been marked missing), so cached routing filters must be forgotten.
         """
         if model is None:
             return False
@@ -230,8 +235,9 @@ class OllamaInstance:
             self.loaded_models.pop(model, None)
         else:
             self.loaded_models[model] = float("inf") if residency < 0 else now + residency
-        if model in self.missing_models:
-            self.missing_models.discard(model)
+        answered = model if spelling is None else spelling
+        if answered in self.missing_models:
+            self.missing_models.discard(answered)
             return True
         return False
 

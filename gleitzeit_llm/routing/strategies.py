@@ -42,7 +42,13 @@ class _Routable:
 
 @dataclass(frozen=True)
 class RouteRequest:
-    """What the router needs to know about one request (model already normalised)."""
+    """What the router needs to know about one request (model already normalised).
+
+    ``model`` is the case-folded :func:`~gleitzeit_llm.ollama.names.model_key` (matched against
+    what instances have installed and loaded); ``spelling`` the
+    :func:`~gleitzeit_llm.ollama.names.spelling_key` of the name as sent (matched against the
+    404s learned for it). Without ``spelling``, ``model`` stands for both.
+    """
 
     model: str | None = None
     strategy: str = "least_loaded"
@@ -51,6 +57,7 @@ class RouteRequest:
     exclude: frozenset[str] = frozenset()  # instance ids already tried in this call
     require_healthy: bool = True  # False: unhealthy instances and open breakers count as eligible
     allow_cold: bool = True  # model_affinity: False waits for a full instance that has the model loaded
+    spelling: str | None = None
 
 
 @dataclass(frozen=True)
@@ -156,13 +163,14 @@ class Router:
         # (instances list, tags, model) -> the instances that pass the filters that change only
         # when the pool's configuration or knowledge changes (removed, tags, model present).
         self._static: dict[
-            tuple[int, frozenset[str], str | None], tuple[object, list[tuple[int, OllamaInstance]]]
+            tuple[int, frozenset[str], str | None, str | None],
+            tuple[object, list[tuple[int, OllamaInstance]]],
         ] = {}
 
         # The same key -> the static candidates that pass the filters that change with health
         # (state, breaker, busy), by priority tier; valid while the routing epoch stands still
         # and until the first busy mark or open breaker in it runs out.
-        self._dynamic: dict[tuple[int, frozenset[str], str | None], _Routable] = {}
+        self._dynamic: dict[tuple[int, frozenset[str], str | None, str | None], _Routable] = {}
 
     def invalidate(self) -> None:
         """Forget cached filter results: call after changing ``removed``, ``tags``, ``priority``,
@@ -173,15 +181,15 @@ class Router:
     def _static_candidates(
         self, instances: Sequence[OllamaInstance], req: RouteRequest
     ) -> list[tuple[int, OllamaInstance]]:
-        key = (id(instances), req.tags, req.model)
+        key = (id(instances), req.tags, req.model, req.spelling)
         hit = self._static.get(key)
         if hit is not None and hit[0] is instances:  # the entry holds the list, so ids cannot be reused
             return hit[1]
-        tags, model = req.tags, req.model
+        tags, model, spelling = req.tags, req.model, req.spelling
         found = [
             (position, inst)
             for position, inst in enumerate(instances)
-            if not inst.removed and (not tags or tags <= inst.tags) and inst.may_serve(model)
+            if not inst.removed and (not tags or tags <= inst.tags) and inst.may_serve(model, spelling)
         ]
         if len(self._static) >= _STATIC_CACHE_SIZE:
             self._static.clear()
@@ -197,7 +205,7 @@ class Router:
         """The routable static candidates by ascending priority, each tier with "may hold a
         degraded instance"; None when a half-open breaker needs the live check."""
         static = self._static_candidates(instances, req)
-        key = (id(instances), req.tags, req.model)
+        key = (id(instances), req.tags, req.model, req.spelling)
         hit = self._dynamic.get(key)
         tick = epoch.current()
         if (
@@ -291,7 +299,7 @@ class Router:
                 counts["removed"] += 1
             elif req.tags and not req.tags <= inst.tags:
                 counts["tags"] += 1
-            elif req.model is not None and not inst.may_serve(req.model):
+            elif req.model is not None and not inst.may_serve(req.model, req.spelling):
                 counts["model"] += 1
             elif req.exclude and inst.id in req.exclude:
                 excluded.append((position, inst))
@@ -400,7 +408,7 @@ class Router:
             )
             parts.append(
                 instances_that(counts["model"], "does not have", "do not have")
-                + f" model {req.model!r}{where}"
+                + f" model {req.spelling or req.model!r}{where}"
             )
         if counts["removed"]:
             parts.append(instances_that(counts["removed"], "was", "were") + " removed")

@@ -27,7 +27,8 @@ from gleitzeit_llm.testing.generation import (
     split_tokens,
 )
 from gleitzeit_llm.testing.http import ConnectionDropped, Exchange, HttpRequest
-from gleitzeit_llm.testing.models import EmulatedModel, lookup_key
+from gleitzeit_llm.testing.models import EmulatedModel, resolve
+from gleitzeit_llm.testing.names import folds_case, parse_name
 from gleitzeit_llm.testing.requestlog import RequestRecord
 from gleitzeit_llm.testing.scheduler import Lease
 from gleitzeit_llm.testing.wire import (
@@ -127,9 +128,8 @@ def _thinks(think: bool | str | None) -> bool:
 
 
 def _valid_name(name: str) -> bool:
-    # model.ParseName(...).IsValid(): a non-empty model part without spaces.
-    base = name.rsplit("/", 1)[-1].split(":", 1)[0]
-    return bool(base) and not any(ch.isspace() for ch in name)
+    """``model.ParseName(name).IsValid()``."""
+    return parse_name(name).is_valid()
 
 
 @dataclass
@@ -253,7 +253,7 @@ class OllamaApi:
         record.model = name or None
         if not name:
             raise ApiError(400, "model is required")
-        model = self._find(name)
+        model = self._find(name, "show")
         record.model_name = model.name
         await self._send_json(ex, 200, model.show())
 
@@ -272,9 +272,13 @@ class OllamaApi:
         record.format = body.get("format")
         return body
 
-    def _find(self, name: str) -> EmulatedModel:
-        model = self.emu._models.get(lookup_key(name)) if name else None
+    def _find(self, name: str, route: str) -> EmulatedModel:
+        """The model ``route`` reaches for ``name``, resolved as the reported version does (404 if none)."""
+        fold = folds_case(route, self.emu.settings.version)
+        model = resolve(self.emu._models, name, fold_case=fold) if name else None
         if model is None:
+            if route == "embed":  # EmbedHandler leaves the lookup to the scheduler (handleScheduleError)
+                raise ApiError(404, f"model {go_quote(name)} not found, try pulling it first")
             raise ApiError(404, f"model '{name}' not found")
         return model
 
@@ -312,7 +316,7 @@ class OllamaApi:
         if not _valid_name(name):
             raise ApiError(400, "model is required")
         _check_top_logprobs(body)
-        model = self._find(name)
+        model = self._find(name, "chat")
         record.model_name = model.name
         if not messages and keep_alive == 0:
             record.action = "unload"
@@ -369,7 +373,7 @@ class OllamaApi:
             # Ollama keeps answering 404 here for compatibility ("ideally invalid model name").
             raise ApiError(404, f"model '{name}' not found")
         _check_top_logprobs(body)
-        model = self._find(name)
+        model = self._find(name, "generate")
         record.model_name = model.name
         prompt = body.get("prompt") or ""
         if not prompt and keep_alive == 0:
@@ -722,7 +726,7 @@ class OllamaApi:
         else:
             raise ApiError(400, "invalid input type")
         name = body.get("model") or ""
-        model = self._find(name)
+        model = self._find(name, "embed")
         record.model_name = model.name
         self._refusal_faults(record)
         lease = await self._acquire(model, keep_alive, body, record)
@@ -803,7 +807,7 @@ class OllamaApi:
         name = body.get("model") or ""
         if not _valid_name(name):
             raise ApiError(400, "model is required")
-        model = self.emu._models.get(lookup_key(name))
+        model = resolve(self.emu._models, name, fold_case=folds_case("embeddings", self.emu.settings.version))
         if model is None:  # the scheduler's (older) wording: this route does not look up first
             raise ApiError(404, f"model {go_quote(name)} not found, try pulling it first")
         record.model_name = model.name

@@ -423,7 +423,7 @@ class OllamaEmulator:
             r
             for r in self.log.snapshot()
             if (path is None or r.path == path)
-            and (key is None or (r.model_name or r.model or "").lower() == key)
+            and (key is None or lookup_key(r.model_name or r.model or "") == key)
         ]
 
     def clear_log(self) -> None:

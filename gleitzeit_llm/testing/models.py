@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from gleitzeit_llm.testing.names import OllamaName, display_shortest, parse_name
 from gleitzeit_llm.testing.wire import format_local
 
 __all__ = ["CAPABILITIES", "EmulatedModel", "ModelSpec", "as_models", "normalize_name"]
@@ -17,17 +18,17 @@ CAPABILITIES = ("completion", "tools", "thinking", "vision", "embedding", "inser
 
 
 def normalize_name(name: str) -> str:
-    """``llama3.2`` -> ``llama3.2:latest``; a name that has a tag is returned unchanged.
+    """The name as ``/api/tags`` lists it (Ollama's ``DisplayShortest``), case kept.
 
-    Like Ollama, the comparison is case-insensitive; callers compare ``normalize_name(x).lower()``.
+    ``llama3.2``, ``library/llama3.2`` and ``registry.ollama.ai/library/llama3.2:latest`` all
+    become ``llama3.2:latest``; ``hf.co/org/repo:Q4_K_M`` keeps its host and namespace.
     """
-    name = name.strip()
-    last = name.rsplit("/", 1)[-1]
-    return name if ":" in last else f"{name}:latest"
+    return display_shortest(parse_name(name.strip()))
 
 
 def _key(name: str) -> str:
-    return normalize_name(name).lower()
+    # EqualFold on every part, as getExistingName compares them
+    return normalize_name(name).casefold()
 
 
 # Metadata of well-known models, so that ``models=["qwen3", "nomic-embed-text"]`` behaves like the
@@ -90,12 +91,16 @@ class EmulatedModel:
     #: When the model was "pulled" (Unix seconds); defaults to creation time.
     modified_at: float | None = None
     _key: str = field(default="", init=False, repr=False, compare=False)
+    _path: OllamaName = field(default=OllamaName("", "", "", ""), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
             raise ValueError("EmulatedModel needs a non-empty name")
+        if not parse_name(self.name.strip()).is_valid():
+            raise ValueError(f"{self.name!r} is not a model name Ollama accepts")
         self.name = normalize_name(self.name)
-        self._key = self.name.lower()
+        self._key = self.name.casefold()
+        self._path = parse_name(self.name)
         base = self._key.rsplit("/", 1)[-1].split(":", 1)[0]
         entry = _CATALOGUE.get(base)
         if entry is None:
@@ -118,8 +123,13 @@ class EmulatedModel:
 
     @property
     def key(self) -> str:
-        """Case-insensitive lookup key (``name:tag`` lower-cased)."""
+        """Case-insensitive lookup key (the listed name, case-folded)."""
         return self._key
+
+    @property
+    def path(self) -> OllamaName:
+        """Where the manifest lives: ``host/namespace/model/tag``, case kept."""
+        return self._path
 
     def has(self, capability: str) -> bool:
         """Whether the model reports ``capability``."""
@@ -234,3 +244,15 @@ def as_models(specs: Iterable[ModelSpec]) -> dict[str, EmulatedModel]:
 def lookup_key(name: str) -> str:
     """The key a requested model name is looked up under."""
     return _key(name)
+
+
+def resolve(models: Mapping[str, EmulatedModel], name: str, *, fold_case: bool) -> EmulatedModel | None:
+    """The installed model a request for ``name`` reaches, or None (a 404).
+
+    With ``fold_case`` every part matches case-insensitively (``getExistingName``); without, the
+    manifest path of the spelling as sent must exist, as on a case-sensitive file system.
+    """
+    model = models.get(_key(name))
+    if model is None or fold_case:
+        return model
+    return model if parse_name(name) == model.path else None
