@@ -91,7 +91,9 @@ def test_every_command_has_help(command: str) -> None:
 
 
 def test_status_table_shows_state_breaker_and_models(ollama_emulators: Any) -> None:
-    up, down = ollama_emulators(2, models=["llama3.2", "qwen3"], loaded=["qwen3"])
+    # Resident for good: at the fixtures' time scale the default 5 min keep_alive is 3 real
+    # seconds, less than a busy machine takes to start the command (1 run in 18 saw it expire).
+    up, down = ollama_emulators(2, models=["llama3.2", "qwen3"], loaded=["qwen3"], keep_alive=-1)
     down.stop()
     result = run("status", env=pool_env(up, down))
     assert result.returncode == 0, result.stderr
@@ -218,7 +220,7 @@ def test_emulate_usage_mistakes_exit_2() -> None:
 
 
 def test_metrics_serves_the_pool_and_status_reads_it(ollama_emulators: Any) -> None:
-    up, down = ollama_emulators(2, models=["llama3.2"], loaded=["llama3.2"])
+    up, down = ollama_emulators(2, models=["llama3.2"], loaded=["llama3.2"], keep_alive=-1)
     down.stop()
     proc = subprocess.Popen(
         [*CLI, "metrics", "--port", "0"],
