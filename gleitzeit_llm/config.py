@@ -462,7 +462,8 @@ def _existing_file(path: str, what: str) -> None:
 
 
 def _tls_reason(exc: Exception) -> str:
-    return getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+    text = str(exc.args[1]) if isinstance(exc, OSError) and len(exc.args) > 1 else str(exc)
+    return re.sub(r"\s*\(_ssl\.c:\d+\)", "", text) or type(exc).__name__
 
 
 def _load_tls(
@@ -474,7 +475,12 @@ def _load_tls(
     try:
         tls_verify(verify, cert, key)
     except (ssl.SSLError, OSError, ValueError) as exc:
-        raise _Invalid(f"{what}: {_tls_reason(exc)}", hint=hint, sub_loc=(field,) if field else ()) from None
+        raise _Invalid(
+            f"{what}: {_tls_reason(exc)}",
+            hint=hint,
+            sub_loc=(field,) if field else (),
+            value=cert if field else verify,
+        ) from None
 
 
 def _string_list(value: Any) -> Any:
@@ -552,7 +558,7 @@ class InstanceConfig(_ConfigModel):
                 None,
                 "",
                 "not a PEM CA bundle",
-                "a file of PEM certificates (-----BEGIN CERTIFICATE-----), or true/false",
+                "expected a file of PEM certificates (-----BEGIN CERTIFICATE-----), or true/false",
             )
         return value
 
@@ -576,7 +582,7 @@ class InstanceConfig(_ConfigModel):
                 self.client_key,
                 "client_cert",
                 "the client certificate cannot be loaded",
-                "a PEM certificate with its key, in client_cert or in client_key",
+                "expected a PEM certificate with its key, in client_cert or in client_key",
             )
         return self
 

@@ -494,14 +494,14 @@ class OllamaPoolProvider:
         through them (once per event loop). When it returns, every instance that answered has one
         open connection that the first call reuses; one whose transport cannot be built is marked
         unhealthy without disturbing the others' probes."""
-        if self._connections.loop_is_warm():
+        if self._closed or self._connections.loop_is_warm():
             return
         await self.manager.initialize(self._probe_transport)
         await self._connections.mark_loop_warm()
 
     def initialize_sync(self) -> None:
         """Sync twin of :meth:`initialize`: warms the transports of sync calls."""
-        if self._connections.sync_warm:
+        if self._closed or self._connections.sync_warm:
             return
         self.manager.start(self._probe_transport_sync)
         self._connections.sync_warm = True

@@ -5,7 +5,10 @@ and ``GET /api/ps`` (resident models). None of these loads a model or touches ke
 
 The monitor runs on its own event loop in a daemon thread, so sync scripts, async programs and
 programs that run several event loops one after the other all get the same background checks,
-and a busy caller loop cannot delay them.
+and a busy caller loop cannot delay them. The provider's ``initialize()`` runs one round on the
+caller's loop instead, through the caller's transports (:meth:`HealthMonitor.round_with`), so
+their connections are open before the first call. Each probe builds its own transport: one that
+cannot be built fails that probe, not the round.
 """
 
 from __future__ import annotations
