@@ -22,6 +22,7 @@ import ipaddress
 import logging
 import os
 import re
+import ssl
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -34,6 +35,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic import model_validator as _model_validator
 
 from gleitzeit_llm.errors import ConfigError
+from gleitzeit_llm.ollama.tls import tls_verify
 
 __all__ = [
     "DEFAULT_OLLAMA_PORT",
@@ -461,6 +463,28 @@ def _existing_file(path: str, what: str) -> None:
         raise _Invalid(f"no such file: {path}", hint=f"expected {what}")
 
 
+def _tls_reason(exc: Exception) -> str:
+    text = str(exc.args[1]) if isinstance(exc, OSError) and len(exc.args) > 1 else str(exc)
+    return re.sub(r"\s*\(_ssl\.c:\d+\)", "", text) or type(exc).__name__
+
+
+def _load_tls(
+    verify: bool | str, cert: str | None, key: str | None, field: str, what: str, hint: str
+) -> None:
+    # Parsed now, not at the first request: a file that is not PEM is a configuration error that
+    # names the field, not an SSLError out of some call. tls_verify caches the context, so the
+    # transports use the one made here.
+    try:
+        tls_verify(verify, cert, key)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise _Invalid(
+            f"{what}: {_tls_reason(exc)}",
+            hint=hint,
+            sub_loc=(field,) if field else (),
+            value=cert if field else verify,
+        ) from None
+
+
 def _string_list(value: Any) -> Any:
     """``"a, b"`` -> ``["a", "b"]``; ``None`` -> ``[]``."""
     if value is None:
@@ -530,6 +554,14 @@ class InstanceConfig(_ConfigModel):
             return value.strip().lower() in ("true", "yes", "1", "on")
         if isinstance(value, str):
             _existing_file(value, "a CA bundle (PEM) path, or true/false")
+            _load_tls(
+                value,
+                None,
+                None,
+                "",
+                "not a PEM CA bundle",
+                "expected a file of PEM certificates (-----BEGIN CERTIFICATE-----), or true/false",
+            )
         return value
 
     @field_validator("client_cert", "client_key")
@@ -544,6 +576,15 @@ class InstanceConfig(_ConfigModel):
         if self.client_key and not self.client_cert:
             raise _Invalid(
                 "client_key without client_cert", hint="give client_cert too", sub_loc=("client_key",)
+            )
+        if self.client_cert:
+            _load_tls(
+                self.verify,
+                self.client_cert,
+                self.client_key,
+                "client_cert",
+                "the client certificate cannot be loaded",
+                "expected a PEM certificate with its key, in client_cert or in client_key",
             )
         return self
 

@@ -10,8 +10,9 @@ them and the class alone says who is to blame and whether another try can help::
     ├── InstanceError                one instance could not serve this request (carries the instance)
     │   ├── InstanceFailedError      connection refused/reset, 5xx: the instance failed
     │   │   ├── InstanceTimeoutError no connection, first byte or next chunk in time
-    │   │   └── StreamInterruptedError  the stream broke: truncated, not NDJSON, or an
-    │   │                            ``{"error": ...}`` line after status 200
+    │   │   └── StreamInterruptedError  the stream broke: truncated, not NDJSON, an
+    │   │                            ``{"error": ...}`` line after status 200, or a streamed
+    │   │                            call stalled after its first chunk
     │   ├── InstanceBusyError        503/429: back-pressure, not a dead server
     │   └── ModelNotFoundError       404: this instance lacks the model; others may have it
     └── PoolError                    the pool as a whole could not serve the request
@@ -140,11 +141,16 @@ class StreamInterruptedError(InstanceFailedError):
     """A response stream broke: it ended before ``done``, was not NDJSON, or carried an error line.
 
     ``chunks_received`` says how much the caller may already have seen; a stream that broke after
-    its first chunk is not retried unless the caller opted in.
+    its first chunk is not retried unless the caller opted in. ``delivered`` is ``True`` when the
+    pool had already handed chunks of this stream to the caller. ``phase`` is ``None`` when the
+    connection broke or the stream was garbled, and ``"idle"`` or ``"total"`` when a streamed call
+    stalled after its first chunk (then ``__cause__`` is that :class:`InstanceTimeoutError`).
     """
 
-    def __init__(self, message: str, *, chunks_received: int = 0, **kwargs: object):
+    def __init__(self, message: str, *, chunks_received: int = 0, phase: str | None = None, **kwargs: object):
         self.chunks_received = chunks_received
+        self.phase = phase
+        self.delivered = False
         super().__init__(message, **kwargs)  # type: ignore[arg-type]
 
 

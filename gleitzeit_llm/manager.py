@@ -16,9 +16,9 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gleitzeit_llm.config import InstanceConfig, LoadBalancingStrategy, PoolConfig
 from gleitzeit_llm.errors import (
@@ -44,6 +44,9 @@ from gleitzeit_llm.routing.breaker import CircuitBreaker, CircuitState
 from gleitzeit_llm.routing.health import HealthMonitor, ProbeResult, ProbeTarget
 from gleitzeit_llm.routing.instance import InstanceState, OllamaInstance
 from gleitzeit_llm.routing.strategies import STRATEGY_NAMES, Route, Router, RouteRequest
+
+if TYPE_CHECKING:
+    from gleitzeit_llm.ollama import AsyncOllamaTransport, OllamaTransport
 
 __all__ = ["Lease", "OllamaPoolManager", "Outcome"]
 
@@ -256,14 +259,27 @@ class OllamaPoolManager:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    async def initialize(self) -> None:
-        """Start background health checks and run a first probe round (idempotent)."""
-        if self._start():
+    async def initialize(
+        self, transport_for: Callable[[ProbeTarget], Awaitable[AsyncOllamaTransport]] | None = None
+    ) -> None:
+        """Start background health checks and run a first probe round (idempotent).
+
+        With ``transport_for`` (the provider's transports on the running loop) the round runs
+        here through those transports, every time it is given, so their connections stay open
+        for the first calls; without it the first start probes on the monitor's own loop.
+        """
+        first = self._start()
+        if transport_for is not None and self._health_checks:
+            await self._monitor.round_with(transport_for)
+        elif first:
             await self._monitor.check_now_async()
 
-    def start(self) -> None:
+    def start(self, transport_for: Callable[[ProbeTarget], OllamaTransport] | None = None) -> None:
         """Sync twin of :meth:`initialize`."""
-        if self._start():
+        first = self._start()
+        if transport_for is not None and self._health_checks:
+            self._monitor.round_with_sync(transport_for)
+        elif first:
             self._monitor.check_now()
 
     def _start(self) -> bool:

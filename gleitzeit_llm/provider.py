@@ -23,10 +23,8 @@ import contextlib
 import dataclasses
 import random
 import re
-import threading
 import time
 import warnings
-import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -41,10 +39,12 @@ from tenacity import (
 )
 
 from gleitzeit_llm.config import InstanceConfig, LoadBalancingStrategy, PoolConfig
+from gleitzeit_llm.connections import Connections
 from gleitzeit_llm.errors import (
     AllInstancesFailedError,
     GleitzeitError,
     InstanceError,
+    InstanceTimeoutError,
     NoInstanceAvailableError,
     RequestError,
     StreamInterruptedError,
@@ -60,7 +60,7 @@ from gleitzeit_llm.ollama.models import (
     GenerateRequest,
     GenerateResponse,
 )
-from gleitzeit_llm.ollama.tls import tls_verify
+from gleitzeit_llm.routing.health import ProbeTarget
 
 __all__ = [
     "HINT_NAMES",
@@ -485,31 +485,6 @@ def _warn_unclosed(stream: object, form: str) -> None:
     )
 
 
-class _LoopTransports:
-    """The async transports of one event loop, closed when that loop shuts down."""
-
-    def __init__(self) -> None:
-        self.by_instance: dict[str, tuple[str, AsyncOllamaTransport]] = {}
-        self.closer: Any = None
-
-    async def aclose(self) -> None:
-        transports = [t for _, t in self.by_instance.values()]
-        self.by_instance.clear()
-        for transport in transports:
-            with contextlib.suppress(Exception):
-                await transport.aclose()
-
-
-async def _close_on_loop_shutdown(transports: _LoopTransports) -> AsyncIterator[None]:
-    # An async generator parked at its first yield: asyncio.run() (and pytest-asyncio) call
-    # loop.shutdown_asyncgens() before closing a loop, which runs this finally on that loop,
-    # so connections opened on a loop are closed on it, whoever forgot to call aclose().
-    try:
-        yield
-    finally:
-        await transports.aclose()
-
-
 class OllamaPoolProvider:
     """Run chat, generate and embed calls through a pool of Ollama instances.
 
@@ -560,32 +535,32 @@ class OllamaPoolProvider:
         self.events = self.manager.events
         t = self.config.timeouts
         self._timeouts = Timeouts(connect=t.connect, first_byte=t.first_byte, idle=t.idle, total=t.total)
-        self._lock = threading.Lock()
-        self._sync_transports: dict[str, tuple[str, OllamaTransport]] = {}
-        self._loop_transports: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopTransports] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._connections = Connections(self._timeouts)
         self._closed = False
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def initialize(self) -> None:
-        """Start health checks and probe every instance once (idempotent)."""
-        await self.manager.initialize()
+        """Start health checks, build this event loop's transports and probe every instance once
+        through them (once per event loop). When it returns, every instance that answered has one
+        open connection that the first call reuses; one whose transport cannot be built is marked
+        unhealthy without disturbing the others' probes."""
+        if self._closed or self._connections.loop_is_warm():
+            return
+        await self.manager.initialize(self._probe_transport)
+        await self._connections.mark_loop_warm()
 
     def initialize_sync(self) -> None:
-        """Sync twin of :meth:`initialize`."""
-        self.manager.start()
+        """Sync twin of :meth:`initialize`: warms the transports of sync calls."""
+        if self._closed or self._connections.sync_warm:
+            return
+        self.manager.start(self._probe_transport_sync)
+        self._connections.sync_warm = True
 
     async def close(self) -> None:
         """Close the connections of this event loop and of sync calls, and stop health checks."""
         self._closed = True
-        loop = asyncio.get_running_loop()
-        transports = self._loop_transports.pop(loop, None)
-        if transports is not None:
-            await transports.aclose()
-            if transports.closer is not None:
-                await transports.closer.aclose()
+        await self._connections.aclose_loop()
         await asyncio.to_thread(self._close_sync_parts)
 
     def close_sync(self) -> None:
@@ -594,10 +569,7 @@ class OllamaPoolProvider:
         self._close_sync_parts()
 
     def _close_sync_parts(self) -> None:
-        with self._lock:
-            transports, self._sync_transports = self._sync_transports, {}
-        for _, transport in transports.values():
-            transport.close()
+        self._connections.close_sync()
         self.manager.close_sync()
 
     async def __aenter__(self) -> OllamaPoolProvider:
@@ -627,33 +599,20 @@ class OllamaPoolProvider:
 
     # -- transports ---------------------------------------------------------------------------
 
+    # Built in gleitzeit_llm.connections; one that cannot be built raises InstanceFailedError,
+    # inside the attempt's try: the slot is released and the call fails over.
+
     async def _async_transport(self, lease: Lease) -> AsyncOllamaTransport:
-        loop = asyncio.get_running_loop()
-        per_loop = self._loop_transports.get(loop)
-        if per_loop is None:
-            per_loop = _LoopTransports()
-            closer = _close_on_loop_shutdown(per_loop)
-            per_loop.closer = closer
-            self._loop_transports[loop] = per_loop
-            # First step registers it with the loop's asyncgen hooks; it parks at its yield.
-            await closer.__anext__()
-        inst = lease.instance
-        known = per_loop.by_instance.get(inst.id)
-        if known is None or known[0] != inst.connect_url:
-            transport = AsyncOllamaTransport(inst.connect_url, **_transport_options(inst, self._timeouts))
-            per_loop.by_instance[inst.id] = (inst.connect_url, transport)
-            return transport
-        return known[1]
+        return await self._connections.loop_transport(lease.instance)
 
     def _sync_transport(self, lease: Lease) -> OllamaTransport:
-        inst = lease.instance
-        with self._lock:
-            known = self._sync_transports.get(inst.id)
-            if known is None or known[0] != inst.connect_url:
-                transport = OllamaTransport(inst.connect_url, **_transport_options(inst, self._timeouts))
-                self._sync_transports[inst.id] = (inst.connect_url, transport)
-                return transport
-            return known[1]
+        return self._connections.sync_transport(lease.instance)
+
+    async def _probe_transport(self, target: ProbeTarget) -> AsyncOllamaTransport:
+        return await self._connections.loop_transport(self.manager.get(target.instance_id))
+
+    def _probe_transport_sync(self, target: ProbeTarget) -> OllamaTransport:
+        return self._connections.sync_transport(self.manager.get(target.instance_id))
 
     # -- building calls -----------------------------------------------------------------------
 
@@ -799,8 +758,8 @@ class OllamaPoolProvider:
     async def _attempt_async(self, call: _Call) -> Any:
         lease = await self.manager.acquire(call.route(), attempt=call.attempts + 1)
         call.begin_attempt()  # counted once an instance was found: a failed route is no attempt
-        transport = await self._async_transport(lease)
         try:
+            transport = await self._async_transport(lease)
             if call.kind == "embed":
                 final = await transport.embed(call.request)
                 lease.mark_first_chunk()
@@ -820,14 +779,17 @@ class OllamaPoolProvider:
         self._ensure_started()
         lease, stream, first = await self._retry_async(call, self._open_once_async)
         holder.append(call.info(lease))
-        final, error = first, None
+        final, error, chunks = first, None, 1
         try:
             yield first
             async for chunk in stream:
                 final = chunk
+                chunks += 1
                 yield chunk
         except BaseException as exc:
-            error = _delivered(exc)
+            error = _delivered(exc, chunks)
+            if error is not exc:
+                raise error from exc
             raise
         finally:
             await _aclose(stream)
@@ -836,8 +798,9 @@ class OllamaPoolProvider:
     async def _open_once_async(self, call: _Call) -> tuple[Lease, Any, Any]:
         lease = await self.manager.acquire(call.route(), attempt=call.attempts + 1)
         call.begin_attempt()  # counted once an instance was found: a failed route is no attempt
-        stream = call.open_stream(await self._async_transport(lease))
+        stream: Any = None
         try:
+            stream = call.open_stream(await self._async_transport(lease))
             first = await stream.__anext__()
         except BaseException as exc:
             await _aclose(stream)
@@ -963,8 +926,8 @@ class OllamaPoolProvider:
     def _attempt_sync(self, call: _Call) -> Any:
         lease = self.manager.acquire_sync(call.route(), attempt=call.attempts + 1)
         call.begin_attempt()  # counted once an instance was found: a failed route is no attempt
-        transport = self._sync_transport(lease)
         try:
+            transport = self._sync_transport(lease)
             if call.kind == "embed":
                 final = transport.embed(call.request)
                 lease.mark_first_chunk()
@@ -982,14 +945,17 @@ class OllamaPoolProvider:
         self._ensure_started()
         lease, stream, first = self._retry_sync(call, self._open_once_sync)
         holder.append(call.info(lease))
-        final, error = first, None
+        final, error, chunks = first, None, 1
         try:
             yield first
             for chunk in stream:
                 final = chunk
+                chunks += 1
                 yield chunk
         except BaseException as exc:
-            error = _delivered(exc)
+            error = _delivered(exc, chunks)
+            if error is not exc:
+                raise error from exc
             raise
         finally:
             _close(stream)
@@ -998,8 +964,9 @@ class OllamaPoolProvider:
     def _open_once_sync(self, call: _Call) -> tuple[Lease, Any, Any]:
         lease = self.manager.acquire_sync(call.route(), attempt=call.attempts + 1)
         call.begin_attempt()  # counted once an instance was found: a failed route is no attempt
-        stream = call.open_stream(self._sync_transport(lease))
+        stream: Any = None
         try:
+            stream = call.open_stream(self._sync_transport(lease))
             first = next(stream)
         except BaseException as exc:
             _close(stream)
@@ -1023,16 +990,6 @@ class OllamaPoolProvider:
 
     def __repr__(self) -> str:
         return f"OllamaPoolProvider(provider_id={self.provider_id!r}, manager={self.manager!r})"
-
-
-def _transport_options(inst: Any, timeouts: Timeouts) -> dict[str, Any]:
-    config = inst.config
-    return {
-        "instance_id": inst.id,
-        "timeouts": timeouts,
-        "headers": dict(config.headers) or None,
-        "verify": tls_verify(config.verify, config.client_cert, config.client_key),
-    }
 
 
 def _merge(
@@ -1067,10 +1024,22 @@ def _as_dict(result: Any) -> dict[str, Any]:
     return data
 
 
-def _delivered(exc: BaseException) -> BaseException:
-    # A stream that broke after the caller saw output is not retried (nothing is replayed).
+def _delivered(exc: BaseException, chunks: int) -> BaseException:
+    """The error a streaming caller sees after ``chunks`` chunks: a stream that broke after the
+    caller saw output is not retried (nothing is replayed), and is a StreamInterruptedError
+    whatever broke it; a stall keeps its timeout as ``phase`` and as the cause."""
+    if isinstance(exc, InstanceTimeoutError):
+        exc = StreamInterruptedError(
+            str(exc),
+            chunks_received=chunks,
+            phase=exc.phase,
+            instance=exc.instance,
+            url=exc.url,
+            status=exc.status,
+            ollama_message=exc.ollama_message,
+        )
     if isinstance(exc, StreamInterruptedError):
-        exc.delivered = True  # type: ignore[attr-defined]
+        exc.delivered = True
     return exc
 
 

@@ -28,6 +28,7 @@ from gleitzeit_llm.ollama._classify import (
     ollama_error_text,
 )
 from gleitzeit_llm.ollama.models import fold_wire_chunks
+from gleitzeit_llm.ollama.net import AsyncDeadlineStream, DeadlineStream
 from gleitzeit_llm.ollama.timeouts import Timeouts
 from gleitzeit_llm.ollama.urls import parse_instance_url
 
@@ -35,6 +36,7 @@ M = TypeVar("M", bound=BaseModel)
 
 _JSON_BODY_HEADERS = {"Content-Type": "application/json"}
 KEEPALIVE_EXPIRY = 5.0  # seconds an idle connection is kept (httpx's default)
+_MIN_WAIT = 0.001  # seconds: the shortest wait a capped timeout is given
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
@@ -54,11 +56,29 @@ class Call:
         """``seconds`` capped by what is left of the total timeout."""
         if self.deadline is None:
             return seconds
-        remaining = max(self.deadline - time.monotonic(), 0.0)
+        # Never 0: a socket with timeout 0 is non-blocking and fails with an I/O error instead
+        # of a timeout.
+        remaining = max(self.deadline - time.monotonic(), _MIN_WAIT)
         return remaining if seconds is None else min(seconds, remaining)
 
     def expired(self) -> bool:
-        return self.deadline is not None and time.monotonic() >= self.deadline
+        # A timer that fired within a millisecond of the deadline was the deadline's.
+        return self.deadline is not None and time.monotonic() >= self.deadline - _MIN_WAIT
+
+    def trace(self, name: str, info: dict[str, Any]) -> None:
+        """httpcore's trace hook, set when a total timeout is: caps the connect and the wait for
+        headers by what is left when they start (not when the request was built: waiting for a
+        pooled connection or connecting may have used some of it)."""
+        if name == "connection.connect_tcp.started" or name == "connection.start_tls.started":
+            info["timeout"] = self.capped(info.get("timeout"))
+        elif name == "http11.receive_response_headers.started":
+            timeout = info["request"].extensions.get("timeout")
+            if isinstance(timeout, dict):
+                timeout["read"] = self.capped(self.timeouts.first_byte)
+
+    async def atrace(self, name: str, info: dict[str, Any]) -> None:
+        """Async twin of :meth:`trace` (httpcore's async pool wants a coroutine)."""
+        self.trace(name, info)
 
 
 class TransportCore:
@@ -98,7 +118,11 @@ class TransportCore:
             merged[key] = value
         self.headers = merged
 
-    def client_options(self, *, max_connections: int, verify: Any, transport: Any) -> dict[str, Any]:
+    def client_options(
+        self, *, max_connections: int, verify: Any, transport: Any, make_transport: Any
+    ) -> dict[str, Any]:
+        """httpx client arguments; without a ``transport``, ``make_transport(url, verify, limits)``
+        builds the connection pool (see :mod:`gleitzeit_llm.ollama.net`)."""
         if not isinstance(max_connections, int) or max_connections < 1:
             raise ConfigError(
                 f"max_connections must be a positive integer, got {max_connections!r}",
@@ -106,21 +130,25 @@ class TransportCore:
                 value=max_connections,
             )
         t = self.default_timeouts
+        limits = httpx.Limits(
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections,
+            # httpcore scans its whole pool on every request (quadratic in idle connections,
+            # plus one poll() per idle one): after a burst of 64 calls, 64 idle connections
+            # kept for 30 s made each later call ~5 ms slower. Reconnecting after 5 s idle
+            # costs one handshake.
+            keepalive_expiry=KEEPALIVE_EXPIRY,
+        )
+        if transport is None:
+            transport = make_transport(self.url, verify, limits)
         return {
             "base_url": self.url,
             "headers": self.headers,
             "timeout": httpx.Timeout(
                 connect=t.connect, read=t.first_byte, write=t.first_byte, pool=t.first_byte
             ),
-            "limits": httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=max_connections,
-                # httpcore scans its whole pool on every request (quadratic in idle connections,
-                # plus one poll() per idle one): after a burst of 64 calls, 64 idle connections
-                # kept for 30 s made each later call ~5 ms slower. Reconnecting after 5 s idle
-                # costs one handshake.
-                keepalive_expiry=KEEPALIVE_EXPIRY,
-            ),
+            "limits": limits,
+            # Only used by httpx for proxies from the environment; our pool has its context.
             "verify": verify,
             "transport": transport,
             "follow_redirects": False,
@@ -138,7 +166,7 @@ class TransportCore:
         first_byte = call.capped(t.first_byte)
         # httpcore reads this dict when it waits for headers and again when the body starts, so
         # enter_body() can switch "read" from the first-byte to the idle timeout in between.
-        extensions = {
+        extensions: dict[str, Any] = {
             "timeout": {
                 "connect": call.capped(t.connect),
                 "read": first_byte,
@@ -146,6 +174,8 @@ class TransportCore:
                 "pool": first_byte,
             }
         }
+        if call.deadline is not None:
+            extensions["trace"] = call.atrace if isinstance(client, httpx.AsyncClient) else call.trace
         if body is None:
             return client.build_request(call.method, call.path, extensions=extensions)
         try:
@@ -161,6 +191,19 @@ class TransportCore:
         timeout = response.request.extensions.get("timeout")
         if isinstance(timeout, dict):
             timeout["read"] = call.capped(call.timeouts.idle)
+        if call.deadline is not None:
+            # httpcore takes the read timeout once per body: the connection's stream caps
+            # each read by the deadline instead (until leave_body()).
+            stream = response.extensions.get("network_stream")
+            if isinstance(stream, (DeadlineStream, AsyncDeadlineStream)):
+                stream.deadline = call.deadline
+
+    def leave_body(self, response: httpx.Response, call: Call) -> None:
+        """The response is done with: its connection serves the next request without our deadline."""
+        if call.deadline is not None:
+            stream = response.extensions.get("network_stream")
+            if isinstance(stream, (DeadlineStream, AsyncDeadlineStream)):
+                stream.deadline = None
 
     # -- errors --------------------------------------------------------------------------------
 

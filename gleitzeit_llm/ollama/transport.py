@@ -39,6 +39,7 @@ from gleitzeit_llm.ollama.models import (
     ShowResponse,
     VersionResponse,
 )
+from gleitzeit_llm.ollama.net import async_http_transport, sync_http_transport
 from gleitzeit_llm.ollama.stream import NDJSONDecoder
 from gleitzeit_llm.ollama.timeouts import Timeouts
 
@@ -153,7 +154,12 @@ class AsyncOllamaTransport(_TransportBase):
     ) -> None:
         self._init_core(url, instance_id, timeouts, headers)
         self._client = httpx.AsyncClient(
-            **self._core.client_options(max_connections=max_connections, verify=verify, transport=transport)
+            **self._core.client_options(
+                max_connections=max_connections,
+                verify=verify,
+                transport=transport,
+                make_transport=async_http_transport,
+            )
         )
 
     # -- generation ----------------------------------------------------------------------------
@@ -284,6 +290,7 @@ class AsyncOllamaTransport(_TransportBase):
             except httpx.HTTPError as exc:
                 raise core.body_error(exc, call, response, 0) from exc
         finally:
+            core.leave_body(response, call)
             await response.aclose()
         return response, content
 
@@ -319,6 +326,7 @@ class AsyncOllamaTransport(_TransportBase):
                 raise core.stream_error(response, content, call)
             yield response
         finally:
+            core.leave_body(response, call)
             await response.aclose()
 
     async def _collect(
@@ -385,7 +393,12 @@ class OllamaTransport(_TransportBase):
     ) -> None:
         self._init_core(url, instance_id, timeouts, headers)
         self._client = httpx.Client(
-            **self._core.client_options(max_connections=max_connections, verify=verify, transport=transport)
+            **self._core.client_options(
+                max_connections=max_connections,
+                verify=verify,
+                transport=transport,
+                make_transport=sync_http_transport,
+            )
         )
 
     def chat(
@@ -504,6 +517,7 @@ class OllamaTransport(_TransportBase):
             except httpx.HTTPError as exc:
                 raise core.body_error(exc, call, response, 0) from exc
         finally:
+            core.leave_body(response, call)
             response.close()
         return response, content
 
@@ -539,6 +553,7 @@ class OllamaTransport(_TransportBase):
                 raise core.stream_error(response, content, call)
             yield response
         finally:
+            core.leave_body(response, call)
             response.close()
 
     def _collect(

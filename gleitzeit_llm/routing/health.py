@@ -5,7 +5,10 @@ and ``GET /api/ps`` (resident models). None of these loads a model or touches ke
 
 The monitor runs on its own event loop in a daemon thread, so sync scripts, async programs and
 programs that run several event loops one after the other all get the same background checks,
-and a busy caller loop cannot delay them.
+and a busy caller loop cannot delay them. The provider's ``initialize()`` runs one round on the
+caller's loop instead, through the caller's transports (:meth:`HealthMonitor.round_with`), so
+their connections are open before the first call. Each probe builds its own transport: one that
+cannot be built fails that probe, not the round.
 """
 
 from __future__ import annotations
@@ -18,11 +21,11 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from gleitzeit_llm.ollama import AsyncOllamaTransport, Timeouts
+from gleitzeit_llm.connections import probe_timeouts, probe_transport
+from gleitzeit_llm.ollama import AsyncOllamaTransport, OllamaTransport, Timeouts
 from gleitzeit_llm.ollama.names import model_key
-from gleitzeit_llm.ollama.tls import tls_verify
 
 __all__ = ["HealthMonitor", "ProbeResult", "probe_instance"]
 
@@ -56,15 +59,33 @@ def _remaining_seconds(expires_at: object, now_wall: datetime) -> float:
     return remaining if remaining < 10 * 365 * 86400 else float("inf")
 
 
-async def probe_instance(instance_id: str, transport: AsyncOllamaTransport) -> ProbeResult:
+async def probe_instance(
+    instance_id: str, transport: AsyncOllamaTransport, timeouts: Timeouts | None = None
+) -> ProbeResult:
     """Probe one instance: version, installed models and resident models."""
     started = time.perf_counter()
     try:
-        version = await transport.version()
-        tags = await transport.tags()
-        ps = await transport.ps()
+        version = await transport.version(timeouts=timeouts)
+        tags = await transport.tags(timeouts=timeouts)
+        ps = await transport.ps(timeouts=timeouts)
     except Exception as exc:
         return ProbeResult(instance_id, ok=False, latency=time.perf_counter() - started, error=str(exc))
+    return _probe_result(instance_id, started, version, tags, ps)
+
+
+def probe_instance_sync(instance_id: str, transport: OllamaTransport, timeouts: Timeouts) -> ProbeResult:
+    """Sync twin of :func:`probe_instance`."""
+    started = time.perf_counter()
+    try:
+        version = transport.version(timeouts=timeouts)
+        tags = transport.tags(timeouts=timeouts)
+        ps = transport.ps(timeouts=timeouts)
+    except Exception as exc:
+        return ProbeResult(instance_id, ok=False, latency=time.perf_counter() - started, error=str(exc))
+    return _probe_result(instance_id, started, version, tags, ps)
+
+
+def _probe_result(instance_id: str, started: float, version: Any, tags: Any, ps: Any) -> ProbeResult:
     now_wall = datetime.now(timezone.utc)
     installed = frozenset(model_key(m.model or m.name or "") for m in tags.models)
     loaded = {
@@ -219,28 +240,78 @@ class HealthMonitor:
             if instance_id not in wanted:
                 _, transport = self._transports.pop(instance_id)
                 await transport.aclose()
-        probes: list[Awaitable[ProbeResult]] = []
-        for instance_id, url, headers, tls in targets:
-            known = self._transports.get(instance_id)
-            if known is None or known[0] != url:
-                if known is not None:
-                    await known[1].aclose()
-                transport = AsyncOllamaTransport(
-                    url,
-                    instance_id=instance_id,
-                    headers=headers or None,
-                    verify=tls_verify(*tls),
-                    timeouts=Timeouts(connect=self.timeout, first_byte=self.timeout, idle=self.timeout),
-                )
-                self._transports[instance_id] = (url, transport)
-            probes.append(self._bounded(instance_id, self._transports[instance_id][1]))
+        probes = [self._bounded(target.instance_id, self._transport_for(target)) for target in targets]
         for result in await asyncio.gather(*probes):
             self._on_result(result)
         self.rounds += 1
 
-    async def _bounded(self, instance_id: str, transport: AsyncOllamaTransport) -> ProbeResult:
+    async def _transport_for(self, target: ProbeTarget) -> AsyncOllamaTransport:
+        instance_id, url, headers, tls = target
+        known = self._transports.get(instance_id)
+        if known is None or known[0] != url:
+            if known is not None:
+                await known[1].aclose()
+            # Raises InstanceFailedError when it cannot be built: then this probe fails alone.
+            transport = probe_transport(instance_id, url, headers, tls, self.timeout)
+            self._transports[instance_id] = (url, transport)
+            return transport
+        return known[1]
+
+    async def round_with(
+        self, transport_for: Callable[[ProbeTarget], Awaitable[AsyncOllamaTransport]]
+    ) -> None:
+        """One probe round on the running event loop through the caller's transports.
+
+        ``initialize()`` uses it: the connection each probe opens stays in the caller's pool,
+        so the first real call to every instance finds it open.
+        """
+        targets = list(self._targets())
+        results = await asyncio.gather(*(self._bounded(t.instance_id, transport_for(t)) for t in targets))
+        for result in results:
+            self._on_result(result)
+        self.rounds += 1
+
+    def round_with_sync(self, transport_for: Callable[[ProbeTarget], OllamaTransport]) -> None:
+        """Sync twin of :meth:`round_with`: probes every instance in parallel threads."""
+        targets = list(self._targets())
+        results: list[ProbeResult] = [ProbeResult(t.instance_id, ok=False) for t in targets]
+
+        def probe(index: int, target: ProbeTarget) -> None:
+            started = time.perf_counter()
+            try:
+                transport = transport_for(target)
+            except Exception as exc:
+                latency = time.perf_counter() - started
+                results[index] = ProbeResult(target.instance_id, ok=False, latency=latency, error=str(exc))
+                return
+            results[index] = probe_instance_sync(target.instance_id, transport, probe_timeouts(self.timeout))
+
+        threads = [
+            threading.Thread(target=probe, args=(i, t), name=f"{self._name}-{t.instance_id}", daemon=True)
+            for i, t in enumerate(targets)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            # Each request is bounded by the timeout per phase; a probe still running past
+            # this is reported as timed out and finishes on its own.
+            thread.join(self.timeout * 3 + 1)
+        for thread, target, result in zip(threads, targets, results, strict=True):
+            if thread.is_alive():
+                result = ProbeResult(target.instance_id, ok=False, error="health check timed out")
+            self._on_result(result)
+        self.rounds += 1
+
+    async def _bounded(self, instance_id: str, transport: Awaitable[AsyncOllamaTransport]) -> ProbeResult:
+        started = time.perf_counter()
         try:
-            return await asyncio.wait_for(probe_instance(instance_id, transport), self.timeout * 2)
+            built = await transport
+        except Exception as exc:  # the transport could not be built: this instance's probe fails
+            return ProbeResult(instance_id, ok=False, latency=time.perf_counter() - started, error=str(exc))
+        try:
+            return await asyncio.wait_for(
+                probe_instance(instance_id, built, probe_timeouts(self.timeout)), self.timeout * 2
+            )
         except asyncio.TimeoutError:
             return ProbeResult(
                 instance_id, ok=False, latency=self.timeout * 2, error="health check timed out"

@@ -167,6 +167,11 @@ class OllamaEmulator:
         return f"http://{self.host}:{self.port}"
 
     @property
+    def connections_accepted(self) -> int:
+        """TCP connections accepted so far (across restarts): shows whether clients reuse them."""
+        return self._http.accepted
+
+    @property
     def running(self) -> bool:
         """Whether it is listening now."""
         return self._http.listening

@@ -196,6 +196,8 @@ class HttpServer:
         self._generation = 0  # bumped by stop(): connections of an older generation are dropped
         self._retry: asyncio.TimerHandle | None = None
         self._connections: dict[asyncio.Task[None], _Connection] = {}
+        #: TCP connections accepted since construction (tests check connection reuse with it).
+        self.accepted = 0
 
     @property
     def listening(self) -> bool:
@@ -278,6 +280,7 @@ class HttpServer:
                 else:
                     logger.exception("emulator: accept() failed")
                 return
+            self.accepted += 1
             sock.setblocking(False)
             task = loop.create_task(self._serve(sock, generation))
             self._connections[task] = _Connection(sock, loop.create_future())

@@ -142,3 +142,28 @@ def test_missing_tls_files_are_configuration_errors(tmp_path: Path) -> None:
         )
     with pytest.raises(ConfigError, match=r"client_key"):
         PoolConfig.from_dict({"instances": [{"url": "https://127.0.0.1:1", "client_key": str(tmp_path)}]})
+
+
+def test_tls_files_that_are_not_pem_are_configuration_errors(tmp_path: Path, pki: dict[str, str]) -> None:
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("this is not a certificate\n")
+    with pytest.raises(ConfigError, match=r"instances\[0\]\.verify.*not a PEM CA bundle") as info:
+        PoolConfig.from_dict({"instances": [{"url": "https://127.0.0.1:1", "verify": str(not_pem)}]})
+    assert info.value.field == "instances[0].verify"
+    assert "BEGIN CERTIFICATE" in str(info.value)  # says what the file should hold
+    with pytest.raises(ConfigError, match=r"instances\[0\]\.client_cert.*cannot be loaded") as info:
+        PoolConfig.from_dict(
+            {
+                "instances": [
+                    {
+                        "url": "https://127.0.0.1:1",
+                        "client_cert": str(not_pem),
+                        "client_key": pki["client.key"],
+                    }
+                ]
+            }
+        )
+    assert info.value.field == "instances[0].client_cert"
+    # a provider is configured the same way: the error comes before any thread or socket
+    with pytest.raises(ConfigError, match=r"instances\[0\]\.verify"):
+        OllamaPoolProvider(instances=[{"url": "https://127.0.0.1:1", "verify": str(not_pem)}])

@@ -13,6 +13,7 @@ import contextlib
 import json
 import socket
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -373,6 +374,42 @@ async def test_a_total_timeout_when_one_is_set(flavour: str) -> None:
     with serve(endless) as server:
         error = await outcome(flavour, server.url, timeouts=Timeouts(total=0.5))
     assert type(error) is InstanceTimeoutError and error.phase == "total"
+
+
+async def test_a_total_timeout_counts_the_wait_for_a_connection(flavour: str) -> None:
+    # One connection: the second call waits ~0.8 s for it, then gets no headers. Its total of
+    # 1.0 s ends it at its deadline, not a whole first_byte wait (capped once, at 1.0 s) later.
+    first_arrived = threading.Event()
+
+    async def slow_then_hang(conn: Conn, body: Any) -> None:
+        if not first_arrived.is_set():
+            first_arrived.set()
+            await conn.head()
+            await conn.chunk(LINES[0])
+            await asyncio.sleep(0.8)
+            await conn.chunk(b"".join(LINES[1:]))
+            await conn.end()
+        else:
+            await conn.hang()
+
+    with serve(slow_then_hang) as server:
+        transport = make(flavour, server.url, max_connections=1)
+        timeouts = Timeouts(total=1.0, first_byte=30.0)
+        try:
+            first = asyncio.ensure_future(run(transport, "stream_chat", HELLO))
+            await asyncio.to_thread(first_arrived.wait, 10)
+            started = time.monotonic()
+            with pytest.raises(InstanceTimeoutError) as info:
+                if isinstance(transport, OllamaTransport):
+                    await asyncio.to_thread(transport.chat, HELLO, timeouts=timeouts)
+                else:
+                    await transport.chat(HELLO, timeouts=timeouts)
+            elapsed = time.monotonic() - started
+            assert len(await first) == 4
+        finally:
+            await close(transport)
+    assert info.value.phase == "total"
+    assert elapsed < 1.4, f"total=1.0 but the call took {elapsed:.2f} s"
 
 
 async def test_a_closed_port_is_an_instance_failure(flavour: str) -> None:
