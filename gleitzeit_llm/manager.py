@@ -585,9 +585,10 @@ class OllamaPoolManager:
     ) -> PoolSaturatedError:
         model = f" for model {request.model!r}" if request.model else ""
         if waited_before > 0:
+            total = round(waited_before + limit, 3)
             how_long = (
                 f"for {waited:.2f}s, the rest of the call's queue timeout "
-                f"({waited_before + limit:g}s; {waited_before:.2f}s spent waiting for earlier attempts)"
+                f"({total:g}s; {waited_before:.2f}s spent waiting for earlier attempts)"
             )
         else:
             how_long = f"for the queue timeout ({limit:g}s)"
