@@ -32,6 +32,7 @@ from gleitzeit_llm.errors import (
     PoolSaturatedError,
     RequestError,
     StreamInterruptedError,
+    SyncCallInEventLoopError,
 )
 
 if TYPE_CHECKING:
@@ -114,6 +115,7 @@ __all__ = [
     "RequestError",
     "RoutingHints",
     "StreamInterruptedError",
+    "SyncCallInEventLoopError",
     "TimeoutConfig",
     "__version__",
 ]

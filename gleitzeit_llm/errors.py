@@ -7,6 +7,7 @@ them and the class alone says who is to blame and whether another try can help::
     ├── ConfigError                  bad configuration: names the field, the value and the fix
     ├── RequestError                 the caller's request is wrong (local validation or HTTP 400);
     │                                never retried, never counted against an instance
+    ├── SyncCallInEventLoopError     a blocking (sync) method was called on an event-loop thread
     ├── InstanceError                one instance could not serve this request (carries the instance)
     │   ├── InstanceFailedError      connection refused/reset, 5xx: the instance failed
     │   │   ├── InstanceTimeoutError no connection, first byte or next chunk in time
@@ -42,6 +43,7 @@ __all__ = [
     "PoolSaturatedError",
     "RequestError",
     "StreamInterruptedError",
+    "SyncCallInEventLoopError",
 ]
 
 
@@ -90,6 +92,12 @@ class RequestError(GleitzeitError, ValueError):
         self.status = status
         self.ollama_message = ollama_message
         super().__init__(message)
+
+
+class SyncCallInEventLoopError(GleitzeitError, RuntimeError):
+    """A sync twin (``chat_sync``, ``acquire_sync``, ...) was called on a thread that runs an
+    event loop. Blocking that loop would also block the task holding the slot the call waits
+    for; the message names the async method to ``await`` instead. Raised before any work."""
 
 
 class InstanceError(GleitzeitError):

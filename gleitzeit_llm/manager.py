@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -20,6 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from gleitzeit_llm.blocking import refuse_on_loop_thread
 from gleitzeit_llm.config import InstanceConfig, LoadBalancingStrategy, PoolConfig
 from gleitzeit_llm.errors import (
     ConfigError,
@@ -40,6 +42,8 @@ from gleitzeit_llm.observability.events import (
     RoutingDecision,
 )
 from gleitzeit_llm.ollama.names import model_key, spelling_key
+from gleitzeit_llm.queue import SlotQueue, Waiter
+from gleitzeit_llm.routing import epoch
 from gleitzeit_llm.routing.breaker import CircuitBreaker, CircuitState
 from gleitzeit_llm.routing.health import HealthMonitor, ProbeResult, ProbeTarget
 from gleitzeit_llm.routing.instance import InstanceState, OllamaInstance
@@ -52,21 +56,8 @@ __all__ = ["Lease", "OllamaPoolManager", "Outcome"]
 
 _log = logging.getLogger("gleitzeit_llm.health")
 
-# How often a caller waiting for a free slot re-checks on its own (breakers turning half-open
-# and health changes also free capacity without a release to announce it).
-_WAIT_SLICE = 0.25
-# A release tries at most this many waiters; the rest re-check on their own every _WAIT_SLICE.
-_HANDOFF_SCAN = 32
 # Busy (503/429) without Retry-After: keep the instance out of rotation this long.
 _BUSY_BACKOFF = 1.0
-
-
-def _slice(remaining: float, cold_at: float | None) -> float:
-    """How long one wait lasts: the queue deadline, the wait slice, or the switch to a cold load."""
-    wait = min(remaining, _WAIT_SLICE)
-    if cold_at is not None:
-        wait = max(min(wait, cold_at - time.monotonic()), 0.0)
-    return wait
 
 
 class Outcome:
@@ -107,36 +98,6 @@ class Lease:
     def mark_first_chunk(self, now: float | None = None) -> None:
         if self.first_chunk_at is None:
             self.first_chunk_at = time.monotonic() if now is None else now
-
-
-class _Waiter:
-    """Someone waiting for a free slot: an event-loop future or a thread event.
-
-    A release hands its slot straight to the oldest waiter that can use it (``lease`` is set
-    under the pool lock before the wake-up), so a release wakes one waiter, not all of them.
-    """
-
-    __slots__ = ("attempt", "event", "future", "lease", "loop", "request")
-
-    def __init__(self, request: RouteRequest, attempt: int, loop: asyncio.AbstractEventLoop | None) -> None:
-        self.request = request
-        self.attempt = attempt
-        self.lease: Lease | None = None
-        self.loop = loop
-        self.future: asyncio.Future[None] | None = loop.create_future() if loop is not None else None
-        self.event = threading.Event() if loop is None else None
-
-    def wake(self) -> None:
-        if self.event is not None:
-            self.event.set()
-        elif self.loop is not None and self.future is not None and not self.loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                self.loop.call_soon_threadsafe(_resolve, self.future)
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 def _classify(exc: BaseException | None) -> str:
@@ -244,7 +205,10 @@ class OllamaPoolManager:
         self._by_id: dict[str, OllamaInstance] = {}
         self._by_url: dict[str, OllamaInstance] = {}
         self._guide_leases: dict[str, deque[Lease]] = {}
-        self._waiters: list[_Waiter] = []
+        self._queue = SlotQueue()
+        # Wakes the queue when a busy mark or an open breaker runs out (no release announces it).
+        self._timer: threading.Timer | None = None
+        self._timer_due = math.inf
         self._health_checks = health_checks
         self._monitor = HealthMonitor(
             self._probe_targets,
@@ -302,6 +266,10 @@ class OllamaPoolManager:
                 return
             self._closed = True
         self._monitor.stop()
+        with self._lock:
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
         self._wake_waiters()
 
     async def __aenter__(self) -> OllamaPoolManager:
@@ -494,58 +462,80 @@ class OllamaPoolManager:
         return lease
 
     async def acquire(
-        self, request: RouteRequest, *, timeout: float | None = None, attempt: int = 1
+        self,
+        request: RouteRequest,
+        *,
+        timeout: float | None = None,
+        attempt: int = 1,
+        waited_before: float = 0.0,
     ) -> Lease:
-        """Reserve a slot, waiting up to ``timeout`` (default: the queue timeout) while all are full."""
-        deadline = time.monotonic() + (
-            self.config.load_balancing.queue_timeout if timeout is None else timeout
-        )
-        loop = asyncio.get_running_loop()
-        cold_at = self._cold_overflow_at(request)
-        while True:
-            if cold_at is not None and time.monotonic() >= cold_at:
-                request, cold_at = dataclasses.replace(request, allow_cold=True), None
-            result, waiter = self._acquire_or_wait(request, attempt, loop)
-            if waiter is None:
-                return result  # type: ignore[return-value]
-            try:
-                remaining = deadline - time.monotonic()
-                if remaining > 0:
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(asyncio.shield(waiter.future), _slice(remaining, cold_at))  # type: ignore[arg-type]
-            except BaseException:
-                self._abandon(waiter)
-                raise
-            lease = self._claim(waiter)
-            if lease is not None:
-                return lease
-            if time.monotonic() >= deadline:
-                raise self._saturated(request, result)  # type: ignore[arg-type]
+        """Reserve a slot, waiting up to ``timeout`` (default: the queue timeout) while all are full.
 
-    def acquire_sync(self, request: RouteRequest, *, timeout: float | None = None, attempt: int = 1) -> Lease:
-        """Sync twin of :meth:`acquire`: blocks the calling thread while all are full."""
-        deadline = time.monotonic() + (
-            self.config.load_balancing.queue_timeout if timeout is None else timeout
-        )
+        The wait is first come, first served (see :mod:`gleitzeit_llm.queue`). ``waited_before``
+        is how long the caller already waited for slots in the same call; it only makes the
+        :class:`PoolSaturatedError` message tell the whole story.
+        """
+        limit = self.config.load_balancing.queue_timeout if timeout is None else max(timeout, 0.0)
+        started = time.monotonic()
+        deadline = started + limit
         cold_at = self._cold_overflow_at(request)
-        while True:
-            if cold_at is not None and time.monotonic() >= cold_at:
-                request, cold_at = dataclasses.replace(request, allow_cold=True), None
-            result, waiter = self._acquire_or_wait(request, attempt, None)
-            if waiter is None:
-                return result  # type: ignore[return-value]
-            try:
-                remaining = deadline - time.monotonic()
+        result, waiter = self._acquire_or_wait(request, attempt, asyncio.get_running_loop())
+        if waiter is None:
+            return result  # type: ignore[return-value]
+        future = waiter.future
+        assert future is not None
+        try:
+            while True:
+                until = deadline if cold_at is None else min(deadline, cold_at)
+                remaining = until - time.monotonic()
+                if remaining > 0 and not future.done():
+                    await asyncio.wait((future,), timeout=remaining)
+                lease, cold_at = self._after_wake(
+                    waiter, result, deadline, cold_at, started, limit, waited_before
+                )  # type: ignore[arg-type]
+                if lease is not None:
+                    return lease
+        except BaseException:
+            self._abandon(waiter)
+            raise
+
+    def acquire_sync(
+        self,
+        request: RouteRequest,
+        *,
+        timeout: float | None = None,
+        attempt: int = 1,
+        waited_before: float = 0.0,
+    ) -> Lease:
+        """Sync twin of :meth:`acquire`: blocks the calling thread while all are full.
+
+        Refused on a thread that runs an event loop (use ``await acquire(...)`` there): blocking
+        that loop would also block the task that holds the slot this call waits for.
+        """
+        refuse_on_loop_thread("acquire_sync(...)", "await pool.acquire(...)")
+        limit = self.config.load_balancing.queue_timeout if timeout is None else max(timeout, 0.0)
+        started = time.monotonic()
+        deadline = started + limit
+        cold_at = self._cold_overflow_at(request)
+        result, waiter = self._acquire_or_wait(request, attempt, None)
+        if waiter is None:
+            return result  # type: ignore[return-value]
+        event = waiter.event
+        assert event is not None
+        try:
+            while True:
+                until = deadline if cold_at is None else min(deadline, cold_at)
+                remaining = until - time.monotonic()
                 if remaining > 0:
-                    waiter.event.wait(_slice(remaining, cold_at))  # type: ignore[union-attr]
-            except BaseException:
-                self._abandon(waiter)
-                raise
-            lease = self._claim(waiter)
-            if lease is not None:
-                return lease
-            if time.monotonic() >= deadline:
-                raise self._saturated(request, result)  # type: ignore[arg-type]
+                    event.wait(remaining)
+                lease, cold_at = self._after_wake(
+                    waiter, result, deadline, cold_at, started, limit, waited_before
+                )  # type: ignore[arg-type]
+                if lease is not None:
+                    return lease
+        except BaseException:
+            self._abandon(waiter)
+            raise
 
     def _cold_overflow_at(self, request: RouteRequest) -> float | None:
         """When a model_affinity call stops waiting for a loaded replica and may load elsewhere."""
@@ -555,71 +545,150 @@ class OllamaPoolManager:
 
     def _acquire_or_wait(
         self, request: RouteRequest, attempt: int, loop: asyncio.AbstractEventLoop | None
-    ) -> tuple[Lease | Route, _Waiter | None]:
+    ) -> tuple[Lease | Route, Waiter | None]:
         # Register the waiter under the same lock as the failed attempt: no hand-off is lost.
-        with self._lock:
-            result = self.try_acquire(request, attempt=attempt)
-            if isinstance(result, Lease):
-                return result, None
-            if not result.saturated:
-                raise NoInstanceAvailableError(result.reason or "no instance can serve this request")
-            waiter = _Waiter(request, attempt, loop)
-            self._waiters.append(waiter)
-            return result, waiter
+        woken: list[Waiter] = []
+        try:
+            with self._lock:
+                if self._queue and not self._closed:
+                    # Older waiters first: a slot that is free now (a busy mark ran out a moment
+                    # ago) is theirs, not this newcomer's.
+                    woken = self._queue.dispatch(self._serve)
+                result = self.try_acquire(request, attempt=attempt)
+                if isinstance(result, Lease):
+                    return result, None
+                if not result.saturated:
+                    raise NoInstanceAvailableError(result.reason or "no instance can serve this request")
+                waiter = Waiter(request, attempt, loop)
+                self._queue.push(waiter)
+                if self._timer is None:
+                    self._arm_timer(self._next_unblock())
+                return result, waiter
+        finally:
+            for other in woken:
+                other.wake()
 
-    def _claim(self, waiter: _Waiter) -> Lease | None:
-        """Stop waiting; returns the lease a release handed over, if any."""
-        with self._lock:
-            with contextlib.suppress(ValueError):
-                self._waiters.remove(waiter)
-            return waiter.lease
+    def _after_wake(
+        self,
+        waiter: Waiter,
+        route: Route,
+        deadline: float,
+        cold_at: float | None,
+        started: float,
+        limit: float,
+        waited_before: float,
+    ) -> tuple[Lease | None, float | None]:
+        """After a wake-up or a timeout: the lease, an error, or keep waiting (same place)."""
+        woken: list[Waiter] = []
+        try:
+            with self._lock:
+                if waiter.lease is not None:
+                    return waiter.lease, cold_at
+                if waiter.error is not None:
+                    raise waiter.error
+                now = time.monotonic()
+                if cold_at is not None and now >= cold_at:
+                    # affinity_wait ran out: the call may load the model elsewhere now. It keeps
+                    # its ticket; older waiters still go first.
+                    self._queue.change_request(waiter, dataclasses.replace(waiter.request, allow_cold=True))
+                    woken = self._queue.dispatch(self._serve)
+                    if waiter.lease is not None:
+                        woken.remove(waiter)
+                        return waiter.lease, None
+                    if waiter.error is not None:
+                        woken.remove(waiter)
+                        raise waiter.error
+                    return None, None
+                if now >= deadline:
+                    self._queue.remove(waiter)
+                    raise self._saturated(waiter.request, route, now - started, limit, waited_before)
+                return None, cold_at
+        finally:
+            for other in woken:
+                other.wake()
 
-    def _abandon(self, waiter: _Waiter) -> None:
+    def _serve(self, waiter: Waiter) -> Lease | Route:
+        return self.try_acquire(waiter.request, attempt=waiter.attempt)
+
+    def _abandon(self, waiter: Waiter) -> None:
         """The waiter gave up (cancelled): give back a slot that was handed to it meanwhile."""
-        lease = self._claim(waiter)
+        with self._lock:
+            self._queue.remove(waiter)
+            lease = waiter.lease
         if lease is not None:
             self.finish(lease, asyncio.CancelledError())
 
-    def _saturated(self, request: RouteRequest, route: Route) -> PoolSaturatedError:
-        waited = self.config.load_balancing.queue_timeout
+    def _saturated(
+        self, request: RouteRequest, route: Route, waited: float, limit: float, waited_before: float
+    ) -> PoolSaturatedError:
         model = f" for model {request.model!r}" if request.model else ""
+        if waited_before > 0:
+            total = round(waited_before + limit, 3)
+            how_long = (
+                f"for {waited:.2f}s, the rest of the call's queue timeout "
+                f"({total:g}s; {waited_before:.2f}s spent waiting for earlier attempts)"
+            )
+        else:
+            how_long = f"for the queue timeout ({limit:g}s)"
         return PoolSaturatedError(
             f"pool saturated: all {route.candidates} eligible instance(s){model} stayed at their "
-            f"max_concurrent for the queue timeout ({waited:g}s); add instances, raise max_concurrent "
+            f"max_concurrent {how_long}; add instances, raise max_concurrent "
             f"or load_balancing.queue_timeout"
         )
 
     def _wake_waiters(self, single: bool = False) -> None:
-        """Hand free slots to waiters, oldest first.
+        """Hand free slots to waiters, oldest first (see :meth:`SlotQueue.dispatch`).
 
-        After one release (``single``) the first waiter that can use the slot gets it and the
-        scan stops; after a state change (health, breaker, instances) every waiter is tried.
-        Waiters that still find everything full keep waiting; those whose request can no longer
-        be served at all are woken so they raise.
+        ``single``: one slot was released, so the first hand-out ends the scan. After a state
+        change (health, instances) every waiting request is tried. Waiters whose request can no
+        longer be served at all are woken with that error; the pool closing wakes everyone.
         """
-        woken: list[_Waiter] = []
         with self._lock:
-            if not self._waiters:
+            if not self._queue:
                 return
             if self._closed:
-                woken, self._waiters = self._waiters, []
+                woken = self._queue.drain()
+                for waiter in woken:
+                    waiter.error = NoInstanceAvailableError("the pool is closed")
             else:
-                keep: list[_Waiter] = []
-                for index, waiter in enumerate(self._waiters):
-                    if (single and woken) or index >= _HANDOFF_SCAN:
-                        keep.append(waiter)
-                        continue
-                    result = self.try_acquire(waiter.request, attempt=waiter.attempt)
-                    if isinstance(result, Lease):
-                        waiter.lease = result
-                        woken.append(waiter)
-                    elif not result.saturated:
-                        woken.append(waiter)
-                    else:
-                        keep.append(waiter)
-                self._waiters = keep
+                woken = self._queue.dispatch(self._serve, single=single)
+                if self._queue and not single:
+                    self._arm_timer(self._next_unblock())
         for waiter in woken:
             waiter.wake()
+
+    def _next_unblock(self) -> float:
+        """Clock time when the next busy mark or open breaker runs out (inf: none pending)."""
+        now = self._clock()
+        due = math.inf
+        for inst in self._instances:
+            if now < inst.busy_until < due:
+                due = inst.busy_until
+            retry_at = inst.breaker.retry_at()
+            if retry_at is not None and now < retry_at < due:
+                due = retry_at
+        return due
+
+    def _arm_timer(self, due: float) -> None:
+        """Wake the queue at clock time ``due`` (unless an earlier wake-up is already set).
+
+        Called under the lock. A busy mark running out or a breaker turning half-open frees
+        capacity with no release to announce it: one timer for that exact moment, not polling.
+        """
+        if due >= self._timer_due or due == math.inf or self._closed:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_due = due
+        timer = threading.Timer(max(due - self._clock(), 0.001), self._on_timer)
+        timer.daemon = True
+        self._timer = timer
+        timer.start()
+
+    def _on_timer(self) -> None:
+        with self._lock:
+            self._timer, self._timer_due = None, math.inf
+        self._wake_waiters()  # re-arms for the next moment if waiters remain
 
     # -- finishing ----------------------------------------------------------------------------
 
@@ -647,6 +716,7 @@ class OllamaPoolManager:
             if lease.finished:
                 return Outcome.CANCELLED
             lease.finished = True
+            tick = epoch.current()
             inst = lease.instance
             now = self._clock()
             outcome = _classify(error)
@@ -713,6 +783,9 @@ class OllamaPoolManager:
                     m.total_requests += 1
             if inst.removed and inst.in_flight == 0:
                 self._drop(inst)
+            # A plain release frees one slot: one hand-out. A change in what is routable (health,
+            # breaker, busy mark, missing model) may free or block more: every request is tried.
+            changed = outcome == Outcome.MODEL_MISSING or inst.removed or epoch.current() != tick
         if self.events.active:
             self.events.emit(
                 RequestFinished(
@@ -727,7 +800,7 @@ class OllamaPoolManager:
                     error_type=type(error).__name__ if error is not None else None,
                 )
             )
-        self._wake_waiters(single=True)
+        self._wake_waiters(single=not changed)
         return outcome
 
     def _mark_busy(self, inst: OllamaInstance, error: BaseException | None, now: float) -> None:
@@ -833,7 +906,8 @@ class OllamaPoolManager:
         max_latency: float | None = None,
         timeout: float | None = None,
     ) -> Iterator[Lease]:
-        """Sync twin of :meth:`lease`."""
+        """Sync twin of :meth:`lease` (refused on a thread that runs an event loop)."""
+        refuse_on_loop_thread("lease_sync(...)", "async with pool.lease(...)")
         request = self.route_request(model, strategy, tags, require_gpu=require_gpu, max_latency=max_latency)
         lease = self.acquire_sync(request, timeout=timeout)
         try:
@@ -862,7 +936,7 @@ class OllamaPoolManager:
             "unknown_instances": counts[InstanceState.UNKNOWN],
             "strategy": self.strategy,
             "active_requests": sum(i["active_requests"] for i in instances.values()),
-            "waiting_requests": len(self._waiters),
+            "waiting_requests": len(self._queue),
             "instances": instances,
         }
 

@@ -38,6 +38,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from gleitzeit_llm.blocking import refuse_on_loop_thread
 from gleitzeit_llm.config import InstanceConfig, LoadBalancingStrategy, PoolConfig
 from gleitzeit_llm.connections import Connections
 from gleitzeit_llm.errors import (
@@ -46,6 +47,7 @@ from gleitzeit_llm.errors import (
     InstanceError,
     InstanceTimeoutError,
     NoInstanceAvailableError,
+    PoolSaturatedError,
     RequestError,
     StreamInterruptedError,
 )
@@ -219,6 +221,7 @@ class _Call:
     fallback_used: bool = False
     model: str = ""
     first_route: Any = None  # the RouteRequest validated by _call(), used by the first attempt
+    queue_waited: float = 0.0  # seconds this call spent waiting for slots, over all its attempts
 
     def __post_init__(self) -> None:
         self.requested_model = self.request.model
@@ -254,6 +257,10 @@ class _Call:
             max_latency=self.hints.max_latency,
             exclude=tuple(self.tried),
         )
+
+    def queue_left(self) -> float:
+        """What is left of the call's one queue timeout: every acquire in the call shares it."""
+        return max(self.provider.config.load_balancing.queue_timeout - self.queue_waited, 0.0)
 
     def max_attempts(self) -> int:
         lb = self.provider.config.load_balancing
@@ -342,12 +349,17 @@ class _Call:
             return last
         if len(self.errors) == 1 and self.max_attempts() == 1 and not self.hints.fallback_model:
             return last
+        if self.errors == [last] and isinstance(last, PoolSaturatedError):
+            return last  # the call only waited: nothing else to report
         models = (
             " and ".join(repr(m) for m in self.models()) if self.fallback_used else repr(self.requested_model)
         )
-        summary = "; ".join(f"{type(e).__name__}: {e}" for e in self.errors[-5:])
+        shown = self.errors[-5:]
+        summary = "; ".join(f"{type(e).__name__}: {e}" for e in shown)
+        if len(self.errors) > len(shown):
+            summary = f"({len(self.errors) - len(shown)} earlier in .errors) {summary}"
         error = AllInstancesFailedError(
-            f"all {self.attempts} attempt(s) for model {models} failed: {summary}", errors=self.errors
+            f"all {len(self.errors)} attempt(s) for model {models} failed: {summary}", errors=self.errors
         )
         error.__cause__ = last
         return error
@@ -735,6 +747,11 @@ class OllamaPoolProvider:
                 return await self._attempts_async(call, once)
             except RequestError:
                 raise
+            except PoolSaturatedError as exc:
+                # Ran out of the call's queue time: counts as a failed attempt; the fallback
+                # model still gets its try (at once, with whatever queue time is left).
+                call.errors.append(exc)
+                last = exc
             except (InstanceError, NoInstanceAvailableError) as exc:
                 last = exc
         assert last is not None
@@ -755,8 +772,19 @@ class OllamaPoolProvider:
                 return await once(call)
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
+    async def _acquire_async(self, call: _Call) -> Lease:
+        """A slot for the call's next attempt, waiting at most what is left of its queue time."""
+        route = call.route()
+        started = time.monotonic()
+        try:
+            return await self.manager.acquire(
+                route, timeout=call.queue_left(), attempt=call.attempts + 1, waited_before=call.queue_waited
+            )
+        finally:
+            call.queue_waited += time.monotonic() - started
+
     async def _attempt_async(self, call: _Call) -> Any:
-        lease = await self.manager.acquire(call.route(), attempt=call.attempts + 1)
+        lease = await self._acquire_async(call)
         call.begin_attempt()  # counted once an instance was found: a failed route is no attempt
         try:
             transport = await self._async_transport(lease)
@@ -792,11 +820,16 @@ class OllamaPoolProvider:
                 raise error from exc
             raise
         finally:
-            await _aclose(stream)
-            call.stream_ended(lease, error, final, holder)
+            # The slot first: a stream left by a cancelled consumer is closed by the loop's
+            # async-generator finalizer, and the slot must be free by that task's first step,
+            # not after closing the connection takes a few more loop turns.
+            try:
+                call.stream_ended(lease, error, final, holder)
+            finally:
+                await _aclose(stream)
 
     async def _open_once_async(self, call: _Call) -> tuple[Lease, Any, Any]:
-        lease = await self.manager.acquire(call.route(), attempt=call.attempts + 1)
+        lease = await self._acquire_async(call)
         call.begin_attempt()  # counted once an instance was found: a failed route is no attempt
         stream: Any = None
         try:
@@ -825,6 +858,7 @@ class OllamaPoolProvider:
         **params: Any,
     ) -> PoolChatResponse:
         """Sync twin of :meth:`chat`."""
+        refuse_on_loop_thread("chat_sync(...)", "await provider.chat(...)")
         call = self._call("chat", request, hints, _merge(model, messages, params))
         return self._run_sync(call)  # type: ignore[no-any-return]
 
@@ -838,6 +872,7 @@ class OllamaPoolProvider:
         **params: Any,
     ) -> PoolGenerateResponse:
         """Sync twin of :meth:`generate`."""
+        refuse_on_loop_thread("generate_sync(...)", "await provider.generate(...)")
         call = self._call("generate", request, hints, _merge(model, None, params, prompt=prompt))
         return self._run_sync(call)  # type: ignore[no-any-return]
 
@@ -851,6 +886,7 @@ class OllamaPoolProvider:
         **params: Any,
     ) -> PoolEmbedResponse:
         """Sync twin of :meth:`embed`."""
+        refuse_on_loop_thread("embed_sync(...)", "await provider.embed(...)")
         if input is not None:
             params["input"] = list(input) if not isinstance(input, str) else input
         call = self._call("embed", request, hints, _merge(model, None, params))
@@ -866,6 +902,7 @@ class OllamaPoolProvider:
         **params: Any,
     ) -> SyncPoolStream[ChatResponse]:
         """Sync twin of :meth:`stream_chat`."""
+        refuse_on_loop_thread("stream_chat_sync(...)", "async for chunk in provider.stream_chat(...)")
         call = self._call("chat", request, hints, _merge(model, messages, params))
         holder: list[PoolInfo] = []
         return SyncPoolStream(self._stream_sync(call, holder), holder)
@@ -880,12 +917,14 @@ class OllamaPoolProvider:
         **params: Any,
     ) -> SyncPoolStream[GenerateResponse]:
         """Sync twin of :meth:`stream_generate`."""
+        refuse_on_loop_thread("stream_generate_sync(...)", "async for chunk in provider.stream_generate(...)")
         call = self._call("generate", request, hints, _merge(model, None, params, prompt=prompt))
         holder: list[PoolInfo] = []
         return SyncPoolStream(self._stream_sync(call, holder), holder)
 
     def execute_sync(self, method: str, params: Mapping[str, Any]) -> dict[str, Any]:
         """Sync twin of :meth:`execute`."""
+        refuse_on_loop_thread("execute_sync(...)", "await provider.execute(...)")
         kind, request = _execute_request(method, params)
         call = self._call(kind, None, None, request)
         return _as_dict(self._run_sync(call))
@@ -904,6 +943,11 @@ class OllamaPoolProvider:
                 return self._attempts_sync(call, once)
             except RequestError:
                 raise
+            except PoolSaturatedError as exc:
+                # Ran out of the call's queue time: counts as a failed attempt; the fallback
+                # model still gets its try (at once, with whatever queue time is left).
+                call.errors.append(exc)
+                last = exc
             except (InstanceError, NoInstanceAvailableError) as exc:
                 last = exc
         assert last is not None
@@ -923,8 +967,19 @@ class OllamaPoolProvider:
                 return once(call)
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
+    def _acquire_sync(self, call: _Call) -> Lease:
+        """Sync twin of :meth:`_acquire_async`."""
+        route = call.route()
+        started = time.monotonic()
+        try:
+            return self.manager.acquire_sync(
+                route, timeout=call.queue_left(), attempt=call.attempts + 1, waited_before=call.queue_waited
+            )
+        finally:
+            call.queue_waited += time.monotonic() - started
+
     def _attempt_sync(self, call: _Call) -> Any:
-        lease = self.manager.acquire_sync(call.route(), attempt=call.attempts + 1)
+        lease = self._acquire_sync(call)
         call.begin_attempt()  # counted once an instance was found: a failed route is no attempt
         try:
             transport = self._sync_transport(lease)
@@ -962,7 +1017,7 @@ class OllamaPoolProvider:
             call.stream_ended(lease, error, final, holder)
 
     def _open_once_sync(self, call: _Call) -> tuple[Lease, Any, Any]:
-        lease = self.manager.acquire_sync(call.route(), attempt=call.attempts + 1)
+        lease = self._acquire_sync(call)
         call.begin_attempt()  # counted once an instance was found: a failed route is no attempt
         stream: Any = None
         try:

@@ -43,6 +43,7 @@ from pydantic.v1 import BaseModel as BaseModelV1
 from typing_extensions import Self, is_typeddict
 
 from gleitzeit_llm import OllamaPoolProvider, RequestError
+from gleitzeit_llm.blocking import run_blocking, sync_stream
 from langchain_gleitzeit._pool import PoolHandle, open_pool, validate_model
 from langchain_gleitzeit._utils import (
     HINT_FIELDS,
@@ -371,7 +372,8 @@ class ChatOllamaPool(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         call = self._prepare(messages, stop, kwargs)
-        response = self.provider.chat_sync(call.model, call.messages, **call.params)
+        # On an event-loop thread (invoke() inside async code) the sync call runs in a worker.
+        response = run_blocking(self.provider.chat_sync, call.model, call.messages, **call.params)
         return _chat_result(response)
 
     async def _agenerate(
@@ -395,7 +397,7 @@ class ChatOllamaPool(BaseChatModel):
         # LangChain's stream() reports every chunk to the callbacks itself.
         call = self._prepare(messages, stop, kwargs)
         started = time.monotonic()
-        stream = self.provider.stream_chat_sync(call.model, call.messages, **call.params)
+        stream = sync_stream(lambda: self.provider.stream_chat_sync(call.model, call.messages, **call.params))
         try:
             for chunk in stream:
                 yield _chunk(chunk, stream.pool, started)

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 from typing_extensions import Self
 
 from gleitzeit_llm import OllamaPoolProvider
+from gleitzeit_llm.blocking import run_blocking
 from langchain_gleitzeit._pool import PoolHandle, open_pool, validate_model
 from langchain_gleitzeit._utils import HINT_FIELDS
 
@@ -172,7 +173,7 @@ class OllamaPoolEmbeddings(BaseModel, Embeddings):
         return vectors
 
     def _embed_batch(self, batch: list[str], params: Mapping[str, Any]) -> list[list[float]]:
-        return self._checked(batch, self.provider.embed_sync(self.model, batch, **params))
+        return self._checked(batch, run_blocking(self.provider.embed_sync, self.model, batch, **params))
 
     async def _aembed_batch(self, batch: list[str], params: Mapping[str, Any]) -> list[list[float]]:
         return self._checked(batch, await self.provider.embed(self.model, batch, **params))

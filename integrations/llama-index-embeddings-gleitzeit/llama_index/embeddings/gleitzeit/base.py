@@ -12,6 +12,7 @@ from typing import Any
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
 
+from gleitzeit_llm.blocking import run_blocking
 from gleitzeit_llm.ollama.names import model_key
 from gleitzeit_llm.options import provider_from_options
 from gleitzeit_llm.provider import HINT_NAMES, OllamaPoolProvider
@@ -215,7 +216,7 @@ class OllamaPoolEmbedding(BaseEmbedding):
     def _embed_part(self, texts: list[str]) -> list[Embedding]:
         started = time.perf_counter()
         try:
-            response = self._provider.embed_sync(self.model_name, texts, **self._params())
+            response = run_blocking(self._provider.embed_sync, self.model_name, texts, **self._params())
         except BaseException as exc:
             self._report(texts, started, None, exc)
             raise

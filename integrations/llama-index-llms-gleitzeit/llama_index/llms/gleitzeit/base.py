@@ -35,6 +35,7 @@ from llama_index.core.program.utils import FlexibleModel, process_streaming_obje
 from llama_index.core.prompts import PromptTemplate
 from llama_index.core.types import PydanticProgramMode
 
+from gleitzeit_llm.blocking import run_blocking, sync_stream
 from gleitzeit_llm.ollama.models import OPTION_NAMES
 from gleitzeit_llm.provider import HINT_NAMES, OllamaPoolProvider
 from llama_index.llms.gleitzeit import events
@@ -291,7 +292,9 @@ class OllamaPool(FunctionCallingLLM):
     def _chat(self, messages: Sequence[ChatMessage], kwargs: Mapping[str, Any]) -> ChatResponse:
         with _reported():
             model, params = self._params(kwargs)
-            return chat_response(self._provider.chat_sync(model, to_ollama_messages(messages), **params))
+            # On an event-loop thread the sync call runs in a worker (the core refuses to block a loop).
+            response = run_blocking(self._provider.chat_sync, model, to_ollama_messages(messages), **params)
+            return chat_response(response)
 
     async def _achat(self, messages: Sequence[ChatMessage], kwargs: Mapping[str, Any]) -> ChatResponse:
         with _reported():
@@ -301,7 +304,8 @@ class OllamaPool(FunctionCallingLLM):
     def _stream_chat(self, messages: Sequence[ChatMessage], kwargs: Mapping[str, Any]) -> ChatResponseGen:
         with _reported():  # mistakes in the call surface here, before any chunk is asked for
             model, params = self._params(kwargs)
-            stream = self._provider.stream_chat_sync(model, to_ollama_messages(messages), **params)
+            ollama_messages = to_ollama_messages(messages)
+            stream = sync_stream(lambda: self._provider.stream_chat_sync(model, ollama_messages, **params))
         return _chunks(stream, active_span_id.get())
 
     async def _astream_chat(
