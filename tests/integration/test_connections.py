@@ -305,6 +305,10 @@ async def test_a_one_shot_call_stalling_mid_answer_still_fails_over(ollama_emula
         emulators[0].clear_faults()
         assert result.pool.instance_id == "e1" and result.pool.attempts == 2
         assert result.message.content
+
+
+def test_a_one_shot_call_stalling_mid_answer_is_an_instance_error_sync(ollama_emulators: Any) -> None:
+    emulators = ollama_emulators(2, models=["llama3.2"], loaded=["llama3.2"])
     with stall_pool(emulators, retry_attempts=0) as pool:
         emulators[0].set_faults(hang_after_chunks=2)
         with pytest.raises((InstanceError, AllInstancesFailedError)):
