@@ -217,6 +217,8 @@ class _Call:
     attempts: int = 0
     model_attempts: int = 0  # attempts with the current model (the retry budget is per model)
     errors: list[BaseException] = field(default_factory=list)
+    # Per model that no instance could take at all: (model, why), to name every one at the end.
+    unroutable: list[tuple[str, NoInstanceAvailableError]] = field(default_factory=list)
     tried: set[str] = field(default_factory=set)
     fallback_used: bool = False
     model: str = ""
@@ -344,9 +346,22 @@ class _Call:
             duration=time.monotonic() - self.started,
         )
 
+    def note_unroutable(self, exc: BaseException) -> None:
+        if isinstance(exc, NoInstanceAvailableError):
+            self.unroutable.append((self.model, exc))
+
     def final_error(self, last: BaseException) -> BaseException:
-        if isinstance(last, (RequestError,)) or not self.errors:
+        if isinstance(last, RequestError):
             return last
+        if not self.errors:
+            if len(self.unroutable) < 2:
+                return last
+            # The model and its fallback_model both found no instance: name both.
+            (model, why), *rest = self.unroutable
+            parts = [f"model {model!r}: {why}"] + [f"fallback_model {m!r}: {e}" for m, e in rest]
+            error = NoInstanceAvailableError("; ".join(parts))
+            error.__cause__ = last
+            return error
         if len(self.errors) == 1 and self.max_attempts() == 1 and not self.hints.fallback_model:
             return last
         if self.errors == [last] and isinstance(last, PoolSaturatedError):
@@ -358,6 +373,8 @@ class _Call:
         summary = "; ".join(f"{type(e).__name__}: {e}" for e in shown)
         if len(self.errors) > len(shown):
             summary = f"({len(self.errors) - len(shown)} earlier in .errors) {summary}"
+        for model, why in self.unroutable:
+            summary += f"; model {model!r}: {why}"
         error = AllInstancesFailedError(
             f"all {len(self.errors)} attempt(s) for model {models} failed: {summary}", errors=self.errors
         )
@@ -753,6 +770,7 @@ class OllamaPoolProvider:
                 call.errors.append(exc)
                 last = exc
             except (InstanceError, NoInstanceAvailableError) as exc:
+                call.note_unroutable(exc)
                 last = exc
         assert last is not None
         raise call.final_error(last)
@@ -949,6 +967,7 @@ class OllamaPoolProvider:
                 call.errors.append(exc)
                 last = exc
             except (InstanceError, NoInstanceAvailableError) as exc:
+                call.note_unroutable(exc)
                 last = exc
         assert last is not None
         raise call.final_error(last)

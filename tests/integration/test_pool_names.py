@@ -8,7 +8,13 @@ from typing import Any
 
 import pytest
 
-from gleitzeit_llm import GleitzeitError, NoInstanceAvailableError, OllamaPoolProvider, RequestError
+from gleitzeit_llm import (
+    AllInstancesFailedError,
+    GleitzeitError,
+    NoInstanceAvailableError,
+    OllamaPoolProvider,
+    RequestError,
+)
 from gleitzeit_llm.testing import OllamaEmulator
 
 MESSAGES = [{"role": "user", "content": "hello"}]
@@ -85,3 +91,27 @@ async def test_a_name_with_an_empty_part_is_rejected_before_any_request(ollama_e
                 await pool.chat(name, MESSAGES)
             assert info.value.field == "model"
     assert emu.requests_for("/api/chat") == []
+
+
+async def test_when_the_model_and_its_fallback_are_both_missing_the_error_names_both(
+    ollama_emulators: Any,
+) -> None:
+    (emu,) = ollama_emulators(1, models=["llama3.2"], loaded=["llama3.2"])
+    async with OllamaPoolProvider(instances=[{"id": "e", "url": emu.url}]) as pool:
+        with pytest.raises(NoInstanceAvailableError) as caught:
+            await pool.chat("llama9", [{"role": "user", "content": "hi"}], fallback_model="qwen9")
+    message = str(caught.value)
+    assert "llama9" in message and "qwen9" in message and "fallback" in message
+
+
+async def test_a_fallback_missing_after_failed_attempts_is_named_with_them(ollama_emulators: Any) -> None:
+    (emu,) = ollama_emulators(1, models=["llama3.2"], loaded=["llama3.2"])
+    emu.set_faults(error_rate=1.0)
+    settings = {"retry_attempts": 1, "retry_backoff_base": 0.001, "retry_backoff_max": 0.01}
+    pool = OllamaPoolProvider(
+        instances=[{"id": "e", "url": emu.url}], load_balancing=settings, health_checks=False
+    )
+    async with pool:
+        with pytest.raises(AllInstancesFailedError) as caught:
+            await pool.chat("llama3.2", [{"role": "user", "content": "hi"}], fallback_model="qwen9")
+    assert "qwen9" in str(caught.value) and "500" in str(caught.value)
