@@ -165,6 +165,39 @@ def render(data: dict[str, Any], json_name: str, json_link: str, plots_rel: str 
         if plots_rel:
             out += [f"![unequal]({plots_rel}/unequal.png)", ""]
 
+    cold = sc.get("coldstart")
+    if cold:
+        p = cold["params"]
+        out += [
+            f"### 3b. Cold start (`{cold['slow_instance']}` ten times slower, a fresh pool per strategy, "
+            f"{p['requests']} calls at concurrency {p['concurrency']}, every call counted)",
+            "",
+        ]
+        rows = [
+            [
+                f"`{s}`",
+                _m(r["p50_ms"], 0),
+                _m(r["p99_ms"], 0),
+                _m(r["max_ms"], 0),
+                " / ".join(f"{v['median']:.0f}" for v in r["served"].values()),
+                _m(r["slow_served"], 0),
+                str(r["failed"]),
+            ]
+            for s, r in cold["by_strategy"].items()
+        ]
+        out += _table(
+            [
+                "strategy",
+                "p50 ms",
+                "p99 ms",
+                "max ms",
+                "calls i0 / i1 / i2 / i3 (slow)",
+                "slow served",
+                "failed",
+            ],
+            rows,
+        )
+
     res = sc.get("residency")
     if res:
         p = res["params"]

@@ -18,6 +18,11 @@ TARGETS = {
     "added_latency": ("Added latency p50 vs plain httpx", "< 0.5 ms", "ms"),
     "throughput": ("Throughput vs N*c/service_time", ">= 95 %", "%"),
     "unequal": ("latency_based p99 vs round_robin, one instance 10x slower", "<= 1/3", "ratio"),
+    "coldstart": (
+        "latency_based p99 vs round_robin from a fresh pool (cold start), one instance 10x slower",
+        "<= 1/3",
+        "ratio",
+    ),
     "failover": ("Failed requests when an instance is stopped", "0", "requests"),
     "residency": ("Cold loads while a loaded replica has a free slot (model_affinity)", "0", "loads"),
     "import": ("import gleitzeit_llm", "< 150 ms", "ms"),
@@ -98,6 +103,21 @@ def _unequal(sc: dict[str, Any]) -> tuple[Any, bool | None, str] | None:
     return ratio["median"], ratio["median"] <= 1 / 3, detail
 
 
+def _coldstart(sc: dict[str, Any]) -> tuple[Any, bool | None, str] | None:
+    ratio = _get(sc, "coldstart", "latency_vs_round_robin_p99")
+    by = _get(sc, "coldstart", "by_strategy") or {}
+    if not ratio or ratio.get("median") is None:
+        return None
+    lb, rr = by.get("latency_based", {}), by.get("round_robin", {})
+    detail = (
+        f"every call from initialize() on counted; p99 latency_based / p99 round_robin per run: "
+        f"{_fmt(ratio, 1, 3)}; p99 latency_based {_fmt(lb.get('p99_ms'), 1, 0)} ms, round_robin "
+        f"{_fmt(rr.get('p99_ms'), 1, 0)} ms; calls served by the slow instance: latency_based "
+        f"{_fmt(lb.get('slow_served'), 1, 0)}, round_robin {_fmt(rr.get('slow_served'), 1, 0)}"
+    )
+    return ratio["median"], ratio["median"] <= 1 / 3, detail
+
+
 def _failover(sc: dict[str, Any]) -> tuple[Any, bool | None, str] | None:
     failure = sc.get("failure")
     if not failure or "failed_total" not in failure:
@@ -161,6 +181,7 @@ CHECKS: dict[str, Callable[[dict[str, Any]], tuple[Any, bool | None, str] | None
     "added_latency": _added_latency,
     "throughput": _throughput,
     "unequal": _unequal,
+    "coldstart": _coldstart,
     "failover": _failover,
     "residency": _residency,
     "import": _import,

@@ -20,7 +20,7 @@ def test_quick_bench_writes_results_and_the_docs_table(tmp_path: Path) -> None:
             "bench",
             "--quick",
             "--only",
-            "routing,overhead",
+            "routing,overhead,coldstart",
             "--runs",
             "1",
             "--set",
@@ -29,6 +29,8 @@ def test_quick_bench_writes_results_and_the_docs_table(tmp_path: Path) -> None:
             "overhead.concurrency=[1, 4]",
             "--set",
             "routing.sizes=[1, 10]",
+            "--set",
+            "coldstart.requests=24",
             "--out",
             str(tmp_path),
             "--docs",
@@ -47,7 +49,7 @@ def test_quick_bench_writes_results_and_the_docs_table(tmp_path: Path) -> None:
     data = json.loads(result.read_text())
     assert {"schema", "mode", "machine", "scenarios", "runs", "targets", "duration_s"} <= set(data)
     assert {"cores", "python", "loadavg_before", "loadavg_after"} <= set(data["machine"])
-    assert set(data["scenarios"]) == {"routing", "overhead"}
+    assert set(data["scenarios"]) == {"routing", "overhead", "coldstart"}
 
     overhead = data["scenarios"]["overhead"]["by_concurrency"]
     assert set(overhead) == {"1", "4"}
@@ -59,7 +61,14 @@ def test_quick_bench_writes_results_and_the_docs_table(tmp_path: Path) -> None:
     targets = {t["id"]: t for t in data["targets"]}
     assert targets["added_latency"]["measured"] is not None
     assert targets["memory"]["met"] is None  # not measured in this run
+    cold = data["scenarios"]["coldstart"]["by_strategy"]
+    assert {"round_robin", "latency_based"} <= set(cold)
+    for row in cold.values():  # every call counted, the slow instance's share reported
+        assert sum(v["median"] for v in row["served"].values()) + row["failed"] == 24
+        assert row["slow_served"]["n"] == 1
+    assert targets["coldstart"]["measured"] is not None
 
     page = docs.read_text()
     assert page.startswith("# Performance\n\nHand-written prose stays.")
     assert "bench:results:begin" in page and "### Targets" in page and "### 1. Overhead" in page
+    assert "### 3b. Cold start" in page
