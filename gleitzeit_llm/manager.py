@@ -1042,9 +1042,11 @@ def _instance_config(value: Mapping[str, Any] | str) -> InstanceConfig:
 def _strategy_name(value: str | LoadBalancingStrategy, field: str = "load_balancing.strategy") -> str:
     raw = value.value if isinstance(value, LoadBalancingStrategy) else value
     if isinstance(raw, str):
-        name = raw.strip().lower().replace("-", "_")
-        if name in STRATEGY_NAMES:
-            return name
+        # The config's own spelling rules (case, spaces, dashes), so a hint that
+        # LoadBalancingStrategy.parse accepts (as `gleitzeit-llm run` checks it) routes too.
+        member = LoadBalancingStrategy._missing_(raw)
+        if member is not None and member.value in STRATEGY_NAMES:
+            return member.value
     valid = ", ".join(STRATEGY_NAMES)
     error_cls = RequestError if field == "load_balancing_strategy" else ConfigError
     raise error_cls(f"{field}: unknown strategy {raw!r}; valid strategies: {valid}", field=field)

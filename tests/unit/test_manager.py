@@ -261,3 +261,12 @@ def test_max_retry_after_is_a_setting_with_a_sane_default() -> None:
     assert manager(1).config.load_balancing.max_retry_after == 60.0
     with pytest.raises(ConfigError, match="max_retry_after"):
         manager(1, load_balancing={"max_retry_after": 0})
+
+
+@pytest.mark.parametrize("spelling", ["least loaded", "Least-Loaded", " LEAST_LOADED "])
+def test_a_strategy_hint_is_accepted_in_every_spelling_the_config_accepts(spelling: str) -> None:
+    # `gleitzeit-llm run` pre-checks hints with LoadBalancingStrategy.parse; the pool must not
+    # then reject what that check let through.
+    pool = manager(1)
+    assert pool.route_request("llama3.2", spelling).strategy == "least_loaded"
+    assert manager(1, strategy=spelling).strategy == "least_loaded"
