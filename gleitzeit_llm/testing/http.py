@@ -384,9 +384,12 @@ class HttpServer:
             await asyncio.gather(handler, watcher, return_exceptions=True)
             raise
         if handler.done():
+            # Take the handler's outcome before the next await: if this task is cancelled while
+            # it waits for the watcher (the server stopping), an exception left in the handler
+            # would be reported as "Task exception was never retrieved".
+            exc = handler.exception()
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
-            exc = handler.exception()
             if exc is not None:
                 raise exc
             return True
