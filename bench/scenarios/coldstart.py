@@ -23,7 +23,8 @@ import statistics
 import time
 from typing import Any
 
-from bench._util import MESSAGES, MODEL, emulators, instance_list, latency_summary, log, spread
+from bench._util import MESSAGES, MODEL, instance_list, latency_summary, log, spread
+from bench.scenarios.unequal import p99_ratio, run_on_unequal_instances
 
 PARAMS = {
     "full": {
@@ -151,30 +152,13 @@ async def _measure(params: dict[str, Any], procs: list[Any]) -> dict[str, Any]:
                 {k: r[k] for k in ("slow_calls_at_ms", "first_ms", "steady_p50_ms", "served")} for r in runs
             ],
         }
-    ratio = None
-    if "latency_based" in per and "round_robin" in per:
-        ratio = spread(
-            [
-                lb["latency"]["p99_ms"] / rr["latency"]["p99_ms"]
-                for lb, rr in zip(per["latency_based"], per["round_robin"], strict=True)
-            ]
-        )
-    return {"params": params, "slow_instance": SLOW, "by_strategy": out, "latency_vs_round_robin_p99": ratio}
+    return {
+        "params": params,
+        "slow_instance": SLOW,
+        "by_strategy": out,
+        "latency_vs_round_robin_p99": p99_ratio(per),
+    }
 
 
 def run(params: dict[str, Any]) -> dict[str, Any]:
-    settings = {
-        "models": [MODEL],
-        "loaded": [MODEL],
-        "time_scale": 1.0,
-        "num_parallel": params["max_concurrent"],
-        "ttft": params["ttft"],
-        "prompt_tokens_per_second": 0,
-        "tokens_per_second": params["tokens_per_second"],
-        "reply_tokens": params["reply_tokens"],
-    }
-    with emulators(4, **settings) as procs:
-        procs[3].set_faults(slow_factor=params["slow_factor"])
-        result = asyncio.run(_measure(params, procs))
-    result["emulator"] = {**settings, "slow_factor": params["slow_factor"]}
-    return result
+    return run_on_unequal_instances(params, _measure)

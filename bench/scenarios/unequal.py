@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bench._util import (
@@ -121,18 +122,34 @@ async def _measure(params: dict[str, Any], procs: list[Any]) -> dict[str, Any]:
             "failed": sum(r["failed"] for r in runs),
             "errors": sorted({e for r in runs for e in r["errors"]})[:5],
         }
-    ratio = None
-    if "latency_based" in per and "round_robin" in per:
-        ratio = spread(
-            [
-                lb["latency"]["p99_ms"] / rr["latency"]["p99_ms"]
-                for lb, rr in zip(per["latency_based"], per["round_robin"], strict=True)
-            ]
-        )
-    return {"params": params, "slow_instance": SLOW, "by_strategy": out, "latency_vs_round_robin_p99": ratio}
+    return {
+        "params": params,
+        "slow_instance": SLOW,
+        "by_strategy": out,
+        "latency_vs_round_robin_p99": p99_ratio(per),
+    }
+
+
+def p99_ratio(per: dict[str, list[dict[str, Any]]]) -> Any:
+    """latency_based p99 / round_robin p99, run by run (None unless both ran)."""
+    if "latency_based" not in per or "round_robin" not in per:
+        return None
+    return spread(
+        [
+            lb["latency"]["p99_ms"] / rr["latency"]["p99_ms"]
+            for lb, rr in zip(per["latency_based"], per["round_robin"], strict=True)
+        ]
+    )
 
 
 def run(params: dict[str, Any]) -> dict[str, Any]:
+    return run_on_unequal_instances(params, _measure)
+
+
+def run_on_unequal_instances(
+    params: dict[str, Any], measure: Callable[[dict[str, Any], list[Any]], Awaitable[dict[str, Any]]]
+) -> dict[str, Any]:
+    """``measure(params, procs)`` on four emulator processes, the last ``slow_factor`` times slower."""
     settings = {
         "models": [MODEL],
         "loaded": [MODEL],
@@ -145,6 +162,6 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
     }
     with emulators(4, **settings) as procs:
         procs[3].set_faults(slow_factor=params["slow_factor"])
-        result = asyncio.run(_measure(params, procs))
+        result = asyncio.run(measure(params, procs))
     result["emulator"] = {**settings, "slow_factor": params["slow_factor"]}
     return result
