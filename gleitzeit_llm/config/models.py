@@ -155,6 +155,10 @@ def _none_for_empty(value: Any) -> Any:
     return {} if value is None else value
 
 
+_SECTION = BeforeValidator(_none_for_empty)
+"""On a section field: an empty section means its defaults."""
+
+
 # --------------------------------------------------------------------------------------------------
 # Base model: frozen, strict about unknown fields, and every failure is a ConfigError.
 
@@ -300,12 +304,9 @@ class LoadBalancingConfig(_ConfigModel):
     before loading the model on another one (0 = load elsewhere at once)."""
     max_retry_after: _Seconds = 60.0
     """The longest a 503/429 keeps an instance out of rotation, whatever its Retry-After says."""
-    circuit_breaker: CircuitBreakerConfig = Field(default_factory=lambda: CircuitBreakerConfig())
-
-    @field_validator("circuit_breaker", mode="before")
-    @classmethod
-    def _section_default(cls, value: Any) -> Any:
-        return _none_for_empty(value)
+    circuit_breaker: Annotated[CircuitBreakerConfig, _SECTION] = Field(
+        default_factory=lambda: CircuitBreakerConfig()
+    )
 
     @field_validator("strategy", mode="before")
     @classmethod

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 
 from gleitzeit_llm.config import sources
 from gleitzeit_llm.config.errors import _Invalid, _Origin, _validate
 from gleitzeit_llm.config.models import (
+    _SECTION,
     InstanceConfig,
     LoadBalancingConfig,
     TimeoutConfig,
     _ConfigModel,
-    _none_for_empty,
     _split_entries,
 )
 from gleitzeit_llm.errors import ConfigError
@@ -38,13 +38,10 @@ class PoolConfig(_ConfigModel):
     """
 
     instances: list[InstanceConfig]
-    load_balancing: LoadBalancingConfig = Field(default_factory=lambda: LoadBalancingConfig())
-    timeouts: TimeoutConfig = Field(default_factory=lambda: TimeoutConfig())
-
-    @field_validator("load_balancing", "timeouts", mode="before")
-    @classmethod
-    def _section_default(cls, value: Any) -> Any:
-        return _none_for_empty(value)
+    load_balancing: Annotated[LoadBalancingConfig, _SECTION] = Field(
+        default_factory=lambda: LoadBalancingConfig()
+    )
+    timeouts: Annotated[TimeoutConfig, _SECTION] = Field(default_factory=lambda: TimeoutConfig())
 
     @field_validator("instances", mode="before")
     @classmethod
