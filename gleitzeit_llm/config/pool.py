@@ -13,7 +13,6 @@ from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 
-from gleitzeit_llm.config import sources
 from gleitzeit_llm.config.errors import _Invalid, _Origin, _validate
 from gleitzeit_llm.config.models import (
     _SECTION,
@@ -23,6 +22,7 @@ from gleitzeit_llm.config.models import (
     _ConfigModel,
     _split_entries,
 )
+from gleitzeit_llm.config.sources import env_source, mapping_source, yaml_source
 from gleitzeit_llm.errors import ConfigError
 from gleitzeit_llm.ollama.urls import redact_url
 
@@ -94,12 +94,12 @@ class PoolConfig(_ConfigModel):
         A workflow mapping with ``providers: {name: {type: ollama_pool, ...}}`` works too; ``provider``
         picks one when there are several.
         """
-        return cls._from_source(*sources.from_mapping(mapping, provider))
+        return cls._from_source(*mapping_source(mapping, provider))
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str], *, provider: str | None = None) -> PoolConfig:
         """A YAML file: top-level ``instances:`` / ``load_balancing:``, or a workflow's ``providers:``."""
-        return cls._from_source(*sources.from_yaml(path, provider))
+        return cls._from_source(*yaml_source(path, provider))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PoolConfig:
@@ -109,7 +109,7 @@ class PoolConfig(_ConfigModel):
         With neither it nor ``GLEITZEIT_OLLAMA_INSTANCES``, the pool is the one local server
         ``http://localhost:11434``. Empty variables count as unset.
         """
-        return cls._from_source(*sources.from_env(environ))
+        return cls._from_source(*env_source(environ))
 
     @classmethod
     def _from_source(cls, data: Mapping[str, Any], origin: _Origin) -> PoolConfig:

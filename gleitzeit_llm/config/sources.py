@@ -56,20 +56,20 @@ ENV_VARIABLES: Mapping[str, tuple[str, ...]] = types.MappingProxyType(_env_table
 """Every variable :meth:`PoolConfig.from_env` reads, with the field it sets (``()`` for the YAML file)."""
 
 
-def from_mapping(mapping: Mapping[str, Any], provider: str | None) -> tuple[Mapping[str, Any], _Origin]:
+def mapping_source(mapping: Mapping[str, Any], provider: str | None) -> tuple[Mapping[str, Any], _Origin]:
     """The pool section of ``mapping`` (the guide's dict form, or a workflow's ``providers:``)."""
     section, prefix = _pool_section(mapping, provider, source="configuration")
     return section, _Origin(prefix=prefix)
 
 
-def from_yaml(path: str | os.PathLike[str], provider: str | None) -> tuple[Mapping[str, Any], _Origin]:
+def yaml_source(path: str | os.PathLike[str], provider: str | None) -> tuple[Mapping[str, Any], _Origin]:
     """The pool section of the YAML file at ``path``."""
     data, origin = _read_yaml(path)
     section, origin.prefix = _pool_section(data, provider, source=origin.file or "")
     return section, origin
 
 
-def from_env(environ: Mapping[str, str] | None) -> tuple[dict[str, Any], _Origin]:
+def env_source(environ: Mapping[str, str] | None) -> tuple[dict[str, Any], _Origin]:
     """The pool the ``GLEITZEIT_OLLAMA_*`` variables describe (see :data:`ENV_VARIABLES`)."""
     env = os.environ if environ is None else environ
     values = {k: v for k, v in env.items() if k.startswith(_ENV_PREFIX) and v.strip()}
