@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 from gleitzeit_llm.errors import ConfigError
@@ -67,7 +67,7 @@ class InstanceURL:
     port: int | None
     path: str
     """Without a trailing ``/`` (``""`` for none)."""
-    userinfo: str = ""
+    userinfo: str = field(default="", repr=False)  # a secret: never in repr
     """``user:pass`` as written, percent-escapes kept."""
 
     @property

@@ -53,7 +53,7 @@ def test_a_url_with_credentials_shows_the_same_in_errors_repr_and_status(url: st
 
 
 def test_the_transport_and_the_config_accept_and_reject_the_same_urls() -> None:
-    from gleitzeit_llm.ollama.urls import parse_instance_url
+    from gleitzeit_llm.ollama.urls import parse_instance_url, parse_url
 
     for bad in ("http://gpu1:11434/api/chat", "http://gpu1:11434?x=1", "http://exa mple:1", "ftp://gpu1"):
         config = config_error(InstanceConfig, url=bad)
@@ -61,6 +61,7 @@ def test_the_transport_and_the_config_accept_and_reject_the_same_urls() -> None:
         assert config.hint == wire.hint and wire.field == "url"
     assert parse_instance_url("bob:pw@GPU1") == ("http://gpu1:11434", "bob", "pw")
     assert InstanceConfig(url="bob:pw@GPU1").url == "http://bob:pw@gpu1:11434"
+    assert "pw" not in repr(parse_url("http://bob:pw@gpu1"))
 
 
 # -- one timeout rule -----------------------------------------------------------------------------
