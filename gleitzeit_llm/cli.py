@@ -646,6 +646,15 @@ def _demo(args: argparse.Namespace) -> int:
 # The parser and the entry point
 
 
+def _command(
+    commands: Any, name: str, run: Callable[[argparse.Namespace], int], summary: str, description: str
+) -> argparse.ArgumentParser:
+    """A subcommand that calls ``run(args)``; ``summary`` shows in the command list."""
+    parser: argparse.ArgumentParser = commands.add_parser(name, help=summary, description=description)
+    parser.set_defaults(run=run)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gleitzeit-llm",
@@ -677,11 +686,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.set_defaults(run=_status)
 
-    chat = commands.add_parser(
+    chat = _command(
+        commands,
         "chat",
-        help="send one prompt, stream the answer",
-        description="Send one prompt "
-        "through the pool and stream the answer to stdout; where it ran goes to stderr.",
+        _chat,
+        "send one prompt, stream the answer",
+        "Send one prompt through the pool and stream the answer to stdout; where it ran goes to stderr.",
     )
     chat.add_argument("prompt", nargs="?", help="the prompt ('-' or omitted: read stdin)")
     chat.add_argument("-m", "--model", required=True, help="model name, e.g. llama3.2")
@@ -694,13 +704,14 @@ def build_parser() -> argparse.ArgumentParser:
         "-q", "--quiet", action="store_true", help="no [instance, attempts, time] line on stderr"
     )
     _add_request_flags(chat)
-    chat.set_defaults(run=_chat)
 
-    batch = commands.add_parser(
+    batch = _command(
+        commands,
         "batch",
-        help="run a prompt over many files (resumable)",
-        description="Run a prompt over every file in DIRECTORY that matches --pattern, spread over the "
-        "pool. Each finished file appends one JSON line to --output; a rerun skips files already done.",
+        _batch,
+        "run a prompt over many files (resumable)",
+        "Run a prompt over every file in DIRECTORY that matches --pattern, spread over the pool. "
+        "Each finished file appends one JSON line to --output; a rerun skips files already done.",
     )
     batch.add_argument("directory", help="folder with the input files")
     batch.add_argument("-m", "--model", required=True, help="model name")
@@ -724,12 +735,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     batch.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     _add_request_flags(batch)
-    batch.set_defaults(run=_batch)
 
-    run = commands.add_parser(
+    run = _command(
+        commands,
         "run",
-        help="run a YAML workflow",
-        description="Run the tasks of a workflow file across the pool (independent tasks at once) and "
+        _run,
+        "run a YAML workflow",
+        "Run the tasks of a workflow file across the pool (independent tasks at once) and "
         "print the results as JSON. The pool: --config, else the file's providers:, else the environment.",
     )
     run.add_argument("workflow", help="workflow YAML (docs/workflows.md)")
@@ -748,20 +760,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--check", action="store_true", help="validate the workflow and list its tasks; run nothing"
     )
-    run.set_defaults(run=_run)
 
     commands.add_parser(
         "emulate", help="run emulated Ollama servers on loopback (see 'emulate --help')", add_help=False
     )
 
-    metrics = commands.add_parser(
+    metrics = _command(
+        commands,
         "metrics",
-        help="serve the pool's Prometheus metrics",
-        description="Health-check the pool and serve its live state as Prometheus metrics until Ctrl-C.",
+        _metrics,
+        "serve the pool's Prometheus metrics",
+        "Health-check the pool and serve its live state as Prometheus metrics until Ctrl-C.",
     )
     metrics.add_argument("--port", type=int, default=9464, help="port (default 9464; 0 picks a free one)")
     metrics.add_argument("--addr", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    metrics.set_defaults(run=_metrics)
 
     demo = commands.add_parser("demo", help="run the embedded demo on emulated Ollama servers")
     demo.add_argument("--requests", type=int, default=120, help="how many chat requests (default 120)")

@@ -562,8 +562,7 @@ class OllamaPoolProvider:
             )
         self.config = self.manager.config
         self.events = self.manager.events
-        t = self.config.timeouts
-        self._timeouts = Timeouts(connect=t.connect, first_byte=t.first_byte, idle=t.idle, total=t.total)
+        self._timeouts: Timeouts = self.config.timeouts.to_timeouts()
         self._connections = Connections(self._timeouts)
         self._closed = False
 

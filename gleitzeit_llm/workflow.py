@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gleitzeit_llm.config.yamlfile import YamlFile, read_yaml
 from gleitzeit_llm.errors import ConfigError, GleitzeitError, RequestError
 
 if TYPE_CHECKING:
@@ -203,8 +204,8 @@ class Workflow:
         if isinstance(source, Mapping):
             return cls.from_dict(source, variables)
         path = Path(source)
-        data, lines = _read_yaml(path)
-        return cls.from_dict(data, variables, source=str(source), path=path, lines=lines)
+        document = read_yaml(path, what="workflow file", error=WorkflowError, field="workflow")
+        return cls.from_dict(document.data, variables, source=str(source), path=path, lines=document)
 
     @classmethod
     def from_dict(
@@ -214,10 +215,10 @@ class Workflow:
         *,
         source: str = "workflow",
         path: Path | None = None,
-        lines: _Lines | None = None,
+        lines: YamlFile | None = None,
     ) -> Workflow:
         """Validate a workflow mapping (see the module docstring for the format)."""
-        return _Parser(source, lines or _Lines(None)).workflow(data, dict(variables or {}), path)
+        return _Parser(source, lines).workflow(data, dict(variables or {}), path)
 
     def pool_config(self) -> PoolConfig | None:
         """The pool of the workflow's ``providers:`` section, or None when it has none."""
@@ -362,51 +363,6 @@ def _parse_placeholder(inner: str) -> str | tuple[str, str]:
 # Parsing and validation
 
 
-class _Lines:
-    """Line numbers of a YAML document's nodes, to point messages at the file."""
-
-    def __init__(self, root: Any) -> None:
-        self.root = root
-
-    def of(self, *path: str | int) -> int | None:
-        node = self.root
-        if node is None:
-            return None
-        line: int | None = None
-        for seg in path:
-            kind = getattr(node, "id", None)
-            if kind == "mapping":
-                found = next((v for k, v in node.value if getattr(k, "value", None) == str(seg)), None)
-                if found is None:
-                    break
-                node = found
-            elif kind == "sequence" and isinstance(seg, int) and seg < len(node.value):
-                node = node.value[seg]
-            else:
-                break
-            line = node.start_mark.line + 1
-        return line
-
-
-def _read_yaml(path: Path) -> tuple[Any, _Lines]:
-    import yaml
-
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise WorkflowError(f"workflow file not found: {path}", field="workflow", value=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise WorkflowError(f"cannot read workflow file {path}: {reason}", field="workflow") from None
-    try:
-        return yaml.safe_load(text), _Lines(yaml.compose(text, Loader=yaml.SafeLoader))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise WorkflowError(f"{path}{where}: malformed YAML: {problem}", field="workflow") from None
-
-
 def _path(parts: Sequence[str | int]) -> str:
     out = ""
     for part in parts:
@@ -417,7 +373,7 @@ def _path(parts: Sequence[str | int]) -> str:
 @dataclass
 class _Parser:
     source: str
-    lines: _Lines
+    lines: YamlFile | None
 
     def fail(
         self,
@@ -429,7 +385,7 @@ class _Parser:
         value: object = None,
     ) -> WorkflowError:
         """An error at ``where`` (a path from the document root), naming the task and field."""
-        line = self.lines.of(*where)
+        line = self.lines.line(where) if self.lines is not None else None
         prefix = f"{self.source}" + (f", line {line}" if line else "")
         task_path = list(where[2:]) if len(where) > 2 and where[0] == "tasks" else []
         field_name = _path(task_path) if task is not None and task_path else _path(where) or None

@@ -12,7 +12,23 @@ from dataclasses import dataclass
 
 from gleitzeit_llm.errors import ConfigError
 
-__all__ = ["Timeouts"]
+__all__ = ["TIMEOUT_HINT", "Timeouts", "timeout_problem"]
+
+TIMEOUT_HINT = "use none for no limit"
+
+
+def timeout_problem(value: object) -> str | None:
+    """What is wrong with ``value`` as a timeout, or None when it is one: seconds > 0, or None.
+
+    The one rule: :class:`Timeouts` and the configuration's ``TimeoutConfig`` both ask it.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "expected a number of seconds"
+    if not value > 0:  # also catches NaN
+        return "must be greater than 0"
+    return None
 
 
 @dataclass(frozen=True)
@@ -36,12 +52,11 @@ class Timeouts:
     def __post_init__(self) -> None:
         for name in ("connect", "first_byte", "idle", "total"):
             value = getattr(self, name)
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            problem = timeout_problem(value)
+            if problem is not None:
                 raise ConfigError(
-                    f"timeout {name}={value!r} must be a positive number of seconds or None",
+                    f"timeouts.{name} = {value!r}: {problem}; {TIMEOUT_HINT}",
                     field=f"timeouts.{name}",
                     value=value,
-                    hint="seconds > 0, or None for no limit",
+                    hint=TIMEOUT_HINT,
                 )
