@@ -12,7 +12,7 @@ import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gleitzeit_llm.testing.faults import BUSY_MESSAGE, Faults
 from gleitzeit_llm.testing.generation import (
@@ -26,11 +26,12 @@ from gleitzeit_llm.testing.generation import (
     normalize,
     split_tokens,
 )
-from gleitzeit_llm.testing.http import ConnectionDropped, Exchange, HttpRequest
+from gleitzeit_llm.testing.http import ConnectionDropped, Exchange, Handler, HttpRequest
 from gleitzeit_llm.testing.models import EmulatedModel, resolve
 from gleitzeit_llm.testing.names import folds_case, parse_name
 from gleitzeit_llm.testing.requestlog import RequestRecord
 from gleitzeit_llm.testing.scheduler import Lease
+from gleitzeit_llm.testing.state import EmulatorState
 from gleitzeit_llm.testing.wire import (
     ApiError,
     check_fields,
@@ -41,9 +42,6 @@ from gleitzeit_llm.testing.wire import (
     json_kind,
     parse_keep_alive,
 )
-
-if TYPE_CHECKING:
-    from gleitzeit_llm.testing.emulator import OllamaEmulator
 
 __all__ = ["ADMIN_PREFIX", "OllamaApi"]
 
@@ -71,32 +69,33 @@ _BOOL = (bool,)
 _OBJ = (dict,)
 _LIST = (list,)
 _INT = (int,)
-_CHAT_FIELDS = {
-    "model": (_STR, "string"),
-    "messages": (_LIST, "[]api.Message"),
-    "tools": (_LIST, "api.Tools"),
-    "options": (_OBJ, "map[string]interface {}"),
-    "stream": (_BOOL, "bool"),
+# Fields of Go's request structs, in declaration order (check_fields reports the first bad one).
+_MODEL = {"model": (_STR, "string")}
+_OPTIONS_AND_STREAM = {"options": (_OBJ, "map[string]interface {}"), "stream": (_BOOL, "bool")}
+_GENERATION_TAIL = {
     "truncate": (_BOOL, "bool"),
     "shift": (_BOOL, "bool"),
     "logprobs": (_BOOL, "bool"),
     "top_logprobs": (_INT, "int"),
 }
+_CHAT_FIELDS = {
+    **_MODEL,
+    "messages": (_LIST, "[]api.Message"),
+    "tools": (_LIST, "api.Tools"),
+    **_OPTIONS_AND_STREAM,
+    **_GENERATION_TAIL,
+}
 _GENERATE_FIELDS = {
-    "model": (_STR, "string"),
+    **_MODEL,
     "prompt": (_STR, "string"),
     "suffix": (_STR, "string"),
     "system": (_STR, "string"),
     "template": (_STR, "string"),
     "context": (_LIST, "[]int"),
     "images": (_LIST, "[]api.ImageData"),
-    "options": (_OBJ, "map[string]interface {}"),
-    "stream": (_BOOL, "bool"),
+    **_OPTIONS_AND_STREAM,
     "raw": (_BOOL, "bool"),
-    "truncate": (_BOOL, "bool"),
-    "shift": (_BOOL, "bool"),
-    "logprobs": (_BOOL, "bool"),
-    "top_logprobs": (_INT, "int"),
+    **_GENERATION_TAIL,
 }
 _EMBED_FIELDS = {
     "model": (_STR, "string"),
@@ -154,26 +153,30 @@ class _StreamEnded(Exception):
 
 
 class OllamaApi:
-    """Routes requests to handlers; owns no state (it reads and drives the emulator's)."""
+    """Routes requests to handlers; owns no state (it reads and drives the emulator's).
 
-    def __init__(self, emulator: OllamaEmulator) -> None:
-        self.emu = emulator
+    Requests under :data:`ADMIN_PREFIX` go to ``admin`` (the control API), unlogged.
+    """
+
+    def __init__(self, state: EmulatorState, admin: Handler) -> None:
+        self.state = state
+        self._admin = admin
         self._ids = random.Random()
 
     # -- dispatch --------------------------------------------------------------------------
 
     async def handle(self, request: HttpRequest, ex: Exchange) -> None:
         if request.path.startswith(ADMIN_PREFIX):
-            await self.emu._admin.handle(request, ex)
+            await self._admin(request, ex)
             return
         loop_start = time.monotonic()
-        record = self.emu.log.start(request.method, request.path, time.time(), request.headers)
+        record = self.state.log.start(request.method, request.path, time.time(), request.headers)
 
         def complete() -> None:
             record.status = ex.status
             record.finished = True
             record.wall_time = time.monotonic() - loop_start
-            self.emu.log.notify()
+            self.state.log.notify()
 
         ex.before_end = complete
         try:
@@ -183,7 +186,7 @@ class OllamaApi:
             elif request.method not in route:
                 await ex.send(405, "text/plain", b"405 method not allowed")
             else:
-                if request.path not in _INFERENCE and self.emu.faults.current.affect_probes:
+                if request.path not in _INFERENCE and self.state.faults.current.affect_probes:
                     await self._hang_fault(record)
                     self._refusal_faults(record)
                 await getattr(self, route[request.method])(request, ex, record)
@@ -213,21 +216,21 @@ class OllamaApi:
     # -- faults ----------------------------------------------------------------------------
 
     async def _hang_fault(self, record: RequestRecord) -> None:
-        if not self.emu.faults.current.hang:
+        if not self.state.faults.current.hang:
             return
         record.fault = "hang"
-        self.emu.log.notify()
-        while self.emu.faults.current.hang:
-            await self.emu._faults_changed()
+        self.state.log.notify()
+        while self.state.faults.current.hang:
+            await self.state.faults_changed()
 
     def _refusal_faults(self, record: RequestRecord) -> None:
-        faults = self.emu.faults.current
+        faults = self.state.faults.current
         if faults.busy:
             record.fault = "busy"
             retry_after = faults.busy_retry_after
             headers = None if retry_after is None else [("Retry-After", f"{retry_after:g}")]
             raise ApiError(faults.busy_status, BUSY_MESSAGE, headers)
-        drawn = self.emu.faults.draw_error()
+        drawn = self.state.faults.draw_error()
         if drawn is not None:
             record.fault = "error"
             raise ApiError(*drawn)
@@ -238,14 +241,14 @@ class OllamaApi:
         await ex.send(200, PLAIN, b"Ollama is running")
 
     async def _version(self, request: HttpRequest, ex: Exchange, record: RequestRecord) -> None:
-        await self._send_json(ex, 200, {"version": self.emu.settings.version})
+        await self._send_json(ex, 200, {"version": self.state.settings.version})
 
     async def _tags(self, request: HttpRequest, ex: Exchange, record: RequestRecord) -> None:
-        models = sorted(self.emu._models.values(), key=lambda m: -int(m.modified_at or 0))
+        models = sorted(self.state.models.values(), key=lambda m: -int(m.modified_at or 0))
         await self._send_json(ex, 200, {"models": [m.tags_entry() for m in models]})
 
     async def _ps(self, request: HttpRequest, ex: Exchange, record: RequestRecord) -> None:
-        await self._send_json(ex, 200, {"models": self.emu.scheduler.ps()})
+        await self._send_json(ex, 200, {"models": self.state.scheduler.ps()})
 
     async def _show(self, request: HttpRequest, ex: Exchange, record: RequestRecord) -> None:
         body = self._body(request, record, "ShowRequest", _SHOW_FIELDS)
@@ -274,8 +277,8 @@ class OllamaApi:
 
     def _find(self, name: str, route: str) -> EmulatedModel:
         """The model ``route`` reaches for ``name``, resolved as the reported version does (404 if none)."""
-        fold = folds_case(route, self.emu.settings.version)
-        model = resolve(self.emu._models, name, fold_case=fold) if name else None
+        fold = folds_case(route, self.state.settings.version)
+        model = resolve(self.state.models, name, fold_case=fold) if name else None
         if model is None:
             if route == "embed":  # EmbedHandler leaves the lookup to the scheduler (handleScheduleError)
                 raise ApiError(404, f"model {go_quote(name)} not found, try pulling it first")
@@ -320,7 +323,7 @@ class OllamaApi:
         record.model_name = model.name
         if not messages and keep_alive == 0:
             record.action = "unload"
-            self.emu.scheduler.expire(model.key)
+            self.state.scheduler.expire(model.key)
             await self._send_json(ex, 200, _chat_done(name, "unload"))
             return
         if not model.has("completion"):
@@ -358,7 +361,7 @@ class OllamaApi:
             chars += len(dumps(tools)) if tools else 0
             await self._run(ex, record, lease, gen, stream, chars, model)
         finally:
-            self.emu.scheduler.release(lease.runner)
+            self.state.scheduler.release(lease.runner)
 
     async def _generate(self, request: HttpRequest, ex: Exchange, record: RequestRecord) -> None:
         body = self._body(request, record, "GenerateRequest", _GENERATE_FIELDS)
@@ -378,7 +381,7 @@ class OllamaApi:
         prompt = body.get("prompt") or ""
         if not prompt and keep_alive == 0:
             record.action = "unload"
-            self.emu.scheduler.expire(model.key)
+            self.state.scheduler.expire(model.key)
             await self._send_json(ex, 200, _generate_done(name, "unload"))
             return
         if not model.has("completion"):
@@ -410,7 +413,7 @@ class OllamaApi:
             )
             await self._run(ex, record, lease, gen, stream, chars, model)
         finally:
-            self.emu.scheduler.release(lease.runner)
+            self.state.scheduler.release(lease.runner)
 
     async def _acquire(
         self, model: EmulatedModel, keep_alive: float | None, body: Mapping[str, Any], record: RequestRecord
@@ -418,25 +421,25 @@ class OllamaApi:
         options = body.get("options") or {}
         num_ctx = options.get("num_ctx") if isinstance(options.get("num_ctx"), int) else None
         if (
-            model.key not in self.emu.scheduler.runners
-            or self.emu.scheduler.runners[model.key].state != "ready"
+            model.key not in self.state.scheduler.runners
+            or self.state.scheduler.runners[model.key].state != "ready"
         ):
             record.cold_load = True
-            self.emu.log.notify()
-        lease = await self.emu.scheduler.acquire(model, keep_alive, num_ctx)
+            self.state.log.notify()
+        lease = await self.state.scheduler.acquire(model, keep_alive, num_ctx)
         record.cold_load = lease.cold
         return lease
 
     # -- the generation itself -------------------------------------------------------------
 
     def _plan(self, gen: GenerationRequest, prompt_chars: int, model: EmulatedModel) -> _Plan:
-        settings = self.emu.settings
+        settings = self.state.settings
         seed_text = f"{model.name}\x1f{gen.endpoint}\x1f{gen.prompt}"
         pieces: list[_Piece] = []
         thinking_text: str | None = None
         content: str | None = None
-        calls = self.emu._take_tool_calls(gen) if gen.tools else None
-        responder = self.emu.responder
+        calls = self.state.tools.take(gen) if gen.tools else None
+        responder = self.state.responder
         if calls is None and responder is not None:
             answer = responder(gen)
             if isinstance(answer, Reply):
@@ -492,9 +495,9 @@ class OllamaApi:
         prompt_chars: int,
         model: EmulatedModel,
     ) -> None:
-        emu = self.emu
-        settings = emu.settings
-        scheduler = emu.scheduler
+        state = self.state
+        settings = state.settings
+        scheduler = state.scheduler
         runner = lease.runner
         loop = asyncio.get_running_loop()
         scale = settings.time_scale
@@ -504,7 +507,7 @@ class OllamaApi:
         try:
             record.concurrency, record.model_concurrency = scheduler.begin_generation(runner)
             try:
-                faults = emu.faults.current
+                faults = state.faults.current
                 plan = self._plan(gen, prompt_chars, model)
                 ttft = (model.ttft if model.ttft is not None else settings.ttft) + faults.extra_latency
                 prefill = settings.prompt_tokens_per_second
@@ -669,9 +672,9 @@ class OllamaApi:
     ) -> None:
         if index == hang_at:
             record.fault = "hang_mid_stream" if index else "hang"
-            self.emu.log.notify()
-            while self.emu.faults.current.hang_after_chunks is not None:
-                await self.emu._faults_changed()
+            self.state.log.notify()
+            while self.state.faults.current.hang_after_chunks is not None:
+                await self.state.faults_changed()
         if index == drop_at:
             record.fault = "drop"
             ex.drop()
@@ -740,7 +743,7 @@ class OllamaApi:
             dims = body.get("dimensions")
             if isinstance(dims, int) and 0 < dims < len(vectors[0]):
                 vectors = [normalize(v[:dims]) for v in vectors]
-            faults = self.emu.faults.current
+            faults = self.state.faults.current
             if faults.drop_after_chunks is not None:
                 record.fault = "drop"
                 ex.drop()
@@ -759,12 +762,12 @@ class OllamaApi:
             )
             await ex.send(200, JSON, text.encode())
         finally:
-            self.emu.scheduler.release(lease.runner)
+            self.state.scheduler.release(lease.runner)
 
     async def _embed_vectors(
         self, record: RequestRecord, lease: Lease, model: EmulatedModel, inputs: list[str], truncate: bool
     ) -> tuple[list[list[float]], dict[str, int]]:
-        settings = self.emu.settings
+        settings = self.state.settings
         runner = lease.runner
         loop = asyncio.get_running_loop()
         scale = settings.time_scale
@@ -772,14 +775,14 @@ class OllamaApi:
         waited = await runner.slots.acquire()
         queue_s = (loop.time() - slot_start) / scale if waited and scale > 0 else 0.0
         try:
-            record.concurrency, record.model_concurrency = self.emu.scheduler.begin_generation(runner)
+            record.concurrency, record.model_concurrency = self.state.scheduler.begin_generation(runner)
             try:
                 limit = runner.context_length
                 counts = [max(1, count_tokens(text)) for text in inputs]
                 if not truncate and any(c > limit for c in counts):
                     raise ApiError(400, "the input length exceeds the context length")
                 tokens = sum(min(c, limit) for c in counts)
-                faults = self.emu.faults.current
+                faults = self.state.faults.current
                 prefill = settings.prompt_tokens_per_second
                 seconds = (model.ttft if model.ttft is not None else settings.ttft) + faults.extra_latency
                 seconds = (seconds + (tokens / prefill if prefill > 0 else 0.0)) * faults.slow_factor
@@ -795,7 +798,7 @@ class OllamaApi:
                     "prompt_eval_duration": int(seconds * 1e9),
                 }
             finally:
-                self.emu.scheduler.end_generation(runner)
+                self.state.scheduler.end_generation(runner)
         finally:
             runner.slots.release()
 
@@ -807,7 +810,9 @@ class OllamaApi:
         name = body.get("model") or ""
         if not _valid_name(name):
             raise ApiError(400, "model is required")
-        model = resolve(self.emu._models, name, fold_case=folds_case("embeddings", self.emu.settings.version))
+        model = resolve(
+            self.state.models, name, fold_case=folds_case("embeddings", self.state.settings.version)
+        )
         if model is None:  # the scheduler's (older) wording: this route does not look up first
             raise ApiError(404, f"model {go_quote(name)} not found, try pulling it first")
         record.model_name = model.name
@@ -823,7 +828,7 @@ class OllamaApi:
             record.prompt_eval_count = metrics["prompt_eval_count"]
             await self._send_json(ex, 200, {"embedding": vectors[0]})
         finally:
-            self.emu.scheduler.release(lease.runner)
+            self.state.scheduler.release(lease.runner)
 
 
 def _check_top_logprobs(body: Mapping[str, Any]) -> None:
