@@ -8,9 +8,10 @@ the same status and message for the same mistake. Generation itself is modelled:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,7 @@ from gleitzeit_llm.testing.http import ConnectionDropped, Exchange, Handler, Htt
 from gleitzeit_llm.testing.models import EmulatedModel, resolve
 from gleitzeit_llm.testing.names import folds_case, parse_name
 from gleitzeit_llm.testing.requestlog import RequestRecord
-from gleitzeit_llm.testing.scheduler import Lease
+from gleitzeit_llm.testing.scheduler import Lease, Runner
 from gleitzeit_llm.testing.state import EmulatorState
 from gleitzeit_llm.testing.wire import (
     ApiError,
@@ -66,49 +67,35 @@ _INFERENCE = frozenset({"/api/chat", "/api/generate", "/api/embed", "/api/embedd
 
 _STR = (str,)
 _BOOL = (bool,)
-_OBJ = (dict,)
-_LIST = (list,)
 _INT = (int,)
-# Fields of Go's request structs, in declaration order (check_fields reports the first bad one).
-_MODEL = {"model": (_STR, "string")}
-_OPTIONS_AND_STREAM = {"options": (_OBJ, "map[string]interface {}"), "stream": (_BOOL, "bool")}
-_GENERATION_TAIL = {
-    "truncate": (_BOOL, "bool"),
-    "shift": (_BOOL, "bool"),
-    "logprobs": (_BOOL, "bool"),
-    "top_logprobs": (_INT, "int"),
-}
-_CHAT_FIELDS = {
-    **_MODEL,
+_LIST = (list,)
+# The JSON fields of Ollama's request structs: accepted Python types and the Go type for errors.
+# A field has the same Go type in every struct that declares it.
+_GO_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    **dict.fromkeys(("model", "name", "prompt", "suffix", "system", "template"), (_STR, "string")),
+    **dict.fromkeys(("stream", "raw", "truncate", "shift", "logprobs", "verbose"), (_BOOL, "bool")),
+    **dict.fromkeys(("top_logprobs", "dimensions"), (_INT, "int")),
+    "options": ((dict,), "map[string]interface {}"),
     "messages": (_LIST, "[]api.Message"),
     "tools": (_LIST, "api.Tools"),
-    **_OPTIONS_AND_STREAM,
-    **_GENERATION_TAIL,
-}
-_GENERATE_FIELDS = {
-    **_MODEL,
-    "prompt": (_STR, "string"),
-    "suffix": (_STR, "string"),
-    "system": (_STR, "string"),
-    "template": (_STR, "string"),
     "context": (_LIST, "[]int"),
     "images": (_LIST, "[]api.ImageData"),
-    **_OPTIONS_AND_STREAM,
-    "raw": (_BOOL, "bool"),
-    **_GENERATION_TAIL,
 }
-_EMBED_FIELDS = {
-    "model": (_STR, "string"),
-    "truncate": (_BOOL, "bool"),
-    "dimensions": (_INT, "int"),
-    "options": (_OBJ, "map[string]interface {}"),
-}
-_EMBEDDINGS_FIELDS = {
-    "model": (_STR, "string"),
-    "prompt": (_STR, "string"),
-    "options": (_OBJ, "map[string]interface {}"),
-}
-_SHOW_FIELDS = {"model": (_STR, "string"), "name": (_STR, "string"), "verbose": (_BOOL, "bool")}
+
+
+def _struct(names: str) -> dict[str, tuple[tuple[type, ...], str]]:
+    """Typed fields in Go's declaration order (check_fields reports the first bad one)."""
+    return {name: _GO_TYPES[name] for name in names.split()}
+
+
+_CHAT_FIELDS = _struct("model messages tools options stream truncate shift logprobs top_logprobs")
+_GENERATE_FIELDS = _struct(
+    "model prompt suffix system template context images options stream raw"
+    " truncate shift logprobs top_logprobs"
+)
+_EMBED_FIELDS = _struct("model truncate dimensions options")
+_EMBEDDINGS_FIELDS = _struct("model prompt options")
+_SHOW_FIELDS = _struct("model name verbose")
 _THINK_LEVELS = ("high", "medium", "low", "max")
 _CALL_ID_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
 
@@ -319,49 +306,22 @@ class OllamaApi:
         if not _valid_name(name):
             raise ApiError(400, "model is required")
         _check_top_logprobs(body)
-        model = self._find(name, "chat")
-        record.model_name = model.name
-        if not messages and keep_alive == 0:
-            record.action = "unload"
-            self.state.scheduler.expire(model.key)
-            await self._send_json(ex, 200, _chat_done(name, "unload"))
-            return
-        if not model.has("completion"):
-            raise ApiError(400, f"{go_quote(name)} does not support chat")
-        if tools and not model.has("tools"):
-            raise ApiError(400, f"{model.name} does not support tools")
-        if _thinks(think) and not model.has("thinking"):
-            raise ApiError(400, f"{go_quote(name)} does not support thinking")
-        self._refusal_faults(record)
-        lease = await self._acquire(model, keep_alive, body, record)
-        try:
-            if not messages:
-                record.action = "load"
-                await self._send_json(ex, 200, _chat_done(name, "load"))
-                return
+
+        def generation() -> tuple[list[dict[str, Any]], str, int]:
             prompt = ""
             for message in reversed(messages):
                 if message.get("role") == "user":
                     prompt = message.get("content") or ""
                     break
-            gen = GenerationRequest(
-                endpoint="chat",
-                model=name,
-                messages=tuple(messages),
-                prompt=prompt,
-                options=body.get("options") or {},
-                format=body.get("format"),
-                think=think,
-                tools=tuple(tools),
-                body=body,
-            )
             chars = sum(
                 len(str(m.get("content") or "")) + len(str(m.get("role") or "")) + 4 for m in messages
             )
             chars += len(dumps(tools)) if tools else 0
-            await self._run(ex, record, lease, gen, stream, chars, model)
-        finally:
-            self.state.scheduler.release(lease.runner)
+            return messages, prompt, chars
+
+        await self._complete(
+            "chat", ex, record, body, keep_alive, stream, think, tools, not messages, generation
+        )
 
     async def _generate(self, request: HttpRequest, ex: Exchange, record: RequestRecord) -> None:
         body = self._body(request, record, "GenerateRequest", _GENERATE_FIELDS)
@@ -376,40 +336,73 @@ class OllamaApi:
             # Ollama keeps answering 404 here for compatibility ("ideally invalid model name").
             raise ApiError(404, f"model '{name}' not found")
         _check_top_logprobs(body)
-        model = self._find(name, "generate")
-        record.model_name = model.name
         prompt = body.get("prompt") or ""
-        if not prompt and keep_alive == 0:
+
+        def generation() -> tuple[list[dict[str, Any]], str, int]:
+            system = body.get("system") or ""
+            messages: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
+            messages.append({"role": "user", "content": prompt})
+            chars = (
+                len(prompt) + len(system) + len(body.get("suffix") or "") + 4 * len(body.get("context") or [])
+            )
+            return messages, prompt, chars
+
+        await self._complete(
+            "generate", ex, record, body, keep_alive, stream, think, [], not prompt, generation
+        )
+
+    async def _complete(
+        self,
+        route: str,
+        ex: Exchange,
+        record: RequestRecord,
+        body: dict[str, Any],
+        keep_alive: float | None,
+        stream: bool,
+        think: bool | str | None,
+        tools: list[Any],
+        empty: bool,
+        generation: Callable[[], tuple[list[dict[str, Any]], str, int]],
+    ) -> None:
+        """What /api/chat and /api/generate (``route``) share after parsing, in Ollama's order.
+
+        ``empty`` (no messages, no prompt) makes the request a bare load, or an unload with
+        ``keep_alive: 0``; ``generation()`` gives the conversation, the prompt (what a responder
+        sees as ``prompt``) and the prompt's size in characters.
+        """
+        name = body.get("model") or ""
+        model = self._find(name, route)
+        record.model_name = model.name
+        done = _chat_done if route == "chat" else _generate_done
+        if empty and keep_alive == 0:
             record.action = "unload"
             self.state.scheduler.expire(model.key)
-            await self._send_json(ex, 200, _generate_done(name, "unload"))
+            await self._send_json(ex, 200, done(name, "unload"))
             return
         if not model.has("completion"):
-            raise ApiError(400, f"{go_quote(name)} does not support generate")
+            raise ApiError(400, f"{go_quote(name)} does not support {route}")
+        if tools and not model.has("tools"):
+            raise ApiError(400, f"{model.name} does not support tools")
         if _thinks(think) and not model.has("thinking"):
             raise ApiError(400, f"{go_quote(name)} does not support thinking")
         self._refusal_faults(record)
         lease = await self._acquire(model, keep_alive, body, record)
         try:
-            if not prompt:
+            if empty:
                 record.action = "load"
-                await self._send_json(ex, 200, _generate_done(name, "load"))
+                await self._send_json(ex, 200, done(name, "load"))
                 return
-            system = body.get("system") or ""
-            messages: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
-            messages.append({"role": "user", "content": prompt})
+            messages, prompt, chars = generation()
             gen = GenerationRequest(
-                endpoint="generate",
+                endpoint=route,
                 model=name,
                 messages=tuple(messages),
                 prompt=prompt,
                 options=body.get("options") or {},
                 format=body.get("format"),
                 think=think,
+                tools=tuple(tools),
                 body=body,
-            )
-            chars = (
-                len(prompt) + len(system) + len(body.get("suffix") or "") + 4 * len(body.get("context") or [])
             )
             await self._run(ex, record, lease, gen, stream, chars, model)
         finally:
@@ -495,46 +488,54 @@ class OllamaApi:
         prompt_chars: int,
         model: EmulatedModel,
     ) -> None:
-        state = self.state
-        settings = state.settings
-        scheduler = state.scheduler
-        runner = lease.runner
-        loop = asyncio.get_running_loop()
+        settings = self.state.settings
         scale = settings.time_scale
+        async with self._generation_slot(record, lease.runner) as queue_s:
+            faults = self.state.faults.current
+            plan = self._plan(gen, prompt_chars, model)
+            ttft = (model.ttft if model.ttft is not None else settings.ttft) + faults.extra_latency
+            prefill = settings.prompt_tokens_per_second
+            ttft += plan.prompt_tokens / prefill if prefill > 0 else 0.0
+            ttft *= faults.slow_factor
+            tps = (
+                model.tokens_per_second if model.tokens_per_second is not None else settings.tokens_per_second
+            )
+            per_token = faults.slow_factor / tps if tps > 0 else 0.0
+            eval_count = sum(p.tokens for p in plan.pieces)
+            metrics = {
+                "load_ns": lease.load_ns if lease.cold else 0,
+                "queue_ns": int(queue_s * 1e9),
+                "prompt_eval_count": plan.prompt_tokens,
+                "prompt_eval_duration": max(1, int(ttft * 1e9)),
+                "eval_count": eval_count,
+                "eval_duration": max(1, int(eval_count * per_token * 1e9)) if eval_count else 0,
+            }
+            record.queue_duration = metrics["queue_ns"]
+            if ttft > 0 and scale > 0:
+                await asyncio.sleep(ttft * scale)
+            if stream:
+                await self._stream(ex, record, gen, plan, per_token * scale, faults, metrics)
+                return
+            # Not streamed: the whole reply once the last token would have been generated.
+            if per_token * scale > 0 and eval_count:
+                await asyncio.sleep(per_token * scale * eval_count)
+            if faults.hang_after_chunks is not None:
+                await self._mid_stream_fault(ex, record, 0, None, None, 0, faults)
+            _whole_reply_faults(ex, record, faults)
+            await self._send_json(ex, 200, self._final(gen, plan, record, metrics, whole=True))
+
+    @contextlib.asynccontextmanager
+    async def _generation_slot(self, record: RequestRecord, runner: Runner) -> AsyncIterator[float]:
+        """Hold one of ``runner``'s slots while generating; yields the modelled seconds queued for it."""
+        scheduler = self.state.scheduler
+        scale = self.state.settings.time_scale
+        loop = asyncio.get_running_loop()
         slot_start = loop.time()
         waited = await runner.slots.acquire()
-        queue_s = (loop.time() - slot_start) / scale if waited and scale > 0 else 0.0
         try:
             record.concurrency, record.model_concurrency = scheduler.begin_generation(runner)
             try:
-                faults = state.faults.current
-                plan = self._plan(gen, prompt_chars, model)
-                ttft = (model.ttft if model.ttft is not None else settings.ttft) + faults.extra_latency
-                prefill = settings.prompt_tokens_per_second
-                ttft += plan.prompt_tokens / prefill if prefill > 0 else 0.0
-                ttft *= faults.slow_factor
-                tps = (
-                    model.tokens_per_second
-                    if model.tokens_per_second is not None
-                    else settings.tokens_per_second
-                )
-                per_token = faults.slow_factor / tps if tps > 0 else 0.0
-                eval_count = sum(p.tokens for p in plan.pieces)
-                metrics = {
-                    "load_ns": lease.load_ns if lease.cold else 0,
-                    "queue_ns": int(queue_s * 1e9),
-                    "prompt_eval_count": plan.prompt_tokens,
-                    "prompt_eval_duration": max(1, int(ttft * 1e9)),
-                    "eval_count": eval_count,
-                    "eval_duration": max(1, int(eval_count * per_token * 1e9)) if eval_count else 0,
-                }
-                record.queue_duration = metrics["queue_ns"]
-                if ttft > 0 and scale > 0:
-                    await asyncio.sleep(ttft * scale)
-                if stream:
-                    await self._stream(ex, record, gen, plan, per_token * scale, faults, metrics)
-                else:
-                    await self._respond_whole(ex, record, gen, plan, per_token * scale, faults, metrics)
+                yield (loop.time() - slot_start) / scale if waited and scale > 0 else 0.0
             finally:
                 scheduler.end_generation(runner)
         finally:
@@ -687,29 +688,6 @@ class OllamaApi:
             await ex.end()
             raise _StreamEnded()
 
-    async def _respond_whole(
-        self,
-        ex: Exchange,
-        record: RequestRecord,
-        gen: GenerationRequest,
-        plan: _Plan,
-        token_delay: float,
-        faults: Faults,
-        metrics: dict[str, int],
-    ) -> None:
-        total_tokens = sum(p.tokens for p in plan.pieces)
-        if token_delay > 0 and total_tokens:
-            await asyncio.sleep(token_delay * total_tokens)
-        if faults.hang_after_chunks is not None:
-            await self._mid_stream_fault(ex, record, 0, None, None, 0, faults)
-        if faults.drop_after_chunks is not None:
-            record.fault = "drop"
-            ex.drop()
-        if faults.error_after_chunks is not None:
-            record.fault = "error_line"
-            raise ApiError(500, faults.stream_error_message)
-        await self._send_json(ex, 200, self._final(gen, plan, record, metrics, whole=True))
-
     # -- embeddings ------------------------------------------------------------------------
 
     async def _embed(self, request: HttpRequest, ex: Exchange, record: RequestRecord) -> None:
@@ -743,13 +721,7 @@ class OllamaApi:
             dims = body.get("dimensions")
             if isinstance(dims, int) and 0 < dims < len(vectors[0]):
                 vectors = [normalize(v[:dims]) for v in vectors]
-            faults = self.state.faults.current
-            if faults.drop_after_chunks is not None:
-                record.fault = "drop"
-                ex.drop()
-            if faults.error_after_chunks is not None:
-                record.fault = "error_line"
-                raise ApiError(500, faults.stream_error_message)
+            _whole_reply_faults(ex, record, self.state.faults.current)
             load = metrics["load_ns"] + 1_000_000 + (record.id * 104_729) % 1_500_000
             total = load + metrics["queue_ns"] + metrics["prompt_eval_duration"] + 120_000
             record.load_duration, record.total_duration = load, total
@@ -769,38 +741,27 @@ class OllamaApi:
     ) -> tuple[list[list[float]], dict[str, int]]:
         settings = self.state.settings
         runner = lease.runner
-        loop = asyncio.get_running_loop()
-        scale = settings.time_scale
-        slot_start = loop.time()
-        waited = await runner.slots.acquire()
-        queue_s = (loop.time() - slot_start) / scale if waited and scale > 0 else 0.0
-        try:
-            record.concurrency, record.model_concurrency = self.state.scheduler.begin_generation(runner)
-            try:
-                limit = runner.context_length
-                counts = [max(1, count_tokens(text)) for text in inputs]
-                if not truncate and any(c > limit for c in counts):
-                    raise ApiError(400, "the input length exceeds the context length")
-                tokens = sum(min(c, limit) for c in counts)
-                faults = self.state.faults.current
-                prefill = settings.prompt_tokens_per_second
-                seconds = (model.ttft if model.ttft is not None else settings.ttft) + faults.extra_latency
-                seconds = (seconds + (tokens / prefill if prefill > 0 else 0.0)) * faults.slow_factor
-                if seconds > 0 and scale > 0:
-                    await asyncio.sleep(seconds * scale)
-                dim = model.embedding_dim or 768
-                vectors = [list(embed_text(text, dim)) for text in inputs]
-                record.queue_duration = int(queue_s * 1e9)
-                return vectors, {
-                    "load_ns": lease.load_ns if lease.cold else 0,
-                    "queue_ns": int(queue_s * 1e9),
-                    "prompt_eval_count": tokens,
-                    "prompt_eval_duration": int(seconds * 1e9),
-                }
-            finally:
-                self.state.scheduler.end_generation(runner)
-        finally:
-            runner.slots.release()
+        async with self._generation_slot(record, runner) as queue_s:
+            limit = runner.context_length
+            counts = [max(1, count_tokens(text)) for text in inputs]
+            if not truncate and any(c > limit for c in counts):
+                raise ApiError(400, "the input length exceeds the context length")
+            tokens = sum(min(c, limit) for c in counts)
+            faults = self.state.faults.current
+            prefill = settings.prompt_tokens_per_second
+            seconds = (model.ttft if model.ttft is not None else settings.ttft) + faults.extra_latency
+            seconds = (seconds + (tokens / prefill if prefill > 0 else 0.0)) * faults.slow_factor
+            if seconds > 0 and settings.time_scale > 0:
+                await asyncio.sleep(seconds * settings.time_scale)
+            dim = model.embedding_dim or 768
+            vectors = [list(embed_text(text, dim)) for text in inputs]
+            record.queue_duration = int(queue_s * 1e9)
+            return vectors, {
+                "load_ns": lease.load_ns if lease.cold else 0,
+                "queue_ns": int(queue_s * 1e9),
+                "prompt_eval_count": tokens,
+                "prompt_eval_duration": int(seconds * 1e9),
+            }
 
     async def _embeddings(self, request: HttpRequest, ex: Exchange, record: RequestRecord) -> None:
         body = self._body(request, record, "EmbeddingRequest", _EMBEDDINGS_FIELDS)
@@ -829,6 +790,16 @@ class OllamaApi:
             await self._send_json(ex, 200, {"embedding": vectors[0]})
         finally:
             self.state.scheduler.release(lease.runner)
+
+
+def _whole_reply_faults(ex: Exchange, record: RequestRecord, faults: Faults) -> None:
+    """``drop_after_chunks`` / ``error_after_chunks`` on a reply sent in one piece: it never arrives."""
+    if faults.drop_after_chunks is not None:
+        record.fault = "drop"
+        ex.drop()
+    if faults.error_after_chunks is not None:
+        record.fault = "error_line"
+        raise ApiError(500, faults.stream_error_message)
 
 
 def _check_top_logprobs(body: Mapping[str, Any]) -> None:

@@ -121,16 +121,15 @@ class OllamaEmulator:
         self.state = EmulatorState(settings, installed, initially_loaded, responder, seed)
         if faults is not None:
             self.state.faults.replace_all(faults if isinstance(faults, Faults) else Faults(**faults))
+        # Public since the first release; the state never replaces these objects.
+        #: The settings in force (change them with :meth:`configure`).
+        self.settings: Settings = self.state.settings
+        self.log: RequestLog = self.state.log
+        self.faults: FaultState = self.state.faults
+        self.scheduler: Scheduler = self.state.scheduler
         self._api = OllamaApi(self.state, admin=AdminApi(self.state).handle)
         self._http = HttpServer(self._api.handle, host, port)
         self._lifecycle = threading.Lock()
-
-    # -- what the state holds (public since the first release) ----------------------------
-
-    @property
-    def settings(self) -> Settings:
-        """The settings in force (change them with :meth:`configure`)."""
-        return self.state.settings
 
     @property
     def responder(self) -> Responder | None:
@@ -140,18 +139,6 @@ class OllamaEmulator:
     @responder.setter
     def responder(self, responder: Responder | None) -> None:
         self.state.responder = responder
-
-    @property
-    def log(self) -> RequestLog:
-        return self.state.log
-
-    @property
-    def faults(self) -> FaultState:
-        return self.state.faults
-
-    @property
-    def scheduler(self) -> Scheduler:
-        return self.state.scheduler
 
     # -- lifecycle -------------------------------------------------------------------------
 
