@@ -252,51 +252,80 @@ class PoolMetrics:
         self._registered: list[Any] = []
         try:
             self.collector = self._register(PoolCollector(self.manager))
-            self.requests = self._counter(
-                "gleitzeit_pool_requests",
-                "Attempts on an instance by outcome: success, failure, busy, model_missing, "
-                "caller_error or cancelled (a call that failed over counts once per instance tried).",
-                ["instance", "model", "outcome"],
+            self.requests = self._register(
+                Counter(
+                    "gleitzeit_pool_requests",
+                    "Attempts on an instance by outcome: success, failure, busy, model_missing, "
+                    "caller_error or cancelled (a call that failed over counts once per instance tried).",
+                    ["instance", "model", "outcome"],
+                    registry=None,
+                )
             )
-            self.attempt_duration = self._histogram(
-                "gleitzeit_pool_attempt_duration_seconds",
-                "Duration of one attempt on one instance, from the reserved slot to the last chunk.",
-                ["instance", "outcome"],
+            self.attempt_duration = self._register(
+                Histogram(
+                    "gleitzeit_pool_attempt_duration_seconds",
+                    "Duration of one attempt on one instance, from the reserved slot to the last chunk.",
+                    ["instance", "outcome"],
+                    buckets=DURATION_BUCKETS,
+                    registry=None,
+                )
             )
-            self.time_to_first_chunk = self._histogram(
-                "gleitzeit_pool_time_to_first_chunk_seconds",
-                "Reserved slot to first chunk, for successful attempts (cold loads included).",
-                ["instance", "model"],
+            self.time_to_first_chunk = self._register(
+                Histogram(
+                    "gleitzeit_pool_time_to_first_chunk_seconds",
+                    "Reserved slot to first chunk, for successful attempts (cold loads included).",
+                    ["instance", "model"],
+                    buckets=DURATION_BUCKETS,
+                    registry=None,
+                )
             )
-            self.tokens = self._counter(
-                "gleitzeit_pool_tokens",
-                "Tokens of successful attempts as Ollama counted them, by type (prompt or output).",
-                ["instance", "model", "type"],
+            self.tokens = self._register(
+                Counter(
+                    "gleitzeit_pool_tokens",
+                    "Tokens of successful attempts as Ollama counted them, by type (prompt or output).",
+                    ["instance", "model", "type"],
+                    registry=None,
+                )
             )
-            self.cold_loads = self._counter(
-                "gleitzeit_pool_cold_loads",
-                "Successful attempts that had to load the model first (load_duration above 0.5 s).",
-                ["instance", "model"],
+            self.cold_loads = self._register(
+                Counter(
+                    "gleitzeit_pool_cold_loads",
+                    "Successful attempts that had to load the model first (load_duration above 0.5 s).",
+                    ["instance", "model"],
+                    registry=None,
+                )
             )
-            self.failovers = self._counter(
-                "gleitzeit_pool_failovers",
-                "Attempts that failed on the instance with an instance error (pool failover events).",
-                ["instance"],
+            self.failovers = self._register(
+                Counter(
+                    "gleitzeit_pool_failovers",
+                    "Attempts that failed on the instance with an instance error (pool failover events).",
+                    ["instance"],
+                    registry=None,
+                )
             )
-            self.fallbacks = self._counter(
-                "gleitzeit_pool_fallbacks",
-                "Calls switched to their fallback model after the requested model failed everywhere.",
-                ["model", "fallback_model"],
+            self.fallbacks = self._register(
+                Counter(
+                    "gleitzeit_pool_fallbacks",
+                    "Calls switched to their fallback model after the requested model failed everywhere.",
+                    ["model", "fallback_model"],
+                    registry=None,
+                )
             )
-            self.breaker_transitions = self._counter(
-                "gleitzeit_pool_breaker_transitions",
-                "Circuit breaker transitions by the state entered (closed, open, half_open).",
-                ["instance", "state"],
+            self.breaker_transitions = self._register(
+                Counter(
+                    "gleitzeit_pool_breaker_transitions",
+                    "Circuit breaker transitions by the state entered (closed, open, half_open).",
+                    ["instance", "state"],
+                    registry=None,
+                )
             )
-            self.health_transitions = self._counter(
-                "gleitzeit_pool_health_transitions",
-                "Health state transitions by the state entered (healthy, degraded, unhealthy, unknown).",
-                ["instance", "state"],
+            self.health_transitions = self._register(
+                Counter(
+                    "gleitzeit_pool_health_transitions",
+                    "Health state transitions by the state entered (healthy, degraded, unhealthy, unknown).",
+                    ["instance", "state"],
+                    registry=None,
+                )
             )
         except ValueError as exc:  # a name is already registered
             self._unregister_all()
@@ -310,12 +339,6 @@ class PoolMetrics:
         self.registry.register(collector)
         self._registered.append(collector)
         return collector
-
-    def _counter(self, name: str, documentation: str, labels: list[str]) -> Counter:
-        return self._register(Counter(name, documentation, labels, registry=None))
-
-    def _histogram(self, name: str, documentation: str, labels: list[str]) -> Histogram:
-        return self._register(Histogram(name, documentation, labels, buckets=DURATION_BUCKETS, registry=None))
 
     def _unregister_all(self) -> None:
         for collector in reversed(self._registered):
