@@ -23,6 +23,7 @@ explicit :data:`KNOWN_CYCLE_EDGES` below; every other cycle fails the test with 
 from __future__ import annotations
 
 import ast
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,10 +203,13 @@ def _describe(cycle: list[Edge]) -> str:
 
 def test_the_package_has_no_import_cycle_beyond_the_known_ones() -> None:
     graph = import_graph()
+    known = cycles(graph)
     for source, target in KNOWN_CYCLE_EDGES:
         graph.get(source, {}).pop(target, None)
     found = cycles(graph)
     assert not found, "import cycles in gleitzeit_llm/:\n" + "\n".join(_describe(c) for c in found)
+    if known:  # tolerated for now, but said out loud in every run
+        warnings.warn("known import cycles (#13): " + " | ".join(_describe(c) for c in known), stacklevel=1)
 
 
 def test_the_emulator_modules_do_not_import_each_other_even_for_type_hints() -> None:
