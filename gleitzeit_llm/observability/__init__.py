@@ -1,36 +1,16 @@
 """Observability: pool events, logging and Prometheus metrics.
 
-``instrument`` and ``start_metrics_server`` (from :mod:`.prometheus`) are imported on first use,
-so importing this package does not need prometheus-client.
+The event types and :class:`EventBus` are :mod:`.events`' public names, re-exported here.
+``instrument``, ``start_metrics_server`` and ``PoolMetrics`` (from :mod:`.prometheus`) are
+imported on first use, so importing this package does not need prometheus-client.
 """
 
 from typing import Any
 
-from gleitzeit_llm.observability.events import (
-    BreakerStateChanged,
-    EventBus,
-    FailoverEvent,
-    FallbackEvent,
-    HealthStateChanged,
-    InstanceAdded,
-    InstanceRemoved,
-    PoolEvent,
-    RequestFinished,
-    RoutingDecision,
-)
+from gleitzeit_llm.observability import events
+from gleitzeit_llm.observability.events import *  # noqa: F403  (exactly events.__all__)
 
-__all__ = [
-    "BreakerStateChanged",
-    "EventBus",
-    "FailoverEvent",
-    "FallbackEvent",
-    "HealthStateChanged",
-    "InstanceAdded",
-    "InstanceRemoved",
-    "PoolEvent",
-    "RequestFinished",
-    "RoutingDecision",
-]
+__all__ = list(events.__all__)
 
 
 def __getattr__(name: str) -> Any:

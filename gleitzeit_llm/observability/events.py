@@ -78,8 +78,9 @@ class FallbackEvent(PoolEvent):
 
 
 @dataclass(frozen=True)
-class BreakerStateChanged(PoolEvent):
-    kind: ClassVar[str] = "breaker_state_changed"
+class _StateChanged(PoolEvent):
+    """An instance's state went from ``old`` to ``new`` (the enum values) for ``reason``."""
+
     instance: str
     old: str
     new: str
@@ -87,22 +88,31 @@ class BreakerStateChanged(PoolEvent):
 
 
 @dataclass(frozen=True)
-class HealthStateChanged(PoolEvent):
+class BreakerStateChanged(_StateChanged):
+    """The instance's circuit breaker changed state (``closed``, ``open``, ``half_open``)."""
+
+    kind: ClassVar[str] = "breaker_state_changed"
+
+
+@dataclass(frozen=True)
+class HealthStateChanged(_StateChanged):
+    """The instance's health changed (``healthy``, ``degraded``, ``unhealthy``, ``unknown``)."""
+
     kind: ClassVar[str] = "health_state_changed"
-    instance: str
-    old: str
-    new: str
-    reason: str
 
 
 @dataclass(frozen=True)
 class InstanceAdded(PoolEvent):
+    """An instance joined the pool at run time."""
+
     kind: ClassVar[str] = "instance_added"
     instance: str
 
 
 @dataclass(frozen=True)
 class InstanceRemoved(PoolEvent):
+    """An instance left the pool; its ``in_flight`` requests still finish there."""
+
     kind: ClassVar[str] = "instance_removed"
     instance: str
     in_flight: int

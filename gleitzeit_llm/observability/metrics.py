@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Sequence
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
@@ -50,6 +51,16 @@ CHUNK_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 
 ATTEMPT_BUCKETS = (1, 2, 3, 4, 5, 8)
 
 PROVIDER = "ollama"
+_HELP = {
+    OPERATION_DURATION: "GenAI operation duration: from the call until its last chunk, failovers included.",
+    TOKEN_USAGE: "Input and output tokens per call, as Ollama counted them.",
+    TIME_TO_FIRST_CHUNK: "Time from the call until its first chunk (streaming calls).",
+    TIME_PER_OUTPUT_CHUNK: "Time between two chunks after the first one (streaming calls).",
+    CALLS: "Calls by outcome (success or error) and the error's class.",
+    ATTEMPTS: "Attempts the pool needed for one call (1 = no failover).",
+    FAILOVERS: "Attempts beyond the first: each is a failover to another instance.",
+    FALLBACKS: "Calls answered by the fallback model instead of the requested one.",
+}
 _CALL_LABELS = ("gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "gleitzeit_instance")
 
 
@@ -64,59 +75,21 @@ class CallMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self.duration = Histogram(
-            OPERATION_DURATION,
-            "GenAI operation duration: from the call until its last chunk, failovers included.",
-            [*_CALL_LABELS, "error_type"],
-            buckets=DURATION_BUCKETS,
-            registry=registry,
-        )
-        self.tokens = Histogram(
-            TOKEN_USAGE,
-            "Input and output tokens per call, as Ollama counted them.",
-            [*_CALL_LABELS, "gen_ai_token_type"],
-            buckets=TOKEN_BUCKETS,
-            registry=registry,
-        )
-        self.ttfc = Histogram(
-            TIME_TO_FIRST_CHUNK,
-            "Time from the call until its first chunk (streaming calls).",
-            list(_CALL_LABELS),
-            buckets=DURATION_BUCKETS,
-            registry=registry,
-        )
-        self.tpoc = Histogram(
-            TIME_PER_OUTPUT_CHUNK,
-            "Time between two chunks after the first one (streaming calls).",
-            list(_CALL_LABELS),
-            buckets=CHUNK_BUCKETS,
-            registry=registry,
-        )
-        self.calls = Counter(
-            CALLS,
-            "Calls by outcome (success or error) and the error's class.",
-            [*_CALL_LABELS, "outcome", "error_type"],
-            registry=registry,
-        )
-        self.attempts = Histogram(
-            ATTEMPTS,
-            "Attempts the pool needed for one call (1 = no failover).",
-            list(_CALL_LABELS),
-            buckets=ATTEMPT_BUCKETS,
-            registry=registry,
-        )
-        self.failovers = Counter(
-            FAILOVERS,
-            "Attempts beyond the first: each is a failover to another instance.",
-            list(_CALL_LABELS),
-            registry=registry,
-        )
-        self.fallbacks = Counter(
-            FALLBACKS,
-            "Calls answered by the fallback model instead of the requested one.",
-            [*_CALL_LABELS, "gleitzeit_fallback_model"],
-            registry=registry,
-        )
+
+        def histogram(name: str, buckets: Sequence[float], *labels: str) -> Histogram:
+            return Histogram(name, _HELP[name], [*_CALL_LABELS, *labels], buckets=buckets, registry=registry)
+
+        def counter(name: str, *labels: str) -> Counter:
+            return Counter(name, _HELP[name], [*_CALL_LABELS, *labels], registry=registry)
+
+        self.duration = histogram(OPERATION_DURATION, DURATION_BUCKETS, "error_type")
+        self.tokens = histogram(TOKEN_USAGE, TOKEN_BUCKETS, "gen_ai_token_type")
+        self.ttfc = histogram(TIME_TO_FIRST_CHUNK, DURATION_BUCKETS)
+        self.tpoc = histogram(TIME_PER_OUTPUT_CHUNK, CHUNK_BUCKETS)
+        self.calls = counter(CALLS, "outcome", "error_type")
+        self.attempts = histogram(ATTEMPTS, ATTEMPT_BUCKETS)
+        self.failovers = counter(FAILOVERS)
+        self.fallbacks = counter(FALLBACKS, "gleitzeit_fallback_model")
 
     @classmethod
     def on(cls, registry: CollectorRegistry | None = None) -> CallMetrics:

@@ -21,12 +21,10 @@ it are never logged and never affected by faults. JSON in, JSON out:
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gleitzeit_llm.testing.http import Exchange, HttpRequest
-
-if TYPE_CHECKING:
-    from gleitzeit_llm.testing.emulator import OllamaEmulator
+from gleitzeit_llm.testing.state import EmulatorState
 
 __all__ = ["AdminApi"]
 
@@ -36,8 +34,8 @@ _JSON = "application/json; charset=utf-8"
 class AdminApi:
     """Handlers of ``/__emulator__/...``; they run on the emulator's loop thread."""
 
-    def __init__(self, emulator: OllamaEmulator) -> None:
-        self.emu = emulator
+    def __init__(self, state: EmulatorState) -> None:
+        self.state = state
 
     async def handle(self, request: HttpRequest, ex: Exchange) -> None:
         action = request.path.split("/__emulator__/", 1)[1].strip("/")
@@ -58,59 +56,60 @@ class AdminApi:
         await ex.send(status, _JSON, json.dumps(value).encode())
 
     def _get_state(self, body: dict[str, Any]) -> dict[str, Any]:
-        emu = self.emu
+        state = self.state
+        stats = state.scheduler.stats
         return {
-            "url": emu.url,
-            "running": emu.running,
-            "models": [m.name for m in emu.models],
-            "loaded": emu.loaded_models(),
-            "in_flight": emu.in_flight(),
-            "generating": emu.generating(),
-            "settings": emu.settings.to_dict(),
-            "faults": emu.faults.current.to_dict(),
-            "load_counts": dict(emu.scheduler.stats.loads),
-            "unload_counts": dict(emu.scheduler.stats.unloads),
-            "max_concurrency": emu.max_concurrency_seen(),
-            "max_model_concurrency": dict(emu.scheduler.stats.max_model_concurrency),
+            "url": state.url,
+            "running": state.running,
+            "models": [m.name for m in state.models.values()],
+            "loaded": state.loaded_models(),
+            "in_flight": state.in_flight(),
+            "generating": state.generating(),
+            "settings": state.settings.to_dict(),
+            "faults": state.faults.current.to_dict(),
+            "load_counts": dict(stats.loads),
+            "unload_counts": dict(stats.unloads),
+            "max_concurrency": stats.max_concurrency,
+            "max_model_concurrency": dict(stats.max_model_concurrency),
         }
 
     def _get_faults(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self.emu.faults.current.to_dict()
+        return self.state.faults.current.to_dict()
 
     def _post_faults(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self.emu.set_faults(**body).to_dict()
+        return self.state.faults.set(**body).to_dict()
 
     def _delete_faults(self, body: dict[str, Any]) -> dict[str, Any]:
-        self.emu.clear_faults()
-        return self.emu.faults.current.to_dict()
+        self.state.faults.clear()
+        return self.state.faults.current.to_dict()
 
     def _get_requests(self, body: dict[str, Any]) -> list[dict[str, Any]]:
-        return [record.to_dict() for record in self.emu.requests]
+        return [record.to_dict() for record in self.state.log.snapshot()]
 
     def _delete_requests(self, body: dict[str, Any]) -> dict[str, Any]:
-        self.emu.clear_log()
+        self.state.clear_log()
         return {"ok": True}
 
     def _post_reset(self, body: dict[str, Any]) -> dict[str, Any]:
-        self.emu.clear_log()
-        self.emu.clear_faults()
-        self.emu.clear_tool_calls()
+        self.state.clear_log()
+        self.state.faults.clear()
+        self.state.tools.clear()
         if body.get("unload"):
-            self.emu.unload()
+            self.state.unload()
         return {"ok": True}
 
     def _post_settings(self, body: dict[str, Any]) -> dict[str, Any]:
-        self.emu.configure(**body)
-        return self.emu.settings.to_dict()
+        self.state.configure(**body)
+        return self.state.settings.to_dict()
 
     def _post_tool_calls(self, body: dict[str, Any]) -> dict[str, Any]:
-        self.emu.script_tool_calls(body.get("calls") or [], persistent=bool(body.get("persistent")))
+        self.state.tools.script(body.get("calls") or [], persistent=bool(body.get("persistent")))
         return {"ok": True}
 
     def _post_load(self, body: dict[str, Any]) -> dict[str, Any]:
-        self.emu.load(str(body.get("model") or ""), body.get("keep_alive"))
-        return {"loaded": self.emu.loaded_models()}
+        self.state.load(str(body.get("model") or ""), body.get("keep_alive"))
+        return {"loaded": self.state.loaded_models()}
 
     def _post_unload(self, body: dict[str, Any]) -> dict[str, Any]:
-        self.emu.unload(body.get("model"))
-        return {"loaded": self.emu.loaded_models()}
+        self.state.unload(body.get("model"))
+        return {"loaded": self.state.loaded_models()}

@@ -8,11 +8,12 @@ the same status and message for the same mistake. Generation itself is modelled:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from gleitzeit_llm.testing.faults import BUSY_MESSAGE, Faults
 from gleitzeit_llm.testing.generation import (
@@ -26,11 +27,12 @@ from gleitzeit_llm.testing.generation import (
     normalize,
     split_tokens,
 )
-from gleitzeit_llm.testing.http import ConnectionDropped, Exchange, HttpRequest
+from gleitzeit_llm.testing.http import ConnectionDropped, Exchange, Handler, HttpRequest
 from gleitzeit_llm.testing.models import EmulatedModel, resolve
 from gleitzeit_llm.testing.names import folds_case, parse_name
 from gleitzeit_llm.testing.requestlog import RequestRecord
-from gleitzeit_llm.testing.scheduler import Lease
+from gleitzeit_llm.testing.scheduler import Lease, Runner
+from gleitzeit_llm.testing.state import EmulatorState
 from gleitzeit_llm.testing.wire import (
     ApiError,
     check_fields,
@@ -41,9 +43,6 @@ from gleitzeit_llm.testing.wire import (
     json_kind,
     parse_keep_alive,
 )
-
-if TYPE_CHECKING:
-    from gleitzeit_llm.testing.emulator import OllamaEmulator
 
 __all__ = ["ADMIN_PREFIX", "OllamaApi"]
 
@@ -68,48 +67,35 @@ _INFERENCE = frozenset({"/api/chat", "/api/generate", "/api/embed", "/api/embedd
 
 _STR = (str,)
 _BOOL = (bool,)
-_OBJ = (dict,)
-_LIST = (list,)
 _INT = (int,)
-_CHAT_FIELDS = {
-    "model": (_STR, "string"),
+_LIST = (list,)
+# The JSON fields of Ollama's request structs: accepted Python types and the Go type for errors.
+# A field has the same Go type in every struct that declares it.
+_GO_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    **dict.fromkeys(("model", "name", "prompt", "suffix", "system", "template"), (_STR, "string")),
+    **dict.fromkeys(("stream", "raw", "truncate", "shift", "logprobs", "verbose"), (_BOOL, "bool")),
+    **dict.fromkeys(("top_logprobs", "dimensions"), (_INT, "int")),
+    "options": ((dict,), "map[string]interface {}"),
     "messages": (_LIST, "[]api.Message"),
     "tools": (_LIST, "api.Tools"),
-    "options": (_OBJ, "map[string]interface {}"),
-    "stream": (_BOOL, "bool"),
-    "truncate": (_BOOL, "bool"),
-    "shift": (_BOOL, "bool"),
-    "logprobs": (_BOOL, "bool"),
-    "top_logprobs": (_INT, "int"),
-}
-_GENERATE_FIELDS = {
-    "model": (_STR, "string"),
-    "prompt": (_STR, "string"),
-    "suffix": (_STR, "string"),
-    "system": (_STR, "string"),
-    "template": (_STR, "string"),
     "context": (_LIST, "[]int"),
     "images": (_LIST, "[]api.ImageData"),
-    "options": (_OBJ, "map[string]interface {}"),
-    "stream": (_BOOL, "bool"),
-    "raw": (_BOOL, "bool"),
-    "truncate": (_BOOL, "bool"),
-    "shift": (_BOOL, "bool"),
-    "logprobs": (_BOOL, "bool"),
-    "top_logprobs": (_INT, "int"),
 }
-_EMBED_FIELDS = {
-    "model": (_STR, "string"),
-    "truncate": (_BOOL, "bool"),
-    "dimensions": (_INT, "int"),
-    "options": (_OBJ, "map[string]interface {}"),
-}
-_EMBEDDINGS_FIELDS = {
-    "model": (_STR, "string"),
-    "prompt": (_STR, "string"),
-    "options": (_OBJ, "map[string]interface {}"),
-}
-_SHOW_FIELDS = {"model": (_STR, "string"), "name": (_STR, "string"), "verbose": (_BOOL, "bool")}
+
+
+def _struct(names: str) -> dict[str, tuple[tuple[type, ...], str]]:
+    """Typed fields in Go's declaration order (check_fields reports the first bad one)."""
+    return {name: _GO_TYPES[name] for name in names.split()}
+
+
+_CHAT_FIELDS = _struct("model messages tools options stream truncate shift logprobs top_logprobs")
+_GENERATE_FIELDS = _struct(
+    "model prompt suffix system template context images options stream raw"
+    " truncate shift logprobs top_logprobs"
+)
+_EMBED_FIELDS = _struct("model truncate dimensions options")
+_EMBEDDINGS_FIELDS = _struct("model prompt options")
+_SHOW_FIELDS = _struct("model name verbose")
 _THINK_LEVELS = ("high", "medium", "low", "max")
 _CALL_ID_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
 
@@ -154,26 +140,30 @@ class _StreamEnded(Exception):
 
 
 class OllamaApi:
-    """Routes requests to handlers; owns no state (it reads and drives the emulator's)."""
+    """Routes requests to handlers; owns no state (it reads and drives the emulator's).
 
-    def __init__(self, emulator: OllamaEmulator) -> None:
-        self.emu = emulator
+    Requests under :data:`ADMIN_PREFIX` go to ``admin`` (the control API), unlogged.
+    """
+
+    def __init__(self, state: EmulatorState, admin: Handler) -> None:
+        self.state = state
+        self._admin = admin
         self._ids = random.Random()
 
     # -- dispatch --------------------------------------------------------------------------
 
     async def handle(self, request: HttpRequest, ex: Exchange) -> None:
         if request.path.startswith(ADMIN_PREFIX):
-            await self.emu._admin.handle(request, ex)
+            await self._admin(request, ex)
             return
         loop_start = time.monotonic()
-        record = self.emu.log.start(request.method, request.path, time.time(), request.headers)
+        record = self.state.log.start(request.method, request.path, time.time(), request.headers)
 
         def complete() -> None:
             record.status = ex.status
             record.finished = True
             record.wall_time = time.monotonic() - loop_start
-            self.emu.log.notify()
+            self.state.log.notify()
 
         ex.before_end = complete
         try:
@@ -183,7 +173,7 @@ class OllamaApi:
             elif request.method not in route:
                 await ex.send(405, "text/plain", b"405 method not allowed")
             else:
-                if request.path not in _INFERENCE and self.emu.faults.current.affect_probes:
+                if request.path not in _INFERENCE and self.state.faults.current.affect_probes:
                     await self._hang_fault(record)
                     self._refusal_faults(record)
                 await getattr(self, route[request.method])(request, ex, record)
@@ -213,21 +203,21 @@ class OllamaApi:
     # -- faults ----------------------------------------------------------------------------
 
     async def _hang_fault(self, record: RequestRecord) -> None:
-        if not self.emu.faults.current.hang:
+        if not self.state.faults.current.hang:
             return
         record.fault = "hang"
-        self.emu.log.notify()
-        while self.emu.faults.current.hang:
-            await self.emu._faults_changed()
+        self.state.log.notify()
+        while self.state.faults.current.hang:
+            await self.state.faults_changed()
 
     def _refusal_faults(self, record: RequestRecord) -> None:
-        faults = self.emu.faults.current
+        faults = self.state.faults.current
         if faults.busy:
             record.fault = "busy"
             retry_after = faults.busy_retry_after
             headers = None if retry_after is None else [("Retry-After", f"{retry_after:g}")]
             raise ApiError(faults.busy_status, BUSY_MESSAGE, headers)
-        drawn = self.emu.faults.draw_error()
+        drawn = self.state.faults.draw_error()
         if drawn is not None:
             record.fault = "error"
             raise ApiError(*drawn)
@@ -238,14 +228,14 @@ class OllamaApi:
         await ex.send(200, PLAIN, b"Ollama is running")
 
     async def _version(self, request: HttpRequest, ex: Exchange, record: RequestRecord) -> None:
-        await self._send_json(ex, 200, {"version": self.emu.settings.version})
+        await self._send_json(ex, 200, {"version": self.state.settings.version})
 
     async def _tags(self, request: HttpRequest, ex: Exchange, record: RequestRecord) -> None:
-        models = sorted(self.emu._models.values(), key=lambda m: -int(m.modified_at or 0))
+        models = sorted(self.state.models.values(), key=lambda m: -int(m.modified_at or 0))
         await self._send_json(ex, 200, {"models": [m.tags_entry() for m in models]})
 
     async def _ps(self, request: HttpRequest, ex: Exchange, record: RequestRecord) -> None:
-        await self._send_json(ex, 200, {"models": self.emu.scheduler.ps()})
+        await self._send_json(ex, 200, {"models": self.state.scheduler.ps()})
 
     async def _show(self, request: HttpRequest, ex: Exchange, record: RequestRecord) -> None:
         body = self._body(request, record, "ShowRequest", _SHOW_FIELDS)
@@ -274,8 +264,8 @@ class OllamaApi:
 
     def _find(self, name: str, route: str) -> EmulatedModel:
         """The model ``route`` reaches for ``name``, resolved as the reported version does (404 if none)."""
-        fold = folds_case(route, self.emu.settings.version)
-        model = resolve(self.emu._models, name, fold_case=fold) if name else None
+        fold = folds_case(route, self.state.settings.version)
+        model = resolve(self.state.models, name, fold_case=fold) if name else None
         if model is None:
             if route == "embed":  # EmbedHandler leaves the lookup to the scheduler (handleScheduleError)
                 raise ApiError(404, f"model {go_quote(name)} not found, try pulling it first")
@@ -316,49 +306,22 @@ class OllamaApi:
         if not _valid_name(name):
             raise ApiError(400, "model is required")
         _check_top_logprobs(body)
-        model = self._find(name, "chat")
-        record.model_name = model.name
-        if not messages and keep_alive == 0:
-            record.action = "unload"
-            self.emu.scheduler.expire(model.key)
-            await self._send_json(ex, 200, _chat_done(name, "unload"))
-            return
-        if not model.has("completion"):
-            raise ApiError(400, f"{go_quote(name)} does not support chat")
-        if tools and not model.has("tools"):
-            raise ApiError(400, f"{model.name} does not support tools")
-        if _thinks(think) and not model.has("thinking"):
-            raise ApiError(400, f"{go_quote(name)} does not support thinking")
-        self._refusal_faults(record)
-        lease = await self._acquire(model, keep_alive, body, record)
-        try:
-            if not messages:
-                record.action = "load"
-                await self._send_json(ex, 200, _chat_done(name, "load"))
-                return
+
+        def generation() -> tuple[list[dict[str, Any]], str, int]:
             prompt = ""
             for message in reversed(messages):
                 if message.get("role") == "user":
                     prompt = message.get("content") or ""
                     break
-            gen = GenerationRequest(
-                endpoint="chat",
-                model=name,
-                messages=tuple(messages),
-                prompt=prompt,
-                options=body.get("options") or {},
-                format=body.get("format"),
-                think=think,
-                tools=tuple(tools),
-                body=body,
-            )
             chars = sum(
                 len(str(m.get("content") or "")) + len(str(m.get("role") or "")) + 4 for m in messages
             )
             chars += len(dumps(tools)) if tools else 0
-            await self._run(ex, record, lease, gen, stream, chars, model)
-        finally:
-            self.emu.scheduler.release(lease.runner)
+            return messages, prompt, chars
+
+        await self._complete(
+            "chat", ex, record, body, keep_alive, stream, think, tools, not messages, generation
+        )
 
     async def _generate(self, request: HttpRequest, ex: Exchange, record: RequestRecord) -> None:
         body = self._body(request, record, "GenerateRequest", _GENERATE_FIELDS)
@@ -373,44 +336,77 @@ class OllamaApi:
             # Ollama keeps answering 404 here for compatibility ("ideally invalid model name").
             raise ApiError(404, f"model '{name}' not found")
         _check_top_logprobs(body)
-        model = self._find(name, "generate")
-        record.model_name = model.name
         prompt = body.get("prompt") or ""
-        if not prompt and keep_alive == 0:
+
+        def generation() -> tuple[list[dict[str, Any]], str, int]:
+            system = body.get("system") or ""
+            messages: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
+            messages.append({"role": "user", "content": prompt})
+            chars = (
+                len(prompt) + len(system) + len(body.get("suffix") or "") + 4 * len(body.get("context") or [])
+            )
+            return messages, prompt, chars
+
+        await self._complete(
+            "generate", ex, record, body, keep_alive, stream, think, [], not prompt, generation
+        )
+
+    async def _complete(
+        self,
+        route: str,
+        ex: Exchange,
+        record: RequestRecord,
+        body: dict[str, Any],
+        keep_alive: float | None,
+        stream: bool,
+        think: bool | str | None,
+        tools: list[Any],
+        empty: bool,
+        generation: Callable[[], tuple[list[dict[str, Any]], str, int]],
+    ) -> None:
+        """What /api/chat and /api/generate (``route``) share after parsing, in Ollama's order.
+
+        ``empty`` (no messages, no prompt) makes the request a bare load, or an unload with
+        ``keep_alive: 0``; ``generation()`` gives the conversation, the prompt (what a responder
+        sees as ``prompt``) and the prompt's size in characters.
+        """
+        name = body.get("model") or ""
+        model = self._find(name, route)
+        record.model_name = model.name
+        done = _chat_done if route == "chat" else _generate_done
+        if empty and keep_alive == 0:
             record.action = "unload"
-            self.emu.scheduler.expire(model.key)
-            await self._send_json(ex, 200, _generate_done(name, "unload"))
+            self.state.scheduler.expire(model.key)
+            await self._send_json(ex, 200, done(name, "unload"))
             return
         if not model.has("completion"):
-            raise ApiError(400, f"{go_quote(name)} does not support generate")
+            raise ApiError(400, f"{go_quote(name)} does not support {route}")
+        if tools and not model.has("tools"):
+            raise ApiError(400, f"{model.name} does not support tools")
         if _thinks(think) and not model.has("thinking"):
             raise ApiError(400, f"{go_quote(name)} does not support thinking")
         self._refusal_faults(record)
         lease = await self._acquire(model, keep_alive, body, record)
         try:
-            if not prompt:
+            if empty:
                 record.action = "load"
-                await self._send_json(ex, 200, _generate_done(name, "load"))
+                await self._send_json(ex, 200, done(name, "load"))
                 return
-            system = body.get("system") or ""
-            messages: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
-            messages.append({"role": "user", "content": prompt})
+            messages, prompt, chars = generation()
             gen = GenerationRequest(
-                endpoint="generate",
+                endpoint=route,
                 model=name,
                 messages=tuple(messages),
                 prompt=prompt,
                 options=body.get("options") or {},
                 format=body.get("format"),
                 think=think,
+                tools=tuple(tools),
                 body=body,
-            )
-            chars = (
-                len(prompt) + len(system) + len(body.get("suffix") or "") + 4 * len(body.get("context") or [])
             )
             await self._run(ex, record, lease, gen, stream, chars, model)
         finally:
-            self.emu.scheduler.release(lease.runner)
+            self.state.scheduler.release(lease.runner)
 
     async def _acquire(
         self, model: EmulatedModel, keep_alive: float | None, body: Mapping[str, Any], record: RequestRecord
@@ -418,25 +414,25 @@ class OllamaApi:
         options = body.get("options") or {}
         num_ctx = options.get("num_ctx") if isinstance(options.get("num_ctx"), int) else None
         if (
-            model.key not in self.emu.scheduler.runners
-            or self.emu.scheduler.runners[model.key].state != "ready"
+            model.key not in self.state.scheduler.runners
+            or self.state.scheduler.runners[model.key].state != "ready"
         ):
             record.cold_load = True
-            self.emu.log.notify()
-        lease = await self.emu.scheduler.acquire(model, keep_alive, num_ctx)
+            self.state.log.notify()
+        lease = await self.state.scheduler.acquire(model, keep_alive, num_ctx)
         record.cold_load = lease.cold
         return lease
 
     # -- the generation itself -------------------------------------------------------------
 
     def _plan(self, gen: GenerationRequest, prompt_chars: int, model: EmulatedModel) -> _Plan:
-        settings = self.emu.settings
+        settings = self.state.settings
         seed_text = f"{model.name}\x1f{gen.endpoint}\x1f{gen.prompt}"
         pieces: list[_Piece] = []
         thinking_text: str | None = None
         content: str | None = None
-        calls = self.emu._take_tool_calls(gen) if gen.tools else None
-        responder = self.emu.responder
+        calls = self.state.tools.take(gen) if gen.tools else None
+        responder = self.state.responder
         if calls is None and responder is not None:
             answer = responder(gen)
             if isinstance(answer, Reply):
@@ -492,46 +488,54 @@ class OllamaApi:
         prompt_chars: int,
         model: EmulatedModel,
     ) -> None:
-        emu = self.emu
-        settings = emu.settings
-        scheduler = emu.scheduler
-        runner = lease.runner
-        loop = asyncio.get_running_loop()
+        settings = self.state.settings
         scale = settings.time_scale
+        async with self._generation_slot(record, lease.runner) as queue_s:
+            faults = self.state.faults.current
+            plan = self._plan(gen, prompt_chars, model)
+            ttft = (model.ttft if model.ttft is not None else settings.ttft) + faults.extra_latency
+            prefill = settings.prompt_tokens_per_second
+            ttft += plan.prompt_tokens / prefill if prefill > 0 else 0.0
+            ttft *= faults.slow_factor
+            tps = (
+                model.tokens_per_second if model.tokens_per_second is not None else settings.tokens_per_second
+            )
+            per_token = faults.slow_factor / tps if tps > 0 else 0.0
+            eval_count = sum(p.tokens for p in plan.pieces)
+            metrics = {
+                "load_ns": lease.load_ns if lease.cold else 0,
+                "queue_ns": int(queue_s * 1e9),
+                "prompt_eval_count": plan.prompt_tokens,
+                "prompt_eval_duration": max(1, int(ttft * 1e9)),
+                "eval_count": eval_count,
+                "eval_duration": max(1, int(eval_count * per_token * 1e9)) if eval_count else 0,
+            }
+            record.queue_duration = metrics["queue_ns"]
+            if ttft > 0 and scale > 0:
+                await asyncio.sleep(ttft * scale)
+            if stream:
+                await self._stream(ex, record, gen, plan, per_token * scale, faults, metrics)
+                return
+            # Not streamed: the whole reply once the last token would have been generated.
+            if per_token * scale > 0 and eval_count:
+                await asyncio.sleep(per_token * scale * eval_count)
+            if faults.hang_after_chunks is not None:
+                await self._mid_stream_fault(ex, record, 0, None, None, 0, faults)
+            _whole_reply_faults(ex, record, faults)
+            await self._send_json(ex, 200, self._final(gen, plan, record, metrics, whole=True))
+
+    @contextlib.asynccontextmanager
+    async def _generation_slot(self, record: RequestRecord, runner: Runner) -> AsyncIterator[float]:
+        """Hold one of ``runner``'s slots while generating; yields the modelled seconds queued for it."""
+        scheduler = self.state.scheduler
+        scale = self.state.settings.time_scale
+        loop = asyncio.get_running_loop()
         slot_start = loop.time()
         waited = await runner.slots.acquire()
-        queue_s = (loop.time() - slot_start) / scale if waited and scale > 0 else 0.0
         try:
             record.concurrency, record.model_concurrency = scheduler.begin_generation(runner)
             try:
-                faults = emu.faults.current
-                plan = self._plan(gen, prompt_chars, model)
-                ttft = (model.ttft if model.ttft is not None else settings.ttft) + faults.extra_latency
-                prefill = settings.prompt_tokens_per_second
-                ttft += plan.prompt_tokens / prefill if prefill > 0 else 0.0
-                ttft *= faults.slow_factor
-                tps = (
-                    model.tokens_per_second
-                    if model.tokens_per_second is not None
-                    else settings.tokens_per_second
-                )
-                per_token = faults.slow_factor / tps if tps > 0 else 0.0
-                eval_count = sum(p.tokens for p in plan.pieces)
-                metrics = {
-                    "load_ns": lease.load_ns if lease.cold else 0,
-                    "queue_ns": int(queue_s * 1e9),
-                    "prompt_eval_count": plan.prompt_tokens,
-                    "prompt_eval_duration": max(1, int(ttft * 1e9)),
-                    "eval_count": eval_count,
-                    "eval_duration": max(1, int(eval_count * per_token * 1e9)) if eval_count else 0,
-                }
-                record.queue_duration = metrics["queue_ns"]
-                if ttft > 0 and scale > 0:
-                    await asyncio.sleep(ttft * scale)
-                if stream:
-                    await self._stream(ex, record, gen, plan, per_token * scale, faults, metrics)
-                else:
-                    await self._respond_whole(ex, record, gen, plan, per_token * scale, faults, metrics)
+                yield (loop.time() - slot_start) / scale if waited and scale > 0 else 0.0
             finally:
                 scheduler.end_generation(runner)
         finally:
@@ -669,9 +673,9 @@ class OllamaApi:
     ) -> None:
         if index == hang_at:
             record.fault = "hang_mid_stream" if index else "hang"
-            self.emu.log.notify()
-            while self.emu.faults.current.hang_after_chunks is not None:
-                await self.emu._faults_changed()
+            self.state.log.notify()
+            while self.state.faults.current.hang_after_chunks is not None:
+                await self.state.faults_changed()
         if index == drop_at:
             record.fault = "drop"
             ex.drop()
@@ -683,29 +687,6 @@ class OllamaApi:
             await ex.write((dumps({"error": faults.stream_error_message}) + "\n").encode())
             await ex.end()
             raise _StreamEnded()
-
-    async def _respond_whole(
-        self,
-        ex: Exchange,
-        record: RequestRecord,
-        gen: GenerationRequest,
-        plan: _Plan,
-        token_delay: float,
-        faults: Faults,
-        metrics: dict[str, int],
-    ) -> None:
-        total_tokens = sum(p.tokens for p in plan.pieces)
-        if token_delay > 0 and total_tokens:
-            await asyncio.sleep(token_delay * total_tokens)
-        if faults.hang_after_chunks is not None:
-            await self._mid_stream_fault(ex, record, 0, None, None, 0, faults)
-        if faults.drop_after_chunks is not None:
-            record.fault = "drop"
-            ex.drop()
-        if faults.error_after_chunks is not None:
-            record.fault = "error_line"
-            raise ApiError(500, faults.stream_error_message)
-        await self._send_json(ex, 200, self._final(gen, plan, record, metrics, whole=True))
 
     # -- embeddings ------------------------------------------------------------------------
 
@@ -740,13 +721,7 @@ class OllamaApi:
             dims = body.get("dimensions")
             if isinstance(dims, int) and 0 < dims < len(vectors[0]):
                 vectors = [normalize(v[:dims]) for v in vectors]
-            faults = self.emu.faults.current
-            if faults.drop_after_chunks is not None:
-                record.fault = "drop"
-                ex.drop()
-            if faults.error_after_chunks is not None:
-                record.fault = "error_line"
-                raise ApiError(500, faults.stream_error_message)
+            _whole_reply_faults(ex, record, self.state.faults.current)
             load = metrics["load_ns"] + 1_000_000 + (record.id * 104_729) % 1_500_000
             total = load + metrics["queue_ns"] + metrics["prompt_eval_duration"] + 120_000
             record.load_duration, record.total_duration = load, total
@@ -759,45 +734,34 @@ class OllamaApi:
             )
             await ex.send(200, JSON, text.encode())
         finally:
-            self.emu.scheduler.release(lease.runner)
+            self.state.scheduler.release(lease.runner)
 
     async def _embed_vectors(
         self, record: RequestRecord, lease: Lease, model: EmulatedModel, inputs: list[str], truncate: bool
     ) -> tuple[list[list[float]], dict[str, int]]:
-        settings = self.emu.settings
+        settings = self.state.settings
         runner = lease.runner
-        loop = asyncio.get_running_loop()
-        scale = settings.time_scale
-        slot_start = loop.time()
-        waited = await runner.slots.acquire()
-        queue_s = (loop.time() - slot_start) / scale if waited and scale > 0 else 0.0
-        try:
-            record.concurrency, record.model_concurrency = self.emu.scheduler.begin_generation(runner)
-            try:
-                limit = runner.context_length
-                counts = [max(1, count_tokens(text)) for text in inputs]
-                if not truncate and any(c > limit for c in counts):
-                    raise ApiError(400, "the input length exceeds the context length")
-                tokens = sum(min(c, limit) for c in counts)
-                faults = self.emu.faults.current
-                prefill = settings.prompt_tokens_per_second
-                seconds = (model.ttft if model.ttft is not None else settings.ttft) + faults.extra_latency
-                seconds = (seconds + (tokens / prefill if prefill > 0 else 0.0)) * faults.slow_factor
-                if seconds > 0 and scale > 0:
-                    await asyncio.sleep(seconds * scale)
-                dim = model.embedding_dim or 768
-                vectors = [list(embed_text(text, dim)) for text in inputs]
-                record.queue_duration = int(queue_s * 1e9)
-                return vectors, {
-                    "load_ns": lease.load_ns if lease.cold else 0,
-                    "queue_ns": int(queue_s * 1e9),
-                    "prompt_eval_count": tokens,
-                    "prompt_eval_duration": int(seconds * 1e9),
-                }
-            finally:
-                self.emu.scheduler.end_generation(runner)
-        finally:
-            runner.slots.release()
+        async with self._generation_slot(record, runner) as queue_s:
+            limit = runner.context_length
+            counts = [max(1, count_tokens(text)) for text in inputs]
+            if not truncate and any(c > limit for c in counts):
+                raise ApiError(400, "the input length exceeds the context length")
+            tokens = sum(min(c, limit) for c in counts)
+            faults = self.state.faults.current
+            prefill = settings.prompt_tokens_per_second
+            seconds = (model.ttft if model.ttft is not None else settings.ttft) + faults.extra_latency
+            seconds = (seconds + (tokens / prefill if prefill > 0 else 0.0)) * faults.slow_factor
+            if seconds > 0 and settings.time_scale > 0:
+                await asyncio.sleep(seconds * settings.time_scale)
+            dim = model.embedding_dim or 768
+            vectors = [list(embed_text(text, dim)) for text in inputs]
+            record.queue_duration = int(queue_s * 1e9)
+            return vectors, {
+                "load_ns": lease.load_ns if lease.cold else 0,
+                "queue_ns": int(queue_s * 1e9),
+                "prompt_eval_count": tokens,
+                "prompt_eval_duration": int(seconds * 1e9),
+            }
 
     async def _embeddings(self, request: HttpRequest, ex: Exchange, record: RequestRecord) -> None:
         body = self._body(request, record, "EmbeddingRequest", _EMBEDDINGS_FIELDS)
@@ -807,7 +771,9 @@ class OllamaApi:
         name = body.get("model") or ""
         if not _valid_name(name):
             raise ApiError(400, "model is required")
-        model = resolve(self.emu._models, name, fold_case=folds_case("embeddings", self.emu.settings.version))
+        model = resolve(
+            self.state.models, name, fold_case=folds_case("embeddings", self.state.settings.version)
+        )
         if model is None:  # the scheduler's (older) wording: this route does not look up first
             raise ApiError(404, f"model {go_quote(name)} not found, try pulling it first")
         record.model_name = model.name
@@ -823,7 +789,17 @@ class OllamaApi:
             record.prompt_eval_count = metrics["prompt_eval_count"]
             await self._send_json(ex, 200, {"embedding": vectors[0]})
         finally:
-            self.emu.scheduler.release(lease.runner)
+            self.state.scheduler.release(lease.runner)
+
+
+def _whole_reply_faults(ex: Exchange, record: RequestRecord, faults: Faults) -> None:
+    """``drop_after_chunks`` / ``error_after_chunks`` on a reply sent in one piece: it never arrives."""
+    if faults.drop_after_chunks is not None:
+        record.fault = "drop"
+        ex.drop()
+    if faults.error_after_chunks is not None:
+        record.fault = "error_line"
+        raise ApiError(500, faults.stream_error_message)
 
 
 def _check_top_logprobs(body: Mapping[str, Any]) -> None:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import json
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -14,30 +12,19 @@ from typing import Any
 from gleitzeit_llm.testing.admin import AdminApi
 from gleitzeit_llm.testing.api import OllamaApi
 from gleitzeit_llm.testing.faults import Faults, FaultState
-from gleitzeit_llm.testing.generation import GenerationRequest, Responder, value_for_schema
+from gleitzeit_llm.testing.generation import Responder
 from gleitzeit_llm.testing.http import HttpServer
-from gleitzeit_llm.testing.models import EmulatedModel, ModelSpec, as_model, as_models, lookup_key
+from gleitzeit_llm.testing.models import EmulatedModel, ModelSpec, as_models, lookup_key
 from gleitzeit_llm.testing.requestlog import RequestLog, RequestRecord
 from gleitzeit_llm.testing.scheduler import Scheduler
 from gleitzeit_llm.testing.settings import Settings
-from gleitzeit_llm.testing.wire import FOREVER, ApiError, parse_keep_alive
+from gleitzeit_llm.testing.state import EmulatorState, duration_seconds
+from gleitzeit_llm.testing.toolcalls import ToolCallSpec
 
 __all__ = ["DEFAULT_MODELS", "OllamaEmulator"]
 
 #: Installed when ``models`` is not given: a chat model, a thinking model, an embedding model.
 DEFAULT_MODELS: tuple[str, ...] = ("llama3.2", "qwen3", "nomic-embed-text")
-
-ToolCallSpec = str | Mapping[str, Any]
-
-
-def _seconds(value: float | str | None, name: str) -> float | None:
-    if value is None:
-        return None
-    try:
-        seconds = parse_keep_alive(value)
-    except ApiError as exc:
-        raise ValueError(f"{name}: {exc.message}") from None
-    return -1.0 if seconds == FOREVER else seconds
 
 
 class OllamaEmulator:
@@ -110,11 +97,11 @@ class OllamaEmulator:
         seed: int | None = 0,
         faults: Faults | Mapping[str, Any] | None = None,
     ) -> None:
-        self.settings = Settings(
+        settings = Settings(
             num_parallel=num_parallel,
             max_loaded_models=max_loaded_models,
             max_queue=max_queue,
-            keep_alive=_seconds(keep_alive, "keep_alive") or 0.0,
+            keep_alive=duration_seconds(keep_alive, "keep_alive") or 0.0,
             load_time=load_time,
             ttft=ttft,
             prompt_tokens_per_second=prompt_tokens_per_second,
@@ -124,29 +111,34 @@ class OllamaEmulator:
             time_scale=time_scale,
             version=version,
         )
-        self.settings.validate()
-        self._models: dict[str, EmulatedModel] = as_models(DEFAULT_MODELS if models is None else models)
-        self._initially_loaded = [lookup_key(name) for name in loaded]
-        for key in self._initially_loaded:
-            if key not in self._models:
+        settings.validate()
+        installed = as_models(DEFAULT_MODELS if models is None else models)
+        initially_loaded = [lookup_key(name) for name in loaded]
+        for key in initially_loaded:
+            if key not in installed:
                 raise ValueError(f"loaded model {key!r} is not among the installed models")
-        #: ``fn(GenerationRequest) -> str | Reply | None``; ``None`` uses the built-in text.
-        self.responder: Responder | None = responder
-        self.log = RequestLog()
-        self._loop: asyncio.AbstractEventLoop | None = None  # before faults: setting them signals the loop
-        self._thread: threading.Thread | None = None
-        self.faults = FaultState(seed, on_change=self._signal_faults)
+        #: What the server knows, shared with its request handlers (see :mod:`.state`).
+        self.state = EmulatorState(settings, installed, initially_loaded, responder, seed)
         if faults is not None:
-            self.faults.replace_all(faults if isinstance(faults, Faults) else Faults(**faults))
-        self.scheduler = Scheduler(self.settings, on_change=self.log.notify)
-        self._tool_scripts: collections.deque[list[dict[str, Any]]] = collections.deque()
-        self._tool_default: list[dict[str, Any]] | None = None
-        self._tool_lock = threading.Lock()
-        self._api = OllamaApi(self)
-        self._admin = AdminApi(self)
+            self.state.faults.replace_all(faults if isinstance(faults, Faults) else Faults(**faults))
+        # Public since the first release; the state never replaces these objects.
+        #: The settings in force (change them with :meth:`configure`).
+        self.settings: Settings = self.state.settings
+        self.log: RequestLog = self.state.log
+        self.faults: FaultState = self.state.faults
+        self.scheduler: Scheduler = self.state.scheduler
+        self._api = OllamaApi(self.state, admin=AdminApi(self.state).handle)
         self._http = HttpServer(self._api.handle, host, port)
         self._lifecycle = threading.Lock()
-        self._faults_event: asyncio.Event | None = None
+
+    @property
+    def responder(self) -> Responder | None:
+        """``fn(GenerationRequest) -> str | Reply | None``; ``None`` uses the built-in text."""
+        return self.state.responder
+
+    @responder.setter
+    def responder(self, responder: Responder | None) -> None:
+        self.state.responder = responder
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -179,9 +171,9 @@ class OllamaEmulator:
     def start(self) -> OllamaEmulator:
         """Listen (again, on the same port); models in ``loaded`` become resident."""
         with self._lifecycle:
-            if self._loop is None:
+            if self.state.loop is None:
                 self._start_thread()
-            self._run(self._async_start())
+            self.state.run(self._async_start())
         return self
 
     def stop(self) -> None:
@@ -192,8 +184,8 @@ class OllamaEmulator:
         every connection it accepted is closed.
         """
         with self._lifecycle:
-            if self._loop is not None:
-                self._run(self._async_stop())
+            if self.state.loop is not None:
+                self.state.run(self._async_stop())
 
     def restart(self) -> OllamaEmulator:
         """:meth:`stop` then :meth:`start` on the same port."""
@@ -203,13 +195,13 @@ class OllamaEmulator:
     def close(self) -> None:
         """Stop and release the thread and its event loop (idempotent)."""
         with self._lifecycle:
-            loop, thread = self._loop, self._thread
+            loop, thread = self.state.loop, self.state.thread
             if loop is None or thread is None:
                 return
-            self._run(self._async_stop())
+            self.state.run(self._async_stop())
             loop.call_soon_threadsafe(loop.stop)
             thread.join()
-            self._loop = self._thread = None
+            self.state.bind(None, None)
 
     def __enter__(self) -> OllamaEmulator:
         return self.start()
@@ -227,7 +219,7 @@ class OllamaEmulator:
 
     def __repr__(self) -> str:
         where = self.url if self._http.port else "not started"
-        return f"<OllamaEmulator {where} models={[m.name for m in self._models.values()]}>"
+        return f"<OllamaEmulator {where} models={[m.name for m in self.state.models.values()]}>"
 
     def _start_thread(self) -> None:
         # The HTTP server accepts with add_reader, which Windows' default proactor loop lacks.
@@ -245,40 +237,23 @@ class OllamaEmulator:
         thread = threading.Thread(target=run, name=f"ollama-emulator-{id(self):x}", daemon=True)
         thread.start()
         ready.wait()
-        self._loop, self._thread = loop, thread
-
-    def _run(self, coro: Any) -> Any:
-        assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        self.state.bind(loop, thread)
 
     async def _async_start(self) -> None:
         if self._http.listening:
             return
         await self._http.start()
-        for key in self._initially_loaded:
-            model = self._models.get(key)
+        self.state.url = self.url
+        for key in self.state.initially_loaded:
+            model = self.state.models.get(key)
             if model is not None:
-                self.scheduler.preload(model)
+                self.state.scheduler.preload(model)
 
     async def _async_stop(self) -> None:
         await self._http.stop()
-        self.scheduler.reset()
-        self.log.notify()
-
-    def _on_loop_thread(self) -> bool:
-        return self._thread is not None and threading.current_thread() is self._thread
-
-    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run ``fn`` on the server loop (directly when already there); None if not started."""
-        if self._loop is None:
-            return None
-        if self._on_loop_thread():
-            return fn(*args)
-
-        async def call() -> Any:
-            return fn(*args)
-
-        return self._run(call())
+        self.state.url = None
+        self.state.scheduler.reset()
+        self.state.log.notify()
 
     # -- configuration ---------------------------------------------------------------------
 
@@ -288,54 +263,32 @@ class OllamaEmulator:
         Names are :class:`~gleitzeit_llm.testing.settings.Settings` fields; ``keep_alive`` also
         accepts a duration string.
         """
-        if "keep_alive" in settings:
-            settings["keep_alive"] = _seconds(settings["keep_alive"], "keep_alive") or 0.0
-        self.settings.update(**settings)
-        self._call(self.scheduler.apply_settings)
+        self.state.configure(**settings)
 
     @property
     def models(self) -> list[EmulatedModel]:
         """Installed models."""
-        return list(self._models.values())
+        return list(self.state.models.values())
 
     def add_model(self, model: ModelSpec) -> EmulatedModel:
         """Install a model (replacing one of the same name)."""
-        emulated = as_model(model)
-        self._models = {**self._models, emulated.key: emulated}
-        return emulated
+        return self.state.add_model(model)
 
     def remove_model(self, name: str) -> None:
         """Uninstall a model (it is unloaded too); later requests get 404."""
-        key = lookup_key(name)
-        self._models = {k: v for k, v in self._models.items() if k != key}
-        self._call(self.scheduler.unload, key)
+        self.state.remove_model(name)
 
     def load(self, name: str, keep_alive: float | str | None = None) -> None:
         """Make a model resident now, without load time (or at start, if not started)."""
-        key = lookup_key(name)
-        model = self._models.get(key)
-        if model is None:
-            raise ValueError(f"model {name!r} is not installed")
-        seconds = _seconds(keep_alive, "keep_alive")
-        if self._loop is None or not self.running:
-            if key not in self._initially_loaded:
-                self._initially_loaded.append(key)
-            return
-        self._call(self.scheduler.preload, model, seconds)
+        self.state.load(name, keep_alive)
 
     def unload(self, name: str | None = None) -> None:
         """Unload one model (or all) at once, even if busy."""
-        key = None if name is None else lookup_key(name)
-        if self._loop is None or not self.running:
-            self._initially_loaded = [k for k in self._initially_loaded if key not in (None, k)]
-            return
-        self._call(self.scheduler.unload, key)
+        self.state.unload(name)
 
     def loaded_models(self) -> list[str]:
         """``name:tag`` of resident (loaded or loading) models, as ``/api/ps`` lists them."""
-        if not self.running:
-            return []
-        return [r.model.name for r in list(self.scheduler.runners.values()) if r.state != "pending"]
+        return self.state.loaded_models()
 
     # -- tool calls ------------------------------------------------------------------------
 
@@ -347,28 +300,11 @@ class OllamaEmulator:
         ``persistent=True`` the calls become the default answer to every chat with tools whose
         last message is not a tool result (so agent loops end).
         """
-        script = [_tool_call_spec(call) for call in calls]
-        with self._tool_lock:
-            if persistent:
-                self._tool_default = script
-            else:
-                self._tool_scripts.append(script)
+        self.state.tools.script(calls, persistent=persistent)
 
     def clear_tool_calls(self) -> None:
         """Forget scripted and default tool calls."""
-        with self._tool_lock:
-            self._tool_scripts.clear()
-            self._tool_default = None
-
-    def _take_tool_calls(self, request: GenerationRequest) -> list[dict[str, Any]] | None:
-        with self._tool_lock:
-            if self._tool_scripts:
-                script = self._tool_scripts.popleft()
-            elif self._tool_default is not None and not _answers_tool(request):
-                script = self._tool_default
-            else:
-                return None
-        return [_fill_arguments(call, request, index) for index, call in enumerate(script)]
+        self.state.tools.clear()
 
     # -- faults ----------------------------------------------------------------------------
 
@@ -378,106 +314,60 @@ class OllamaEmulator:
         ``set_faults(hang=True)``, ``set_faults(error_rate=0.3)``, ``set_faults(drop_after_chunks=2)``,
         ``set_faults(busy=True)``, ``set_faults(slow_factor=5)``, ``set_faults(fail_next=2)``...
         """
-        return self.faults.set(**faults)
+        return self.state.faults.set(**faults)
 
     def clear_faults(self) -> None:
         """Back to healthy (a hanging request then proceeds)."""
-        self.faults.clear()
+        self.state.faults.clear()
 
     @contextlib.contextmanager
     def fault(self, **faults: Any) -> Iterator[Faults]:
         """Faults in force inside a ``with`` block; the previous ones come back after it."""
-        previous = self.faults.current
+        state = self.state.faults
+        previous = state.current
         try:
-            yield self.faults.set(**faults)
+            yield state.set(**faults)
         finally:
-            self.faults.replace_all(previous)
+            state.replace_all(previous)
 
     def seed(self, seed: int | None) -> None:
         """Re-seed the RNG behind ``error_rate``."""
-        self.faults.seed(seed)
-
-    def _signal_faults(self) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._fire_faults_event)
-        self.log.notify()
-
-    def _fire_faults_event(self) -> None:
-        event, self._faults_event = self._faults_event, None
-        if event is not None:
-            event.set()
-
-    async def _faults_changed(self) -> None:
-        if self._faults_event is None:
-            self._faults_event = asyncio.Event()
-        await self._faults_event.wait()
+        self.state.faults.seed(seed)
 
     # -- the request log -------------------------------------------------------------------
 
     @property
     def requests(self) -> list[RequestRecord]:
         """Every request since the start or :meth:`clear_log`, oldest first (admin calls excluded)."""
-        return self.log.snapshot()
+        return self.state.log.snapshot()
 
     def requests_for(self, path: str | None = None, model: str | None = None) -> list[RequestRecord]:
         """Requests to ``path`` and/or for ``model`` (either spelling of the name)."""
-        key = None if model is None else lookup_key(model)
-        return [
-            r
-            for r in self.log.snapshot()
-            if (path is None or r.path == path)
-            and (key is None or lookup_key(r.model_name or r.model or "") == key)
-        ]
+        return self.state.requests_for(path, model)
 
     def clear_log(self) -> None:
         """Forget logged requests and the load/unload/concurrency statistics."""
-        self.log.clear()
-        stats = self.scheduler.stats
-        stats.loads.clear()
-        stats.unloads.clear()
-        stats.max_concurrency = 0
-        stats.max_model_concurrency.clear()
+        self.state.clear_log()
 
     def max_concurrency_seen(self, model: str | None = None) -> int:
         """Most requests generating at once (on this server, or for one model)."""
-        stats = self.scheduler.stats
-        if model is None:
-            return stats.max_concurrency
-        model_obj = self._models.get(lookup_key(model))
-        return stats.max_model_concurrency.get(model_obj.name if model_obj else model, 0)
+        return self.state.max_concurrency_seen(model)
 
     def load_count(self, model: str | None = None) -> int:
         """Cold loads completed (of one model, or all); pre-loaded models do not count."""
-        loads = self.scheduler.stats.loads
-        if model is None:
-            return sum(loads.values())
-        model_obj = self._models.get(lookup_key(model))
-        return loads.get(model_obj.name if model_obj else model, 0)
+        return self.state.load_count(model)
 
     def unload_count(self, model: str | None = None) -> int:
         """Unloads (expiry, eviction, unload requests) of one model, or all."""
-        unloads = self.scheduler.stats.unloads
-        if model is None:
-            return sum(unloads.values())
-        model_obj = self._models.get(lookup_key(model))
-        return unloads.get(model_obj.name if model_obj else model, 0)
+        return self.state.unload_count(model)
 
     def in_flight(self, model: str | None = None) -> int:
         """Requests holding a model right now (waiting for a slot or generating)."""
-        runners = list(self.scheduler.runners.values())
-        if model is not None:
-            key = lookup_key(model)
-            runners = [r for r in runners if r.model.key == key]
-        return sum(r.refcount for r in runners)
+        return self.state.in_flight(model)
 
     def generating(self, model: str | None = None) -> int:
         """Requests generating right now (holding a slot)."""
-        if model is None:
-            return self.scheduler.generating
-        runner = self.scheduler.runners.get(lookup_key(model))
-        return runner.generating if runner else 0
+        return self.state.generating(model)
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         """Block until ``predicate()`` holds (re-checked whenever the server state changes).
@@ -485,44 +375,12 @@ class OllamaEmulator:
         Raises ``TimeoutError`` after ``timeout`` seconds. Do not call it from a coroutine that
         drives the clients (it blocks the loop); use :meth:`wait_for_async` there.
         """
-        if not self.log.wait_for(predicate, timeout):
+        if not self.state.log.wait_for(predicate, timeout):
             raise TimeoutError(f"condition not met within {timeout} s")
 
     async def wait_for_async(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         """:meth:`wait_for` for coroutines (waits in a worker thread)."""
         await asyncio.to_thread(self.wait_for, predicate, timeout)
-
-
-def _tool_call_spec(call: ToolCallSpec) -> dict[str, Any]:
-    if isinstance(call, str):
-        return {"name": call}
-    if "function" in call and isinstance(call["function"], Mapping):
-        call = call["function"]
-    if "name" not in call:
-        raise ValueError(f"a scripted tool call needs a name: {call!r}")
-    result: dict[str, Any] = {"name": call["name"]}
-    if call.get("arguments") is not None:
-        arguments = call["arguments"]
-        if isinstance(arguments, str):
-            arguments = json.loads(arguments)
-        result["arguments"] = dict(arguments)
-    return result
-
-
-def _answers_tool(request: GenerationRequest) -> bool:
-    return bool(request.messages) and request.messages[-1].get("role") == "tool"
-
-
-def _fill_arguments(call: dict[str, Any], request: GenerationRequest, index: int) -> dict[str, Any]:
-    if "arguments" in call:
-        return call
-    schema: Any = {"type": "object", "properties": {}}
-    for tool in request.tools:
-        function = tool.get("function") if isinstance(tool, Mapping) else None
-        if isinstance(function, Mapping) and function.get("name") == call["name"]:
-            schema = function.get("parameters") or schema
-    arguments = value_for_schema(schema, f"{request.prompt}\x1f{call['name']}\x1f{index}")
-    return {"name": call["name"], "arguments": arguments if isinstance(arguments, dict) else {}}
 
 
 def _drain_loop(loop: asyncio.AbstractEventLoop) -> None:

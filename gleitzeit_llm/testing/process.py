@@ -68,12 +68,13 @@ class EmulatorProcess:
         self,
         models: Iterable[ModelSpec] | None = None,
         *,
+        loaded: Sequence[str] = (),
+        # where the child listens, and how it is started
         host: str = "127.0.0.1",
         port: int = 0,
-        loaded: Sequence[str] = (),
-        startup_timeout: float = 30.0,
         python: str | None = None,
         env: Mapping[str, str] | None = None,
+        startup_timeout: float = 30.0,
         **settings: Any,
     ) -> None:
         unknown = set(settings) - set(_FLAGS)

@@ -26,7 +26,7 @@ from gleitzeit_llm.testing.models import EmulatedModel
 from gleitzeit_llm.testing.settings import Settings
 from gleitzeit_llm.testing.wire import FOREVER, ApiError, forever_ns, format_local
 
-__all__ = ["Lease", "Runner", "Scheduler", "Slots"]
+__all__ = ["Lease", "Runner", "Scheduler", "Slots", "Stats"]
 
 _LOAD_ABORTED = "llama-server process has terminated: signal: killed"
 
@@ -111,11 +111,19 @@ class Lease:
 
 
 @dataclass
-class _Stats:
+class Stats:
+    """What the scheduler counted since the start or :meth:`clear` (keys are ``name:tag``)."""
+
     loads: collections.Counter[str] = field(default_factory=collections.Counter)
     unloads: collections.Counter[str] = field(default_factory=collections.Counter)
     max_concurrency: int = 0
     max_model_concurrency: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    def clear(self) -> None:
+        self.loads.clear()
+        self.unloads.clear()
+        self.max_concurrency = 0
+        self.max_model_concurrency.clear()
 
 
 class Scheduler:
@@ -126,7 +134,7 @@ class Scheduler:
         self.runners: dict[str, Runner] = {}
         self.generating = 0
         self.queued = 0
-        self.stats = _Stats()
+        self.stats = Stats()
         self._pending: collections.deque[Runner] = collections.deque()
         self._on_change = on_change
         self._changed: asyncio.Event | None = None
