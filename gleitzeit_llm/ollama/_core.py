@@ -7,8 +7,8 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -29,7 +29,13 @@ from gleitzeit_llm.ollama._classify import (
     not_ollama,
     ollama_error_text,
 )
-from gleitzeit_llm.ollama.models import fold_wire_chunks
+from gleitzeit_llm.ollama.models import (
+    ChatRequest,
+    ChatResponse,
+    GenerateRequest,
+    GenerateResponse,
+    fold_wire_chunks,
+)
 from gleitzeit_llm.ollama.net import AsyncDeadlineStream, DeadlineStream
 from gleitzeit_llm.ollama.timeouts import Timeouts
 from gleitzeit_llm.ollama.urls import parse_instance_url
@@ -41,6 +47,19 @@ KEEPALIVE_EXPIRY = 5.0  # seconds an idle connection is kept (httpx's default)
 _MIN_WAIT = 0.001  # seconds: the shortest wait a capped timeout is given
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 DEFAULT_MAX_CONNECTIONS = 100
+OnFirst = Callable[[], object] | None  # called when a collected answer's first chunk arrives
+
+
+class Endpoint(NamedTuple):
+    """A generation endpoint: all that tells ``chat`` from ``generate`` in a transport."""
+
+    path: str
+    request: type[ChatRequest] | type[GenerateRequest]
+    response: type[ChatResponse] | type[GenerateResponse]
+
+
+CHAT = Endpoint("/api/chat", ChatRequest, ChatResponse)
+GENERATE = Endpoint("/api/generate", GenerateRequest, GenerateResponse)
 
 
 def _set_stream_deadline(response: httpx.Response, deadline: float | None) -> None:
@@ -213,27 +232,22 @@ class TransportCore:
     # -- errors --------------------------------------------------------------------------------
 
     def send_error(self, exc: httpx.HTTPError, call: Call) -> Exception:
-        return error_for_exception(
-            exc,
-            instance=self.instance,
-            url=self.url,
-            in_body=False,
-            timeouts=call.timeouts,
-            total_expired=call.expired(),
-        )
+        """The error for a failure before the response headers arrived."""
+        return self.body_error(exc, call, None, 0)
 
     def body_error(
-        self, exc: httpx.HTTPError, call: Call, response: httpx.Response, chunks: int
+        self, exc: httpx.HTTPError, call: Call, response: httpx.Response | None, chunks: int
     ) -> Exception:
+        """The error for a failure while reading the body of ``response`` (None: before it)."""
         return error_for_exception(
             exc,
             instance=self.instance,
             url=self.url,
-            in_body=True,
+            in_body=response is not None,
             timeouts=call.timeouts,
             total_expired=call.expired(),
             chunks_received=chunks,
-            status=response.status_code,
+            status=None if response is None else response.status_code,
         )
 
     def status_error(self, response: httpx.Response, body: bytes, call: Call) -> Exception:

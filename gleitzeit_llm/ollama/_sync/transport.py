@@ -10,19 +10,23 @@ Only the async file is written by hand: ``scripts/unasync.py`` writes the blocki
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Generator, Iterator, Mapping
-from typing import Any, Generic, TypeVar
+from collections.abc import Generator, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import httpx
 
-from gleitzeit_llm.ollama._core import DEFAULT_MAX_CONNECTIONS, Call, TransportBase
+from gleitzeit_llm.ollama._core import (
+    CHAT,
+    DEFAULT_MAX_CONNECTIONS,
+    GENERATE,
+    Call,
+    Endpoint,
+    OnFirst,
+    TransportBase,
+)
 from gleitzeit_llm.ollama.models import (
-    ChatRequest,
-    ChatResponse,
     EmbedRequest,
     EmbedResponse,
-    GenerateRequest,
-    GenerateResponse,
     ListResponse,
     ProcessResponse,
     ShowRequest,
@@ -32,6 +36,9 @@ from gleitzeit_llm.ollama.models import (
 from gleitzeit_llm.ollama.net import sync_http_transport
 from gleitzeit_llm.ollama.stream import NDJSONDecoder
 from gleitzeit_llm.ollama.timeouts import Timeouts
+
+if TYPE_CHECKING:  # chat and generate are told apart by their Endpoint at run time
+    from gleitzeit_llm.ollama.models import ChatRequest, ChatResponse, GenerateRequest, GenerateResponse
 
 __all__ = ["OllamaTransport", "ResponseStream"]
 
@@ -95,64 +102,53 @@ class OllamaTransport(TransportBase):
             )
         )
 
-    # -- generation ----------------------------------------------------------------------------
+    # -- generation: chat and generate differ only in their endpoint (see _core.CHAT) ---------
 
     def chat(
         self, request: ChatRequest | Mapping[str, Any], *, timeouts: Timeouts | None = None
     ) -> ChatResponse:
         """``POST /api/chat`` with ``"stream": false``: the whole answer at once."""
-        req = ChatRequest.coerce(request)
-        return self._call("POST", "/api/chat", req.to_wire(stream=False), ChatResponse, req.model, timeouts)
+        return self._answer(CHAT, request, timeouts)
+
+    def generate(
+        self, request: GenerateRequest | Mapping[str, Any], *, timeouts: Timeouts | None = None
+    ) -> GenerateResponse:
+        """``POST /api/generate`` with ``"stream": false``."""
+        return self._answer(GENERATE, request, timeouts)
 
     def stream_chat(
         self, request: ChatRequest | Mapping[str, Any], *, timeouts: Timeouts | None = None
     ) -> ResponseStream[ChatResponse]:
         """``POST /api/chat`` streamed: one :class:`ChatResponse` per chunk, the last with ``done``."""
-        req = ChatRequest.coerce(request)  # validated now, before any I/O
-        return ResponseStream(
-            self._stream("/api/chat", req.to_wire(stream=True), ChatResponse, req.model, timeouts)
-        )
+        return self._open_stream(CHAT, request, timeouts)
+
+    def stream_generate(
+        self, request: GenerateRequest | Mapping[str, Any], *, timeouts: Timeouts | None = None
+    ) -> ResponseStream[GenerateResponse]:
+        """``POST /api/generate`` streamed."""
+        return self._open_stream(GENERATE, request, timeouts)
 
     def collect_chat(
         self,
         request: ChatRequest | Mapping[str, Any],
         *,
         timeouts: Timeouts | None = None,
-        on_first: Callable[[], object] | None = None,
+        on_first: OnFirst = None,
     ) -> ChatResponse:
         """``POST /api/chat`` streamed on the wire, folded into the one answer ``"stream": false``
         gives. The idle timeout then applies per chunk (a long answer never looks hung) and
         ``on_first`` is called when the first chunk arrives (time to first token)."""
-        return self._collect("/api/chat", ChatRequest.coerce(request), ChatResponse, timeouts, on_first)
-
-    def generate(
-        self, request: GenerateRequest | Mapping[str, Any], *, timeouts: Timeouts | None = None
-    ) -> GenerateResponse:
-        """``POST /api/generate`` with ``"stream": false``."""
-        req = GenerateRequest.coerce(request)
-        return self._call(
-            "POST", "/api/generate", req.to_wire(stream=False), GenerateResponse, req.model, timeouts
-        )
-
-    def stream_generate(
-        self, request: GenerateRequest | Mapping[str, Any], *, timeouts: Timeouts | None = None
-    ) -> ResponseStream[GenerateResponse]:
-        """``POST /api/generate`` streamed."""
-        req = GenerateRequest.coerce(request)
-        return ResponseStream(
-            self._stream("/api/generate", req.to_wire(stream=True), GenerateResponse, req.model, timeouts)
-        )
+        return self._collect(CHAT, request, timeouts, on_first)
 
     def collect_generate(
         self,
         request: GenerateRequest | Mapping[str, Any],
         *,
         timeouts: Timeouts | None = None,
-        on_first: Callable[[], object] | None = None,
+        on_first: OnFirst = None,
     ) -> GenerateResponse:
         """``POST /api/generate`` streamed on the wire and folded (see :meth:`collect_chat`)."""
-        req = GenerateRequest.coerce(request)
-        return self._collect("/api/generate", req, GenerateResponse, timeouts, on_first)
+        return self._collect(GENERATE, request, timeouts, on_first)
 
     def embed(
         self, request: EmbedRequest | Mapping[str, Any], *, timeouts: Timeouts | None = None
@@ -202,13 +198,32 @@ class OllamaTransport(TransportBase):
 
     # -- I/O -----------------------------------------------------------------------------------
 
-    def _send_and_read(self, call: Call, body: dict[str, Any] | None) -> tuple[httpx.Response, bytes]:
+    def _answer(self, endpoint: Endpoint, request: Any, timeouts: Timeouts | None) -> Any:
+        path, request_model, response_model = endpoint
+        req = request_model.coerce(request)
+        return self._call("POST", path, req.to_wire(stream=False), response_model, req.model, timeouts)
+
+    def _open_stream(
+        self, endpoint: Endpoint, request: Any, timeouts: Timeouts | None
+    ) -> ResponseStream[Any]:
+        path, request_model, response_model = endpoint
+        req = request_model.coerce(request)  # validated now, before any I/O
+        return ResponseStream(
+            self._stream(path, req.to_wire(stream=True), response_model, req.model, timeouts)
+        )
+
+    def _send(self, call: Call, body: dict[str, Any] | None) -> httpx.Response:
+        """The response once its headers arrived (its body not read yet)."""
         core = self._core
         request = core.build(self._client, call, body)
         try:
-            response = self._client.send(request, stream=True)
+            return self._client.send(request, stream=True)
         except httpx.HTTPError as exc:
             raise core.send_error(exc, call) from exc
+
+    def _send_and_read(self, call: Call, body: dict[str, Any] | None) -> tuple[httpx.Response, bytes]:
+        core = self._core
+        response = self._send(call, body)
         try:
             core.enter_body(response, call)
             try:
@@ -237,11 +252,7 @@ class OllamaTransport(TransportBase):
     def _ndjson_response(self, call: Call, body: dict[str, Any]) -> Iterator[httpx.Response]:
         """The response of a streamed request, once it is known to be a stream; closed on exit."""
         core = self._core
-        request = core.build(self._client, call, body)
-        try:
-            response = self._client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise core.send_error(exc, call) from exc
+        response = self._send(call, body)
         try:
             core.enter_body(response, call)
             if core.not_a_stream(response):
@@ -255,14 +266,9 @@ class OllamaTransport(TransportBase):
             core.leave_body(response, call)
             response.close()
 
-    def _collect(
-        self,
-        path: str,
-        req: ChatRequest | GenerateRequest,
-        model: type[M],
-        timeouts: Timeouts | None,
-        on_first: Callable[[], object] | None,
-    ) -> M:
+    def _collect(self, endpoint: Endpoint, request: Any, timeouts: Timeouts | None, on_first: OnFirst) -> Any:
+        path, request_model, response_model = endpoint
+        req = request_model.coerce(request)
         # The chunks stay raw dicts until the end: folded and validated once.
         core = self._core
         call = core.start("POST", path, req.model, timeouts)
@@ -281,7 +287,7 @@ class OllamaTransport(TransportBase):
             except httpx.HTTPError as exc:
                 raise core.body_error(exc, call, response, len(chunks)) from exc
             chunks += decoder.close()
-        return core.fold(model, chunks, call)
+        return core.fold(response_model, chunks, call)
 
     def _stream(
         self, path: str, body: dict[str, Any], model: type[M], name: str | None, timeouts: Timeouts | None
