@@ -210,18 +210,15 @@ class AsyncOllamaTransport(TransportBase):
             self._stream(path, req.to_wire(stream=True), response_model, req.model, timeouts)
         )
 
-    async def _send(self, call: Call, body: dict[str, Any] | None) -> httpx.Response:
-        """The response once its headers arrived (its body not read yet)."""
+    async def _send_and_read(self, call: Call, body: dict[str, Any] | None) -> tuple[httpx.Response, bytes]:
+        # The send and its error mapping are written out here and in _ndjson_response rather
+        # than shared: a shared coroutine would cost one more await on every call.
         core = self._core
         request = core.build(self._client, call, body)
         try:
-            return await self._client.send(request, stream=True)
+            response = await self._client.send(request, stream=True)
         except httpx.HTTPError as exc:
             raise core.send_error(exc, call) from exc
-
-    async def _send_and_read(self, call: Call, body: dict[str, Any] | None) -> tuple[httpx.Response, bytes]:
-        core = self._core
-        response = await self._send(call, body)
         try:
             core.enter_body(response, call)
             try:
@@ -250,7 +247,11 @@ class AsyncOllamaTransport(TransportBase):
     async def _ndjson_response(self, call: Call, body: dict[str, Any]) -> AsyncIterator[httpx.Response]:
         """The response of a streamed request, once it is known to be a stream; closed on exit."""
         core = self._core
-        response = await self._send(call, body)
+        request = core.build(self._client, call, body)
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise core.send_error(exc, call) from exc
         try:
             core.enter_body(response, call)
             if core.not_a_stream(response):
