@@ -8,7 +8,7 @@ PROJECTS := pyproject.toml \
 	integrations/llama-index-llms-gleitzeit/pyproject.toml \
 	integrations/llama-index-embeddings-gleitzeit/pyproject.toml
 
-.PHONY: venv test demo lint format clean chaos
+.PHONY: venv test demo lint format clean chaos unasync
 
 venv: $(STAMP)
 
@@ -36,6 +36,12 @@ chaos: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) scripts/unasync.py --check
+
+# The sync send chain and transport (gleitzeit_llm/_sync, gleitzeit_llm/ollama/_sync) are written
+# from their async source (the _async packages beside them): run this after changing that source.
+unasync: $(STAMP)
+	$(PY) scripts/unasync.py
 
 format: $(STAMP)
 	$(PY) -m ruff format .

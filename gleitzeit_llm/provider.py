@@ -13,13 +13,13 @@ streamed call fails over only before its first chunk; after that the caller has 
 the error is raised.
 
 The async methods and their sync twins (``chat`` / ``chat_sync`` ...) share one pool state; the
-retry and fallback decisions live in :class:`_Call`, only the I/O differs.
+retry and fallback decisions live in :class:`_Call`, only the I/O differs. That I/O, the send
+chain, is written once in :mod:`gleitzeit_llm._async.calls`; its sync twin is generated from it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import random
 import re
@@ -30,14 +30,10 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from pydantic import Field
-from tenacity import (
-    AsyncRetrying,
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_random_exponential,
-)
+from tenacity import retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from gleitzeit_llm._async.calls import AsyncSendChain
+from gleitzeit_llm._sync.calls import SendChain
 from gleitzeit_llm.blocking import refuse_on_loop_thread
 from gleitzeit_llm.config import InstanceConfig, LoadBalancingStrategy, PoolConfig
 from gleitzeit_llm.connections import Connections
@@ -414,6 +410,25 @@ class _Call:
         lb = self.provider.config.load_balancing
         return random.uniform(0, min(lb.retry_backoff_max, lb.retry_backoff_base))
 
+    @staticmethod
+    def delivered(exc: BaseException, chunks: int) -> BaseException:
+        """The error a streaming caller sees after ``chunks`` chunks: a stream that broke after the
+        caller saw output is not retried (nothing is replayed), and is a StreamInterruptedError
+        whatever broke it; a stall keeps its timeout as ``phase`` and as the cause."""
+        if isinstance(exc, InstanceTimeoutError):
+            exc = StreamInterruptedError(
+                str(exc),
+                chunks_received=chunks,
+                phase=exc.phase,
+                instance=exc.instance,
+                url=exc.url,
+                status=exc.status,
+                ollama_message=exc.ollama_message,
+            )
+        if isinstance(exc, StreamInterruptedError):
+            exc.delivered = True
+        return exc
+
 
 class PoolStream(Generic[_R]):
     """An async stream of chunks from one instance; ``pool`` says which, once the first chunk arrived.
@@ -514,7 +529,7 @@ def _warn_unclosed(stream: object, form: str) -> None:
     )
 
 
-class OllamaPoolProvider:
+class OllamaPoolProvider(AsyncSendChain, SendChain):
     """Run chat, generate and embed calls through a pool of Ollama instances.
 
     The guide's form::
@@ -749,120 +764,6 @@ class OllamaPoolProvider:
         result = await self._run_async(call)
         return _as_dict(result)
 
-    async def _run_async(self, call: _Call) -> Any:
-        self._ensure_started()
-        return await self._retry_async(call, self._attempt_async)
-
-    async def _retry_async(self, call: _Call, once: Any) -> Any:
-        """Attempts with failover for each model in turn (the requested one, then the fallback)."""
-        last: BaseException | None = None
-        for index, model in enumerate(call.models()):
-            if index:
-                call.switch_to(model, f"{call.requested_model!r} failed: {last}")
-            try:
-                return await self._attempts_async(call, once)
-            except RequestError:
-                raise
-            except PoolSaturatedError as exc:
-                # Ran out of the call's queue time: counts as a failed attempt; the fallback
-                # model still gets its try (at once, with whatever queue time is left).
-                call.errors.append(exc)
-                last = exc
-            except (InstanceError, NoInstanceAvailableError) as exc:
-                call.note_unroutable(exc)
-                last = exc
-        assert last is not None
-        raise call.final_error(last)
-
-    async def _attempts_async(self, call: _Call, once: Any) -> Any:
-        # The first attempt runs bare: setting tenacity up cost more than routing (about 37 us)
-        # and almost every call succeeds at once. tenacity takes over from the first failure.
-        try:
-            return await once(call)
-        except BaseException as exc:
-            wait = call.first_retry(exc)
-            if wait is None:
-                raise
-        await asyncio.sleep(wait)
-        async for attempt in AsyncRetrying(**call.retry_policy()):
-            with attempt:
-                return await once(call)
-        raise AssertionError("unreachable: tenacity re-raises the last error")
-
-    async def _acquire_async(self, call: _Call) -> Lease:
-        """A slot for the call's next attempt, waiting at most what is left of its queue time."""
-        route = call.route()
-        started = time.monotonic()
-        try:
-            return await self.manager.acquire(
-                route, timeout=call.queue_left(), attempt=call.attempts + 1, waited_before=call.queue_waited
-            )
-        finally:
-            call.queue_waited += time.monotonic() - started
-
-    async def _attempt_async(self, call: _Call) -> Any:
-        lease = await self._acquire_async(call)
-        call.begin_attempt()  # counted once an instance was found: a failed route is no attempt
-        try:
-            transport = await self._async_transport(lease)
-            if call.kind == "embed":
-                final = await transport.embed(call.request)
-                lease.mark_first_chunk()
-            else:
-                # Streamed on the wire (per-chunk idle timeouts), folded and validated once:
-                # validating every chunk cost about 5 us per token.
-                collect = transport.collect_chat if call.kind == "chat" else transport.collect_generate
-                final = await collect(call.request, on_first=lease.mark_first_chunk)
-            result = call.result(lease, final)
-        except BaseException as exc:
-            call.attempt_failed(lease, exc)
-            raise
-        call.attempt_succeeded(lease, final)
-        return result
-
-    async def _stream_async(self, call: _Call, holder: list[PoolInfo]) -> AsyncIterator[Any]:
-        self._ensure_started()
-        lease, stream, first = await self._retry_async(call, self._open_once_async)
-        holder.append(call.info(lease))
-        final, error, chunks = first, None, 1
-        try:
-            yield first
-            async for chunk in stream:
-                final = chunk
-                chunks += 1
-                yield chunk
-        except BaseException as exc:
-            error = _delivered(exc, chunks)
-            if error is not exc:
-                raise error from exc
-            raise
-        finally:
-            # The slot first: a stream left by a cancelled consumer is closed by the loop's
-            # async-generator finalizer, and the slot must be free by that task's first step,
-            # not after closing the connection takes a few more loop turns.
-            try:
-                call.stream_ended(lease, error, final, holder)
-            finally:
-                await _aclose(stream)
-
-    async def _open_once_async(self, call: _Call) -> tuple[Lease, Any, Any]:
-        lease = await self._acquire_async(call)
-        call.begin_attempt()  # counted once an instance was found: a failed route is no attempt
-        stream: Any = None
-        try:
-            stream = call.open_stream(await self._async_transport(lease))
-            first = await stream.__anext__()
-        except BaseException as exc:
-            await _aclose(stream)
-            if isinstance(exc, StopAsyncIteration):
-                empty = call.empty_stream(lease)
-                call.attempt_failed(lease, empty)
-                raise empty from None
-            call.attempt_failed(lease, exc)
-            raise
-        lease.mark_first_chunk()
-        return lease, stream, first
-
     # -- sync faces ---------------------------------------------------------------------------
 
     def chat_sync(
@@ -946,112 +847,6 @@ class OllamaPoolProvider:
         call = self._call(kind, None, None, request)
         return _as_dict(self._run_sync(call))
 
-    def _run_sync(self, call: _Call) -> Any:
-        self._ensure_started()
-        return self._retry_sync(call, self._attempt_sync)
-
-    def _retry_sync(self, call: _Call, once: Any) -> Any:
-        """Sync twin of :meth:`_retry_async`."""
-        last: BaseException | None = None
-        for index, model in enumerate(call.models()):
-            if index:
-                call.switch_to(model, f"{call.requested_model!r} failed: {last}")
-            try:
-                return self._attempts_sync(call, once)
-            except RequestError:
-                raise
-            except PoolSaturatedError as exc:
-                # Ran out of the call's queue time: counts as a failed attempt; the fallback
-                # model still gets its try (at once, with whatever queue time is left).
-                call.errors.append(exc)
-                last = exc
-            except (InstanceError, NoInstanceAvailableError) as exc:
-                call.note_unroutable(exc)
-                last = exc
-        assert last is not None
-        raise call.final_error(last)
-
-    def _attempts_sync(self, call: _Call, once: Any) -> Any:
-        """Sync twin of :meth:`_attempts_async`."""
-        try:
-            return once(call)
-        except BaseException as exc:
-            wait = call.first_retry(exc)
-            if wait is None:
-                raise
-        time.sleep(wait)
-        for attempt in Retrying(**call.retry_policy()):
-            with attempt:
-                return once(call)
-        raise AssertionError("unreachable: tenacity re-raises the last error")
-
-    def _acquire_sync(self, call: _Call) -> Lease:
-        """Sync twin of :meth:`_acquire_async`."""
-        route = call.route()
-        started = time.monotonic()
-        try:
-            return self.manager.acquire_sync(
-                route, timeout=call.queue_left(), attempt=call.attempts + 1, waited_before=call.queue_waited
-            )
-        finally:
-            call.queue_waited += time.monotonic() - started
-
-    def _attempt_sync(self, call: _Call) -> Any:
-        lease = self._acquire_sync(call)
-        call.begin_attempt()  # counted once an instance was found: a failed route is no attempt
-        try:
-            transport = self._sync_transport(lease)
-            if call.kind == "embed":
-                final = transport.embed(call.request)
-                lease.mark_first_chunk()
-            else:
-                collect = transport.collect_chat if call.kind == "chat" else transport.collect_generate
-                final = collect(call.request, on_first=lease.mark_first_chunk)
-            result = call.result(lease, final)
-        except BaseException as exc:
-            call.attempt_failed(lease, exc)
-            raise
-        call.attempt_succeeded(lease, final)
-        return result
-
-    def _stream_sync(self, call: _Call, holder: list[PoolInfo]) -> Iterator[Any]:
-        self._ensure_started()
-        lease, stream, first = self._retry_sync(call, self._open_once_sync)
-        holder.append(call.info(lease))
-        final, error, chunks = first, None, 1
-        try:
-            yield first
-            for chunk in stream:
-                final = chunk
-                chunks += 1
-                yield chunk
-        except BaseException as exc:
-            error = _delivered(exc, chunks)
-            if error is not exc:
-                raise error from exc
-            raise
-        finally:
-            _close(stream)
-            call.stream_ended(lease, error, final, holder)
-
-    def _open_once_sync(self, call: _Call) -> tuple[Lease, Any, Any]:
-        lease = self._acquire_sync(call)
-        call.begin_attempt()  # counted once an instance was found: a failed route is no attempt
-        stream: Any = None
-        try:
-            stream = call.open_stream(self._sync_transport(lease))
-            first = next(stream)
-        except BaseException as exc:
-            _close(stream)
-            if isinstance(exc, StopIteration):
-                empty = call.empty_stream(lease)
-                call.attempt_failed(lease, empty)
-                raise empty from None
-            call.attempt_failed(lease, exc)
-            raise
-        lease.mark_first_chunk()
-        return lease, stream, first
-
     # -- status -------------------------------------------------------------------------------
 
     async def get_pool_status(self) -> dict[str, Any]:
@@ -1095,36 +890,3 @@ def _as_dict(result: Any) -> dict[str, Any]:
     data: dict[str, Any] = result.model_dump(exclude_none=True)
     data["pool"] = result.pool.as_dict() if result.pool is not None else None
     return data
-
-
-def _delivered(exc: BaseException, chunks: int) -> BaseException:
-    """The error a streaming caller sees after ``chunks`` chunks: a stream that broke after the
-    caller saw output is not retried (nothing is replayed), and is a StreamInterruptedError
-    whatever broke it; a stall keeps its timeout as ``phase`` and as the cause."""
-    if isinstance(exc, InstanceTimeoutError):
-        exc = StreamInterruptedError(
-            str(exc),
-            chunks_received=chunks,
-            phase=exc.phase,
-            instance=exc.instance,
-            url=exc.url,
-            status=exc.status,
-            ollama_message=exc.ollama_message,
-        )
-    if isinstance(exc, StreamInterruptedError):
-        exc.delivered = True
-    return exc
-
-
-async def _aclose(stream: Any) -> None:
-    close = getattr(stream, "aclose", None)
-    if close is not None:
-        with contextlib.suppress(Exception):
-            await close()
-
-
-def _close(stream: Any) -> None:
-    close = getattr(stream, "close", None)
-    if close is not None:
-        with contextlib.suppress(Exception):
-            close()

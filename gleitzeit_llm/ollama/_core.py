@@ -1,12 +1,14 @@
 """What the async and sync transports share: request building, timeouts by phase, status
-classification and response parsing. Only the I/O lives in ``transport.py``."""
+classification and response parsing, and the public face of a transport (:class:`TransportBase`).
+Only the I/O lives in ``_async/transport.py`` (and its generated twin ``_sync/transport.py``)."""
 
 from __future__ import annotations
 
 import base64
 import json
 import time
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -27,7 +29,13 @@ from gleitzeit_llm.ollama._classify import (
     not_ollama,
     ollama_error_text,
 )
-from gleitzeit_llm.ollama.models import fold_wire_chunks
+from gleitzeit_llm.ollama.models import (
+    ChatRequest,
+    ChatResponse,
+    GenerateRequest,
+    GenerateResponse,
+    fold_wire_chunks,
+)
 from gleitzeit_llm.ollama.net import AsyncDeadlineStream, DeadlineStream
 from gleitzeit_llm.ollama.timeouts import Timeouts
 from gleitzeit_llm.ollama.urls import parse_instance_url
@@ -38,6 +46,26 @@ _JSON_BODY_HEADERS = {"Content-Type": "application/json"}
 KEEPALIVE_EXPIRY = 5.0  # seconds an idle connection is kept (httpx's default)
 _MIN_WAIT = 0.001  # seconds: the shortest wait a capped timeout is given
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+DEFAULT_MAX_CONNECTIONS = 100
+OnFirst = Callable[[], object] | None  # called when a collected answer's first chunk arrives
+
+
+class Endpoint(NamedTuple):
+    """A generation endpoint: all that tells ``chat`` from ``generate`` in a transport."""
+
+    path: str
+    request: type[ChatRequest] | type[GenerateRequest]
+    response: type[ChatResponse] | type[GenerateResponse]
+
+
+CHAT = Endpoint("/api/chat", ChatRequest, ChatResponse)
+GENERATE = Endpoint("/api/generate", GenerateRequest, GenerateResponse)
+
+
+def _set_stream_deadline(response: httpx.Response, deadline: float | None) -> None:
+    stream = response.extensions.get("network_stream")
+    if isinstance(stream, (DeadlineStream, AsyncDeadlineStream)):
+        stream.deadline = deadline
 
 
 class Call:
@@ -194,41 +222,32 @@ class TransportCore:
         if call.deadline is not None:
             # httpcore takes the read timeout once per body: the connection's stream caps
             # each read by the deadline instead (until leave_body()).
-            stream = response.extensions.get("network_stream")
-            if isinstance(stream, (DeadlineStream, AsyncDeadlineStream)):
-                stream.deadline = call.deadline
+            _set_stream_deadline(response, call.deadline)
 
     def leave_body(self, response: httpx.Response, call: Call) -> None:
         """The response is done with: its connection serves the next request without our deadline."""
         if call.deadline is not None:
-            stream = response.extensions.get("network_stream")
-            if isinstance(stream, (DeadlineStream, AsyncDeadlineStream)):
-                stream.deadline = None
+            _set_stream_deadline(response, None)
 
     # -- errors --------------------------------------------------------------------------------
 
     def send_error(self, exc: httpx.HTTPError, call: Call) -> Exception:
-        return error_for_exception(
-            exc,
-            instance=self.instance,
-            url=self.url,
-            in_body=False,
-            timeouts=call.timeouts,
-            total_expired=call.expired(),
-        )
+        """The error for a failure before the response headers arrived."""
+        return self.body_error(exc, call, None, 0)
 
     def body_error(
-        self, exc: httpx.HTTPError, call: Call, response: httpx.Response, chunks: int
+        self, exc: httpx.HTTPError, call: Call, response: httpx.Response | None, chunks: int
     ) -> Exception:
+        """The error for a failure while reading the body of ``response`` (None: before it)."""
         return error_for_exception(
             exc,
             instance=self.instance,
             url=self.url,
-            in_body=True,
+            in_body=response is not None,
             timeouts=call.timeouts,
             total_expired=call.expired(),
             chunks_received=chunks,
-            status=response.status_code,
+            status=None if response is None else response.status_code,
         )
 
     def status_error(self, response: httpx.Response, body: bytes, call: Call) -> Exception:
@@ -335,3 +354,33 @@ class TransportCore:
         return not_ollama(
             response, body, reason, instance=self.instance, url=self.url, method=call.method, path=call.path
         )
+
+
+class TransportBase:
+    """The public face both transports share; ``_async/transport.py`` adds the I/O."""
+
+    _core: TransportCore
+
+    def _init_core(
+        self, url: str, instance_id: str | None, timeouts: Timeouts, headers: Mapping[str, str] | None
+    ) -> None:
+        self._core = TransportCore(
+            url, instance_id=instance_id, timeouts=timeouts, headers=dict(headers) if headers else None
+        )
+
+    @property
+    def instance_id(self) -> str:
+        """The instance's id (by default ``host:port``)."""
+        return self._core.instance
+
+    @property
+    def url(self) -> str:
+        """The base URL, without credentials."""
+        return self._core.url
+
+    @property
+    def timeouts(self) -> Timeouts:
+        return self._core.default_timeouts
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(instance_id={self._core.instance!r}, url={self._core.url!r})"

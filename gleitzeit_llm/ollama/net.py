@@ -182,16 +182,9 @@ class _SyncBackend(httpcore.SyncBackend):
 class _AsyncBackend(httpcore.AnyIOBackend):
     """httpcore's AnyIO backend (its connect timeout covers name resolution already)."""
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Any = None,
-    ) -> httpcore.AsyncNetworkStream:
-        stream = await super().connect_tcp(host, port, timeout, local_address, socket_options)
-        return AsyncDeadlineStream(stream)
+    async def connect_tcp(self, *args: Any, **kwargs: Any) -> httpcore.AsyncNetworkStream:
+        # Connects as AnyIOBackend does (same arguments); only the stream is wrapped.
+        return AsyncDeadlineStream(await super().connect_tcp(*args, **kwargs))
 
 
 # -- SSL contexts ------------------------------------------------------------------------------

@@ -271,9 +271,9 @@ def _count_constructions(monkeypatch: pytest.MonkeyPatch, module: Any, name: str
 
 @respx.mock
 async def test_tenacity_is_set_up_only_after_a_first_attempt_failed(monkeypatch: pytest.MonkeyPatch) -> None:
-    import gleitzeit_llm.provider as provider_module
+    import gleitzeit_llm._async.calls as send_chain
 
-    made = _count_constructions(monkeypatch, provider_module, "AsyncRetrying")
+    made = _count_constructions(monkeypatch, send_chain, "AsyncRetrying")
     a = respx.post(f"{A}/api/chat").mock(
         side_effect=[chat_stream("ok"), error(500, "boom"), error(500, "boom")]
     )
