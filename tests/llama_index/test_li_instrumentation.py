@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -14,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from gleitzeit_llm import AllInstancesFailedError
 from llama_index.embeddings.gleitzeit import OllamaPoolEmbedding
-from llama_index.llms.gleitzeit import OllamaPool, PrometheusEventHandler
+from llama_index.llms.gleitzeit import OllamaPool, PrometheusEventHandler, events
 from llama_index.llms.gleitzeit.events import (
     PoolBreakerStateChangedEvent,
     PoolEmbeddingCallEvent,
@@ -96,6 +97,15 @@ def test_embedding_calls_are_events(
     assert {c.instance for c in calls} <= {"e0", "e1"} and all(c.attempts == 1 for c in calls)
     routed = recorder.of(PoolRoutingDecisionEvent)
     assert {e.span_id for e in routed} == {c.span_id for c in calls}  # worker threads keep the span
+
+
+def test_forwarded_events_keep_every_field_of_the_pool_event() -> None:
+    # The instrumentation events are declared field for field (typed for handlers' authors); a
+    # field added to a pool event and not here would be dropped silently by pydantic.
+    for pool_event, twin in events._CLASSES.items():
+        fields = {f.name for f in dataclasses.fields(pool_event)}
+        assert set(twin.model_fields) - set(events.PoolEvent.model_fields) == fields, twin.__name__
+        assert twin.model_fields["kind"].default == pool_event.kind
 
 
 # -- metrics ----------------------------------------------------------------------------------

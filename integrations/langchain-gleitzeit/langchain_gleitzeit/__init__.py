@@ -13,8 +13,9 @@ imports ``prometheus_client`` unless the handler is used.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from gleitzeit_llm.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from langchain_gleitzeit.callbacks import PrometheusCallbackHandler
@@ -25,21 +26,11 @@ __all__ = ["ChatOllamaPool", "OllamaPoolEmbeddings", "PrometheusCallbackHandler"
 
 __version__ = "0.1.0"
 
-_LAZY = {
-    "ChatOllamaPool": "langchain_gleitzeit.chat_models",
-    "OllamaPoolEmbeddings": "langchain_gleitzeit.embeddings",
-    "PrometheusCallbackHandler": "langchain_gleitzeit.callbacks",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'langchain_gleitzeit' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "ChatOllamaPool": "langchain_gleitzeit.chat_models",
+        "OllamaPoolEmbeddings": "langchain_gleitzeit.embeddings",
+        "PrometheusCallbackHandler": "langchain_gleitzeit.callbacks",
+    },
+)

@@ -1,7 +1,8 @@
 """``PrometheusCallbackHandler``: per-call Prometheus metrics of LangChain runs on Ollama.
 
-Metrics are recorded through :class:`gleitzeit_llm.observability.metrics.CallMetrics`, the
-definitions the LlamaIndex handler uses too, so both frameworks produce the same series:
+Metrics are recorded through :class:`gleitzeit_llm.observability.framework.CallTracker` into
+:class:`gleitzeit_llm.observability.metrics.CallMetrics`, as the LlamaIndex handler does, so both
+frameworks produce the same series:
 
 * ``gen_ai_client_operation_duration_seconds`` (histogram; ``error_type`` label),
 * ``gen_ai_client_token_usage`` (histogram; ``gen_ai_token_type`` = ``input`` | ``output``),
@@ -20,8 +21,6 @@ Requires ``prometheus-client`` (``pip install gleitzeit-llm[prometheus]``).
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -29,8 +28,7 @@ from uuid import UUID
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.outputs import LLMResult
 
-from gleitzeit_llm import AllInstancesFailedError
-from gleitzeit_llm.observability.metrics import CallMetrics
+from gleitzeit_llm.observability.framework import CallTracker, pool_of
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -38,18 +36,6 @@ if TYPE_CHECKING:
 __all__ = ["PrometheusCallbackHandler"]
 
 _PROVIDER = "ollama"
-
-
-class _Run:
-    __slots__ = ("chunks", "first_chunk", "last_chunk", "model", "operation", "started")
-
-    def __init__(self, operation: str, model: str) -> None:
-        self.operation = operation
-        self.model = model
-        self.started = time.monotonic()
-        self.first_chunk: float | None = None
-        self.last_chunk: float | None = None
-        self.chunks = 0
 
 
 class PrometheusCallbackHandler(BaseCallbackHandler):
@@ -75,10 +61,11 @@ class PrometheusCallbackHandler(BaseCallbackHandler):
 
     def __init__(self, registry: CollectorRegistry | None = None, *, chunk_gaps: bool = True) -> None:
         super().__init__()
-        self.metrics = CallMetrics.on(registry)
         self.chunk_gaps = chunk_gaps
-        self._runs: dict[UUID, _Run] = {}
-        self._lock = threading.Lock()
+        # Open runs, their timing and what a finished run records live in the core, shared with
+        # the LlamaIndex event handler; this class only reads LangChain's shapes.
+        self._tracker = CallTracker(registry)
+        self.metrics = self._tracker.metrics
 
     # -- start -----------------------------------------------------------------------------------
 
@@ -115,69 +102,30 @@ class PrometheusCallbackHandler(BaseCallbackHandler):
         if metadata.get("ls_provider") != _PROVIDER:
             return
         model = metadata.get("ls_model_name") or (params or {}).get("model") or ""
-        with self._lock:
-            self._runs[run_id] = _Run(operation, str(model))
+        self._tracker.start(run_id, operation, str(model))
 
     # -- chunks ----------------------------------------------------------------------------------
 
     def on_llm_new_token(self, token: str, *, run_id: UUID, **kwargs: Any) -> None:
-        now = time.monotonic()
-        with self._lock:
-            run = self._runs.get(run_id)
-            if run is None:
-                return
-            previous = run.last_chunk
-            run.last_chunk = now
-            run.chunks += 1
-            if run.first_chunk is None:
-                run.first_chunk = now
-        if previous is not None and self.chunk_gaps:
-            # The serving instance is known only at the end; gaps are per model.
-            self.metrics.record_chunk_gap(
-                operation=run.operation, model=run.model, instance=None, gap=now - previous
-            )
+        # The serving instance is known only at the end; gaps are per model.
+        self._tracker.chunk(run_id, record_gap=self.chunk_gaps)
 
     # -- end -------------------------------------------------------------------------------------
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
-        with self._lock:
-            run = self._runs.pop(run_id, None)
+        run = self._tracker.pop(run_id)
         if run is None:
             return
-        duration = time.monotonic() - run.started
         metadata, usage = _first_generation(response)
-        pool = metadata.get("pool") if isinstance(metadata.get("pool"), Mapping) else {}
-        input_tokens = usage.get("input_tokens") if usage else metadata.get("prompt_eval_count")
-        output_tokens = usage.get("output_tokens") if usage else metadata.get("eval_count")
-        self.metrics.record_call(
-            operation=run.operation,
-            model=run.model,
-            duration=duration,
-            instance=pool.get("instance_id"),
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            time_to_first_chunk=None if run.first_chunk is None else run.first_chunk - run.started,
-            attempts=pool.get("attempts"),
-            fallback_model=pool.get("model") if pool.get("fallback_used") else None,
+        self._tracker.record_success(
+            run,
+            pool_of(metadata),
+            input_tokens=usage.get("input_tokens") if usage else metadata.get("prompt_eval_count"),
+            output_tokens=usage.get("output_tokens") if usage else metadata.get("eval_count"),
         )
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        with self._lock:
-            run = self._runs.pop(run_id, None)
-        if run is None:
-            return
-        attempts = len(error.errors) if isinstance(error, AllInstancesFailedError) and error.errors else None
-        self.metrics.record_call(
-            operation=run.operation,
-            model=run.model,
-            duration=time.monotonic() - run.started,
-            instance=getattr(error, "instance", None)
-            if isinstance(getattr(error, "instance", None), str)
-            else None,
-            error=error,
-            time_to_first_chunk=None if run.first_chunk is None else run.first_chunk - run.started,
-            attempts=attempts,
-        )
+        self._tracker.fail(run_id, error)
 
     def __repr__(self) -> str:
         return f"PrometheusCallbackHandler(registry={self.metrics.registry!r})"

@@ -7,8 +7,9 @@ importing this package stays cheap and ``prometheus_client`` is only imported wi
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from gleitzeit_llm.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from llama_index.llms.gleitzeit.base import OllamaPool
@@ -16,20 +17,10 @@ if TYPE_CHECKING:
 
 __all__ = ["OllamaPool", "PrometheusEventHandler"]
 
-_LAZY = {
-    "OllamaPool": "llama_index.llms.gleitzeit.base",
-    "PrometheusEventHandler": "llama_index.llms.gleitzeit.prometheus",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "OllamaPool": "llama_index.llms.gleitzeit.base",
+        "PrometheusEventHandler": "llama_index.llms.gleitzeit.prometheus",
+    },
+)

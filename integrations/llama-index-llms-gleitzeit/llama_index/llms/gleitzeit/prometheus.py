@@ -1,8 +1,9 @@
 """``PrometheusEventHandler``: per-call Prometheus metrics from LlamaIndex's instrumentation events.
 
-Metrics are recorded through :class:`gleitzeit_llm.observability.metrics.CallMetrics`, the
-definitions LangChain's ``PrometheusCallbackHandler`` uses too, so both frameworks produce the
-same series with the same meaning:
+Metrics are recorded through :class:`gleitzeit_llm.observability.framework.CallTracker` into
+:class:`gleitzeit_llm.observability.metrics.CallMetrics`, as LangChain's
+``PrometheusCallbackHandler`` does, so both frameworks produce the same series with the same
+meaning:
 
 * ``gen_ai_client_operation_duration_seconds`` (``error_type`` label): from the call until its
   last chunk, failovers included;
@@ -21,9 +22,6 @@ Requires ``prometheus-client`` (``pip install gleitzeit-llm[prometheus]``).
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -41,7 +39,7 @@ from llama_index.core.instrumentation.events.llm import (
 )
 from llama_index.core.instrumentation.events.span import SpanDropEvent
 
-from gleitzeit_llm.errors import AllInstancesFailedError
+from gleitzeit_llm.observability.framework import CallTracker, pool_of
 from gleitzeit_llm.observability.metrics import CallMetrics
 from llama_index.llms.gleitzeit.events import PoolEmbeddingCallEvent
 
@@ -53,18 +51,6 @@ OLLAMA_LLMS = frozenset({"OllamaPool_llm", "Ollama_llm"})
 _COMPLETION_VIA_CHAT = frozenset({"Ollama_llm"})
 # OpenTelemetry's error.type when the error's class is unknown (a span dropped without an ExceptionEvent).
 UNKNOWN_ERROR = "_OTHER"
-
-
-class _Call:
-    __slots__ = ("first_chunk", "instance", "last_chunk", "model", "operation", "started")
-
-    def __init__(self, operation: str, model: str) -> None:
-        self.operation = operation
-        self.model = model
-        self.started = time.monotonic()
-        self.first_chunk: float | None = None
-        self.last_chunk: float | None = None
-        self.instance: str | None = None
 
 
 class PrometheusEventHandler(BaseEventHandler):
@@ -90,13 +76,13 @@ class PrometheusEventHandler(BaseEventHandler):
     chunk_gaps: bool = Field(default=True, description="Record the time between chunks of streams.")
     max_open_calls: int = Field(default=10_000, gt=0, description="Unfinished calls remembered at most.")
 
-    _metrics: CallMetrics = PrivateAttr()
-    _calls: OrderedDict[str, _Call] = PrivateAttr(default_factory=OrderedDict)
-    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    # Open calls, their timing and what a finished call records live in the core, shared with
+    # LangChain's callback handler; this class only reads LlamaIndex's events.
+    _tracker: CallTracker = PrivateAttr()
 
     def __init__(self, registry: Any = None, **kwargs: Any) -> None:
         super().__init__(registry=registry, **kwargs)
-        self._metrics = CallMetrics.on(registry)
+        self._tracker = CallTracker(registry)
 
     @classmethod
     def class_name(cls) -> str:
@@ -104,11 +90,12 @@ class PrometheusEventHandler(BaseEventHandler):
 
     @property
     def metrics(self) -> CallMetrics:
-        return self._metrics
+        """The metric set this handler records into (one per registry)."""
+        return self._tracker.metrics
 
     def handle(self, event: BaseEvent, **kwargs: Any) -> None:
         if isinstance(event, (LLMChatInProgressEvent, LLMCompletionInProgressEvent)):
-            self._chunk(event)
+            self._tracker.chunk(event.span_id, event.response.raw, record_gap=self.chunk_gaps)
         elif isinstance(event, LLMChatStartEvent):
             self._start(event, "chat")
         elif isinstance(event, LLMCompletionStartEvent):
@@ -116,9 +103,9 @@ class PrometheusEventHandler(BaseEventHandler):
         elif isinstance(event, (LLMChatEndEvent, LLMCompletionEndEvent)):
             self._end(event)
         elif isinstance(event, ExceptionEvent):
-            self._error(event.span_id, event.exception)
+            self._tracker.fail(event.span_id, event.exception)
         elif isinstance(event, SpanDropEvent):
-            self._error(event.span_id, UNKNOWN_ERROR)
+            self._tracker.fail(event.span_id, UNKNOWN_ERROR)
         elif isinstance(event, PoolEmbeddingCallEvent):
             self._embedding(event)
 
@@ -132,96 +119,46 @@ class PrometheusEventHandler(BaseEventHandler):
         if llm_class not in OLLAMA_LLMS or (operation != "chat" and llm_class in _COMPLETION_VIA_CHAT):
             return
         model = event.additional_kwargs.get("model") or model_dict.get("model_name") or ""
-        with self._lock:
-            self._calls[event.span_id] = _Call(operation, str(model))
-            while len(self._calls) > self.max_open_calls:
-                self._calls.popitem(last=False)
-
-    def _chunk(self, event: LLMChatInProgressEvent | LLMCompletionInProgressEvent) -> None:
-        now = time.monotonic()
-        with self._lock:
-            call = self._calls.get(event.span_id) if event.span_id is not None else None
-            if call is None:
-                return
-            previous, call.last_chunk = call.last_chunk, now
-            if call.first_chunk is None:
-                call.first_chunk = now
-            if call.instance is None:
-                call.instance = _pool(event.response.raw).get("instance_id")
-        if previous is not None and self.chunk_gaps:
-            self._metrics.record_chunk_gap(
-                operation=call.operation, model=call.model, instance=call.instance, gap=now - previous
-            )
+        self._tracker.start(event.span_id, operation, str(model), keep_at_most=self.max_open_calls)
 
     def _end(self, event: LLMChatEndEvent | LLMCompletionEndEvent) -> None:
-        call = self._pop(event.span_id)
+        call = self._tracker.pop(event.span_id)
         if call is None:
             return
         raw = event.response.raw if event.response is not None else None
-        pool = _pool(raw)
+        pool = pool_of(raw)
         usage = _get(raw, "usage")
         usage = usage if isinstance(usage, Mapping) else {}
-        self._metrics.record_call(
-            operation=call.operation,
-            model=pool.get("requested_model") or call.model,
-            duration=time.monotonic() - call.started,
-            instance=pool.get("instance_id") or call.instance,
+        self._tracker.record_success(
+            call,
+            pool,
+            model=pool.get("requested_model"),
             input_tokens=_first(_get(raw, "prompt_eval_count"), usage.get("prompt_tokens")),
             output_tokens=_first(_get(raw, "eval_count"), usage.get("completion_tokens")),
-            time_to_first_chunk=None if call.first_chunk is None else call.first_chunk - call.started,
-            attempts=pool.get("attempts"),
-            fallback_model=pool.get("model") if pool.get("fallback_used") else None,
         )
-
-    def _error(self, span_id: str | None, error: BaseException | str) -> None:
-        call = self._pop(span_id)
-        if call is None:
-            return
-        instance = getattr(error, "instance", None)
-        attempts = len(error.errors) if isinstance(error, AllInstancesFailedError) and error.errors else None
-        self._metrics.record_call(
-            operation=call.operation,
-            model=call.model,
-            duration=time.monotonic() - call.started,
-            instance=instance if isinstance(instance, str) else call.instance,
-            error=error,
-            time_to_first_chunk=None if call.first_chunk is None else call.first_chunk - call.started,
-            attempts=attempts,
-        )
-
-    def _pop(self, span_id: str | None) -> _Call | None:
-        if span_id is None:
-            return None
-        with self._lock:
-            return self._calls.pop(span_id, None)
 
     # -- embeddings -------------------------------------------------------------------------------
 
     def _embedding(self, event: PoolEmbeddingCallEvent) -> None:
-        self._metrics.record_call(
+        # One event per finished pool call: nothing is open, so it goes straight to the metrics.
+        self._tracker.metrics.record_call(
             operation="embeddings",
-            model=event.model,
-            duration=event.duration,
-            instance=event.instance,
             error=event.error_type,
-            input_tokens=event.input_tokens,
-            attempts=event.attempts,
-            fallback_model=event.fallback_model,
+            **{name: getattr(event, name) for name in _EMBEDDING_FACTS},
         )
 
     def __repr__(self) -> str:
-        return f"PrometheusEventHandler(registry={self._metrics.registry!r})"
+        return f"PrometheusEventHandler(registry={self._tracker.metrics.registry!r})"
+
+
+# PoolEmbeddingCallEvent's fields that CallMetrics.record_call takes under the same name.
+_EMBEDDING_FACTS = ("model", "duration", "instance", "input_tokens", "attempts", "fallback_model")
 
 
 def _get(raw: Any, key: str) -> Any:
     if isinstance(raw, Mapping):
         return raw.get(key)
     return getattr(raw, key, None)
-
-
-def _pool(raw: Any) -> Mapping[str, Any]:
-    pool = _get(raw, "pool")
-    return pool if isinstance(pool, Mapping) else {}
 
 
 def _first(*values: Any) -> Any:
