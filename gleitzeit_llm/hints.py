@@ -112,8 +112,11 @@ def _strategy(value: object) -> str:
             return name
     try:  # the enum's spelling rules, so a hint routes wherever the config would accept it
         return LoadBalancingStrategy.parse(value, field="load_balancing_strategy").value
-    except ConfigError as exc:
-        raise RequestError(str(exc), field="load_balancing_strategy") from None
+    except ConfigError as exc:  # as docs/reliability.md shows it, and naming the valid ones
+        raise RequestError(
+            f"load_balancing_strategy: unknown strategy {value!r}; {exc.hint}",
+            field="load_balancing_strategy",
+        ) from None
 
 
 def _bad(name: str, rule: str, value: object) -> RequestError:

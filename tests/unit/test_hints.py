@@ -56,8 +56,8 @@ def test_pop_from_takes_out_the_hints_and_nothing_else() -> None:
     ("hint", "value", "message"),
     [
         ("load_balancing_strategy", "fastest", "valid strategies: least_loaded, round_robin"),
-        ("load_balancing_strategy", "leastloaded", "did you mean 'least_loaded'?"),
-        ("load_balancing_strategy", 5, "expected a strategy name"),
+        ("load_balancing_strategy", "least-loaded!", "unknown strategy 'least-loaded!'; valid strategies:"),
+        ("load_balancing_strategy", 5, "load_balancing_strategy: unknown strategy 5; valid strategies:"),
         ("instance_tags", "gpu", "instance_tags must be a list of strings, got 'gpu'"),
         ("instance_tags", ["gpu", 1], "instance_tags must be a list of strings, got ['gpu', 1]"),
         ("instance_tags", (t for t in ["gpu"]), "instance_tags must be a list of strings"),
