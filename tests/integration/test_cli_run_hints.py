@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 CLI = [sys.executable, "-m", "gleitzeit_llm.cli"]
 
 
@@ -41,10 +43,13 @@ tasks:
     )
 
 
-def test_a_strategy_in_any_spelling_the_check_passes_also_routes(
-    ollama_emulators: Any, tmp_path: Path
-) -> None:
-    (emulator,) = ollama_emulators(1, models=["llama3.2"])
+@pytest.fixture
+def emulator(ollama_emulators: Any) -> Any:
+    (one,) = ollama_emulators(1, models=["llama3.2"])
+    return one
+
+
+def test_a_strategy_in_any_spelling_the_check_passes_also_routes(emulator: Any, tmp_path: Path) -> None:
     result = run_workflow(tmp_path, emulator, 'load_balancing_strategy: "least loaded"')
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["summary"] == {"ok": 1, "failed": 0, "skipped": 0}
@@ -52,9 +57,8 @@ def test_a_strategy_in_any_spelling_the_check_passes_also_routes(
 
 
 def test_a_hint_the_pool_would_reject_fails_the_check_before_anything_runs(
-    ollama_emulators: Any, tmp_path: Path
+    emulator: Any, tmp_path: Path
 ) -> None:
-    (emulator,) = ollama_emulators(1, models=["llama3.2"])
     result = run_workflow(tmp_path, emulator, 'instance_tags: ["gpu", 1]')
     assert result.returncode == 2, result.stderr
     assert "task 'Ask'" in result.stderr and "params.instance_tags" in result.stderr
