@@ -45,9 +45,10 @@ if TYPE_CHECKING:
         PoolConfig,
         TimeoutConfig,
     )
+    from gleitzeit_llm.hints import RoutingHints
     from gleitzeit_llm.manager import Lease, OllamaPoolManager
     from gleitzeit_llm.observability.events import EventBus, PoolEvent
-    from gleitzeit_llm.provider import OllamaPoolProvider, PoolInfo, RoutingHints
+    from gleitzeit_llm.provider import OllamaPoolProvider, PoolInfo
     from gleitzeit_llm.routing.breaker import CircuitState
     from gleitzeit_llm.routing.instance import InstanceState
 
@@ -66,7 +67,7 @@ _LAZY = {
     "PoolEvent": "gleitzeit_llm.observability.events",
     "OllamaPoolProvider": "gleitzeit_llm.provider",
     "PoolInfo": "gleitzeit_llm.provider",
-    "RoutingHints": "gleitzeit_llm.provider",
+    "RoutingHints": "gleitzeit_llm.hints",
     "CircuitState": "gleitzeit_llm.routing.breaker",
     "InstanceState": "gleitzeit_llm.routing.instance",
 }

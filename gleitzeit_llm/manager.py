@@ -31,6 +31,7 @@ from gleitzeit_llm.errors import (
     PoolSaturatedError,
     RequestError,
 )
+from gleitzeit_llm.hints import RoutingHints
 from gleitzeit_llm.observability.events import (
     BreakerStateChanged,
     EventBus,
@@ -47,7 +48,7 @@ from gleitzeit_llm.routing import epoch
 from gleitzeit_llm.routing.breaker import CircuitBreaker, CircuitState
 from gleitzeit_llm.routing.health import HealthMonitor, ProbeResult, ProbeTarget
 from gleitzeit_llm.routing.instance import InstanceState, OllamaInstance
-from gleitzeit_llm.routing.strategies import STRATEGY_NAMES, Route, Router, RouteRequest
+from gleitzeit_llm.routing.strategies import Route, Router, RouteRequest
 
 if TYPE_CHECKING:
     from gleitzeit_llm.ollama import AsyncOllamaTransport, OllamaTransport
@@ -393,23 +394,21 @@ class OllamaPoolManager:
 
         ``max_latency`` is in milliseconds, as in the guide's workflow example.
         """
-        name = (
-            self.strategy if strategy is None else _strategy_name(strategy, field="load_balancing_strategy")
-        )
-        if tags is not None and (isinstance(tags, str) or not all(isinstance(t, str) for t in tags)):
-            raise RequestError(
-                f"instance_tags must be a list of strings, got {tags!r}", field="instance_tags"
+        if strategy is None and tags is None and max_latency is None and not require_gpu:
+            name, wanted = self.strategy, frozenset()  # no hints: nothing to check on the common call
+        else:
+            hints = RoutingHints.parse(
+                {
+                    "load_balancing_strategy": strategy,
+                    "instance_tags": tags,
+                    "require_gpu": require_gpu,
+                    "max_latency": max_latency,
+                }
             )
-        wanted = frozenset(t.lower() for t in (tags or ()))
-        if require_gpu:
-            wanted |= {"gpu"}
-        if max_latency is not None and (
-            isinstance(max_latency, bool) or not isinstance(max_latency, (int, float)) or max_latency <= 0
-        ):
-            raise RequestError(
-                f"max_latency must be a positive number of milliseconds, got {max_latency!r}",
-                field="max_latency",
-            )
+            name = hints.load_balancing_strategy or self.strategy
+            wanted = frozenset(t.lower() for t in (hints.instance_tags or ()))
+            if require_gpu:
+                wanted |= {"gpu"}
         if model is not None and (not isinstance(model, str) or not model.strip()):
             raise RequestError(f"model must be a non-empty string, got {model!r}", field="model")
         return RouteRequest(
@@ -1040,13 +1039,6 @@ def _instance_config(value: Mapping[str, Any] | str) -> InstanceConfig:
 
 
 def _strategy_name(value: str | LoadBalancingStrategy, field: str = "load_balancing.strategy") -> str:
-    raw = value.value if isinstance(value, LoadBalancingStrategy) else value
-    if isinstance(raw, str):
-        # The config's own spelling rules (case, spaces, dashes), so a hint that
-        # LoadBalancingStrategy.parse accepts (as `gleitzeit-llm run` checks it) routes too.
-        member = LoadBalancingStrategy._missing_(raw)
-        if member is not None and member.value in STRATEGY_NAMES:
-            return member.value
-    valid = ", ".join(STRATEGY_NAMES)
-    error_cls = RequestError if field == "load_balancing_strategy" else ConfigError
-    raise error_cls(f"{field}: unknown strategy {raw!r}; valid strategies: {valid}", field=field)
+    # The configured strategy: the config's parser (a ConfigError); every member has a scorer
+    # (routing.strategies checks that at import). Per-call hints go through RoutingHints.parse.
+    return LoadBalancingStrategy.parse(value, field=field).value

@@ -35,7 +35,7 @@ from tenacity import retry_if_exception, stop_after_attempt, wait_random_exponen
 from gleitzeit_llm._async.calls import AsyncSendChain
 from gleitzeit_llm._sync.calls import SendChain
 from gleitzeit_llm.blocking import refuse_on_loop_thread
-from gleitzeit_llm.config import InstanceConfig, LoadBalancingStrategy, PoolConfig
+from gleitzeit_llm.config import InstanceConfig, PoolConfig
 from gleitzeit_llm.connections import Connections
 from gleitzeit_llm.errors import (
     AllInstancesFailedError,
@@ -47,6 +47,7 @@ from gleitzeit_llm.errors import (
     RequestError,
     StreamInterruptedError,
 )
+from gleitzeit_llm.hints import HINT_NAMES, RoutingHints
 from gleitzeit_llm.manager import Lease, OllamaPoolManager
 from gleitzeit_llm.observability.events import EventBus, FailoverEvent, FallbackEvent
 from gleitzeit_llm.ollama import AsyncOllamaTransport, OllamaTransport, Timeouts, model_key
@@ -72,57 +73,11 @@ __all__ = [
     "SyncPoolStream",
 ]
 
-HINT_NAMES = ("load_balancing_strategy", "instance_tags", "require_gpu", "fallback_model", "max_latency")
 METHODS = ("llm/chat", "llm/generate", "llm/embed")
 # A load_duration above this (seconds) means the model was loaded for this request.
 COLD_LOAD_THRESHOLD = 0.5
 
 _R = TypeVar("_R")
-
-
-@dataclass(frozen=True)
-class RoutingHints:
-    """Per-call routing hints; they steer the pool and never reach Ollama."""
-
-    load_balancing_strategy: str | LoadBalancingStrategy | None = None
-    instance_tags: tuple[str, ...] | None = None
-    require_gpu: bool | None = None  # None: not given (so a per-call False can turn a default off)
-    fallback_model: str | None = None
-    max_latency: float | None = None  # milliseconds
-
-    @classmethod
-    def pop_from(cls, params: dict[str, Any]) -> RoutingHints:
-        """Take the hint keys out of ``params`` (a copy the caller owns)."""
-        tags = params.pop("instance_tags", None)
-        if tags is not None and (isinstance(tags, str) or not isinstance(tags, Sequence)):
-            raise RequestError(
-                f"instance_tags must be a list of strings, got {tags!r}", field="instance_tags"
-            )
-        fallback = params.pop("fallback_model", None)
-        if fallback is not None and (not isinstance(fallback, str) or not fallback.strip()):
-            raise RequestError(
-                f"fallback_model must be a model name, got {fallback!r}", field="fallback_model"
-            )
-        require_gpu = params.pop("require_gpu", None)
-        if require_gpu is not None and not isinstance(require_gpu, bool):
-            raise RequestError(f"require_gpu must be true or false, got {require_gpu!r}", field="require_gpu")
-        return cls(
-            load_balancing_strategy=params.pop("load_balancing_strategy", None),
-            instance_tags=tuple(tags) if tags is not None else None,
-            require_gpu=require_gpu,
-            fallback_model=fallback,
-            max_latency=params.pop("max_latency", None),
-        )
-
-    def merged(self, other: RoutingHints) -> RoutingHints:
-        """These hints, overridden by whatever ``other`` sets."""
-        return RoutingHints(
-            load_balancing_strategy=other.load_balancing_strategy or self.load_balancing_strategy,
-            instance_tags=other.instance_tags if other.instance_tags is not None else self.instance_tags,
-            require_gpu=other.require_gpu if other.require_gpu is not None else self.require_gpu,
-            fallback_model=other.fallback_model or self.fallback_model,
-            max_latency=other.max_latency if other.max_latency is not None else self.max_latency,
-        )
 
 
 @dataclass(frozen=True)

@@ -625,26 +625,16 @@ class _Parser:
 
 def validate_request(method: str, params: Mapping[str, Any]) -> None:
     """Check ``execute(method, params)``'s request and routing hints as the pool will, without
-    sending anything; raises :class:`RequestError` or :class:`ConfigError` naming the field."""
-    from gleitzeit_llm.config import LoadBalancingStrategy
+    sending anything; raises :class:`RequestError` naming the field."""
+    from gleitzeit_llm.hints import RoutingHints
     from gleitzeit_llm.ollama.models import ChatRequest, EmbedRequest, GenerateRequest
-    from gleitzeit_llm.provider import RoutingHints
 
     if method not in METHODS:
         raise RequestError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}", field="method")
     body = dict(params)
     if method == "llm/chat" and "prompt" in body and "messages" not in body:
         body["messages"] = [{"role": "user", "content": body.pop("prompt")}]
-    hints = RoutingHints.pop_from(body)
-    if hints.load_balancing_strategy is not None:
-        LoadBalancingStrategy.parse(hints.load_balancing_strategy, field="load_balancing_strategy")
-    latency = hints.max_latency
-    if latency is not None and (
-        isinstance(latency, bool) or not isinstance(latency, (int, float)) or latency <= 0
-    ):
-        raise RequestError(
-            f"max_latency must be a positive number of milliseconds, got {latency!r}", field="max_latency"
-        )
+    RoutingHints.pop_from(body)  # the provider's own check, so what passes here routes there
     body.pop("stream", None)
     {"llm/chat": ChatRequest, "llm/generate": GenerateRequest, "llm/embed": EmbedRequest}[method].coerce(body)
 

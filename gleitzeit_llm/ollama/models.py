@@ -517,49 +517,41 @@ class ModelDetails(BaseModel):
     quantization_level: str | None = None
 
 
-def _model_from_name(data: Any) -> Any:
-    # Old servers sent only "name"; current ones send both (identical).
-    if isinstance(data, dict) and "model" not in data and "name" in data:
-        return {**data, "model": data["name"]}
-    return data
-
-
-class ModelInfo(BaseModel):
-    """One installed model in ``/api/tags`` (``name`` and ``model`` are the full ``name:tag``)."""
+class _NamedModel(BaseModel):
+    """A model entry of ``/api/tags`` or ``/api/ps``: ``name`` and ``model`` are the full ``name:tag``."""
 
     model_config = _RESPONSE_CONFIG
 
     name: str | None = None
     model: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, data: Any) -> Any:
+        # Old servers sent only "name"; current ones send both (identical).
+        if isinstance(data, dict) and "model" not in data and "name" in data:
+            return {**data, "model": data["name"]}
+        return data
+
+
+class ModelInfo(_NamedModel):
+    """One installed model in ``/api/tags`` (``name`` and ``model`` are the full ``name:tag``)."""
+
     modified_at: datetime | None = None
     size: int | None = None
     digest: str | None = None
     details: ModelDetails | None = None
 
-    @model_validator(mode="before")
-    @classmethod
-    def _from_name(cls, data: Any) -> Any:
-        return _model_from_name(data)
 
-
-class RunningModel(BaseModel):
+class RunningModel(_NamedModel):
     """One loaded model in ``/api/ps``; ``size_vram < size`` means partly on CPU."""
 
-    model_config = _RESPONSE_CONFIG
-
-    name: str | None = None
-    model: str
     size: int | None = None
     digest: str | None = None
     details: ModelDetails | None = None
     expires_at: datetime | None = None
     size_vram: int | None = None
     context_length: int | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_name(cls, data: Any) -> Any:
-        return _model_from_name(data)
 
 
 def _has_model(models: list[ModelInfo] | list[RunningModel], name: str) -> bool:

@@ -3,7 +3,8 @@
 Filters remove what cannot serve the request (removed, already tried, wrong tags, model absent,
 unhealthy or breaker open, full, lower priority tier, over ``max_latency``). A strategy is a small
 scorer over instance state (lower is better); adding one is a function plus a line in
-:data:`SCORERS`. The pick is the lowest score with a random tie-break, except for the two
+:data:`SCORERS` and a member of ``LoadBalancingStrategy`` (the two are checked against each other
+at import). The pick is the lowest score with a random tie-break, except for the two
 strategies whose whole point is a different pick: ``round_robin`` (exact rotation) and
 ``weighted`` (random in proportion to the weights).
 
@@ -15,14 +16,15 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from gleitzeit_llm.config import LoadBalancingStrategy
 from gleitzeit_llm.routing import epoch
 from gleitzeit_llm.routing.breaker import _CLOSED, CircuitState
 from gleitzeit_llm.routing.instance import InstanceState, OllamaInstance
 
-__all__ = ["SCORERS", "STRATEGY_NAMES", "Route", "RouteRequest", "Router"]
+__all__ = ["SCORERS", "STRATEGY_NAMES", "Route", "RouteRequest", "Router", "check_scorers"]
 
 # Cost of an instance that has work in flight but no latency sample yet: do not pile onto an
 # unmeasured instance, but do send it one request (cost 0 when idle) so it gets measured.
@@ -150,6 +152,25 @@ SCORERS: dict[str, Scorer] = {
     "weighted": _least_loaded,  # pick is special-cased below
 }
 STRATEGY_NAMES = tuple(SCORERS)
+
+
+def check_scorers(strategies: Iterable[str], scorers: Mapping[str, Scorer]) -> None:
+    """Raise :class:`RuntimeError` unless every strategy has a scorer and every scorer a strategy.
+
+    Run at import against :class:`~gleitzeit_llm.config.LoadBalancingStrategy`, so a strategy
+    added to one and not the other fails at once instead of routing as least loaded.
+    """
+    names = list(strategies)
+    problems = [f"{name!r} has no scorer in SCORERS" for name in names if name not in scorers]
+    problems += [f"scorer {name!r} is no LoadBalancingStrategy" for name in scorers if name not in names]
+    if problems:
+        raise RuntimeError(
+            f"routing strategies out of step: {'; '.join(problems)} (a strategy is a member of "
+            "LoadBalancingStrategy in gleitzeit_llm/config and a scorer in routing/strategies.py)"
+        )
+
+
+check_scorers([member.value for member in LoadBalancingStrategy], SCORERS)
 _STATIC_CACHE_SIZE = 64
 
 

@@ -24,18 +24,40 @@ from langchain_core.messages import (
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.messages.tool import tool_call
 
+from gleitzeit_llm.hints import HINT_NAMES
+from gleitzeit_llm.ollama.models import OPTION_NAMES
+
 __all__ = [
     "HINT_FIELDS",
     "OPTION_FIELDS",
     "convert_messages",
     "format_from_response_format",
     "generation_info",
+    "is_option",
+    "option_fields",
     "pool_metadata",
     "tool_calls_from_ollama",
     "usage_metadata",
 ]
 
-#: Modelfile parameters that ChatOllama exposes as fields; they travel in Ollama's ``options``.
+#: Fields langchain-ollama sends in ``options`` that are not in Ollama's list (any more); Ollama
+#: ignores them, and so a drop-in swap keeps accepting them.
+_LANGCHAIN_ONLY_OPTIONS = frozenset({"tfs_z"})
+
+
+def is_option(name: str) -> bool:
+    """Whether the field ``name`` is an Ollama option, which travels in the request's ``options``."""
+    return name in OPTION_NAMES or name in _LANGCHAIN_ONLY_OPTIONS
+
+
+def option_fields(fields: Iterable[str]) -> tuple[str, ...]:
+    """The option fields among a model's ``fields``, in their order."""
+    return tuple(name for name in fields if is_option(name))
+
+
+#: The subset of Ollama's options that ChatOllama (and so ChatOllamaPool) takes as fields and call
+#: arguments, in ChatOllama's order; ``stop`` is separate (it is also ``invoke``'s own argument).
+#: Every name passes :func:`is_option` (a test checks it).
 OPTION_FIELDS = (
     "mirostat",
     "mirostat_eta",
@@ -53,8 +75,8 @@ OPTION_FIELDS = (
     "top_p",
 )
 
-#: Routing hints: they steer the pool and never reach Ollama (same names as the provider's).
-HINT_FIELDS = ("load_balancing_strategy", "instance_tags", "require_gpu", "fallback_model", "max_latency")
+#: Routing hints: they steer the pool and never reach Ollama (the core's names).
+HINT_FIELDS = HINT_NAMES
 
 _ROLES = {
     "user": "user",

@@ -14,25 +14,10 @@ from typing_extensions import Self
 from gleitzeit_llm import OllamaPoolProvider
 from gleitzeit_llm.blocking import run_blocking
 from langchain_gleitzeit._pool import PoolHandle, open_pool, validate_model
-from langchain_gleitzeit._utils import HINT_FIELDS
+from langchain_gleitzeit._utils import HINT_FIELDS, option_fields
 
 __all__ = ["OllamaPoolEmbeddings"]
 
-_OPTION_FIELDS = (
-    "mirostat",
-    "mirostat_eta",
-    "mirostat_tau",
-    "num_ctx",
-    "num_gpu",
-    "num_thread",
-    "repeat_last_n",
-    "repeat_penalty",
-    "temperature",
-    "stop",
-    "tfs_z",
-    "top_k",
-    "top_p",
-)
 # Concurrent batches of one embed_documents call, at most (the pool's slots bound it further).
 _MAX_PARALLEL = 32
 
@@ -224,3 +209,7 @@ class OllamaPoolEmbeddings(BaseModel, Embeddings):
     async def aembed_query(self, text: str) -> list[float]:
         """Async :meth:`embed_query`."""
         return (await self.aembed_documents([text]))[0]
+
+
+# The option fields declared above (OllamaEmbeddings' set), which travel in ``options``.
+_OPTION_FIELDS = option_fields(OllamaPoolEmbeddings.model_fields)
