@@ -6,6 +6,7 @@ import asyncio
 import collections
 import contextlib
 import json
+import ssl
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -15,7 +16,7 @@ from gleitzeit_llm.testing.admin import AdminApi
 from gleitzeit_llm.testing.api import OllamaApi
 from gleitzeit_llm.testing.faults import Faults, FaultState
 from gleitzeit_llm.testing.generation import GenerationRequest, Responder, value_for_schema
-from gleitzeit_llm.testing.http import HttpServer
+from gleitzeit_llm.testing.http import HttpServer, require_basic_auth
 from gleitzeit_llm.testing.models import EmulatedModel, ModelSpec, as_model, as_models, lookup_key
 from gleitzeit_llm.testing.requestlog import RequestLog, RequestRecord
 from gleitzeit_llm.testing.scheduler import Scheduler
@@ -84,6 +85,9 @@ class OllamaEmulator:
         responder: ``fn(GenerationRequest) -> str | Reply | None`` to choose reply text.
         seed: seed of the RNG behind ``error_rate`` (reproducible failures).
         faults: faults in force from the start.
+        ssl_context: a server-side TLS context: serve HTTPS (``url`` starts with ``https://``).
+        basic_auth: ``(user, password)``: every request without them gets 401, as behind a
+            reverse proxy that asks for credentials (``http://user:password@host`` passes).
         Other keyword arguments are :class:`~gleitzeit_llm.testing.settings.Settings` fields.
     """
 
@@ -109,6 +113,8 @@ class OllamaEmulator:
         responder: Responder | None = None,
         seed: int | None = 0,
         faults: Faults | Mapping[str, Any] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        basic_auth: tuple[str, str] | None = None,
     ) -> None:
         self.settings = Settings(
             num_parallel=num_parallel,
@@ -144,7 +150,10 @@ class OllamaEmulator:
         self._tool_lock = threading.Lock()
         self._api = OllamaApi(self)
         self._admin = AdminApi(self)
-        self._http = HttpServer(self._api.handle, host, port)
+        handler = (
+            self._api.handle if basic_auth is None else require_basic_auth(self._api.handle, *basic_auth)
+        )
+        self._http = HttpServer(handler, host, port, ssl_context)
         self._lifecycle = threading.Lock()
         self._faults_event: asyncio.Event | None = None
 
@@ -161,10 +170,10 @@ class OllamaEmulator:
 
     @property
     def url(self) -> str:
-        """``http://127.0.0.1:PORT``"""
+        """``http://127.0.0.1:PORT`` (``https://`` with ``ssl_context``)"""
         if self._http.port == 0:
             raise RuntimeError("the emulator has not been started yet")
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self._http.ssl_context else 'http'}://{self.host}:{self.port}"
 
     @property
     def connections_accepted(self) -> int:

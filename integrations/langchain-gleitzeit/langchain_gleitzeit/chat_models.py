@@ -44,7 +44,8 @@ from typing_extensions import Self, is_typeddict
 
 from gleitzeit_llm import OllamaPoolProvider, RequestError
 from gleitzeit_llm.blocking import run_blocking, sync_stream
-from langchain_gleitzeit._pool import PoolHandle, open_pool, validate_model
+from gleitzeit_llm.ownership import ProviderOwner
+from langchain_gleitzeit._pool import PoolHandle, open_pool
 from langchain_gleitzeit._utils import (
     HINT_FIELDS,
     OPTION_FIELDS,
@@ -95,7 +96,7 @@ class _Call:
         self.params = params
 
 
-class ChatOllamaPool(BaseChatModel):
+class ChatOllamaPool(BaseChatModel, ProviderOwner):
     """Ollama chat model over a pool of Ollama servers: a drop-in for ``ChatOllama``.
 
     Same constructor fields as ``langchain_ollama.ChatOllama`` (``model``, ``temperature``,
@@ -235,7 +236,7 @@ class ChatOllamaPool(BaseChatModel):
             raise ValueError(
                 "top_logprobs is set but logprobs is False; set logprobs=True or drop top_logprobs"
             )
-        handle = open_pool(
+        self._handle = open_pool(
             pool=self.pool,
             instances=self.instances,
             config=self.config,
@@ -243,30 +244,9 @@ class ChatOllamaPool(BaseChatModel):
             timeout=self.timeout,
             max_retries=self.max_retries,
             health_checks=self.health_checks,
+            validate=self.model if self.validate_model_on_init else None,
         )
-        if self.validate_model_on_init:
-            try:
-                validate_model(handle.provider, self.model)
-            except BaseException:
-                handle.close()
-                raise
-        self._handle = handle
         return self
-
-    # -- the pool -------------------------------------------------------------------------------
-
-    @property
-    def provider(self) -> OllamaPoolProvider:
-        """The pool provider this model sends its calls to (``status()``, ``events``, ...)."""
-        return self._handle.provider
-
-    def close(self) -> None:
-        """Close the pool this model built (health checks, connections); a shared ``pool`` is left open."""
-        self._handle.close()
-
-    async def aclose(self) -> None:
-        """Async :meth:`close`, which also closes the pool's connections on the running event loop."""
-        await self._handle.aclose()
 
     # -- LangChain plumbing ----------------------------------------------------------------------
 

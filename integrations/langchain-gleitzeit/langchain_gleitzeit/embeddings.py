@@ -13,7 +13,8 @@ from typing_extensions import Self
 
 from gleitzeit_llm import OllamaPoolProvider
 from gleitzeit_llm.blocking import run_blocking
-from langchain_gleitzeit._pool import PoolHandle, open_pool, validate_model
+from gleitzeit_llm.ownership import ProviderOwner
+from langchain_gleitzeit._pool import PoolHandle, open_pool
 from langchain_gleitzeit._utils import HINT_FIELDS
 
 __all__ = ["OllamaPoolEmbeddings"]
@@ -37,7 +38,7 @@ _OPTION_FIELDS = (
 _MAX_PARALLEL = 32
 
 
-class OllamaPoolEmbeddings(BaseModel, Embeddings):
+class OllamaPoolEmbeddings(BaseModel, Embeddings, ProviderOwner):
     """Ollama embeddings over a pool of Ollama servers: a drop-in for ``OllamaEmbeddings``.
 
     ::
@@ -111,34 +112,15 @@ class OllamaPoolEmbeddings(BaseModel, Embeddings):
 
     @model_validator(mode="after")
     def _open_pool(self) -> Self:
-        handle = open_pool(
+        self._handle = open_pool(
             pool=self.pool,
             instances=self.instances,
             config=self.config,
             base_url=self.base_url,
             health_checks=self.health_checks,
+            validate=self.model if self.validate_model_on_init else None,
         )
-        if self.validate_model_on_init:
-            try:
-                validate_model(handle.provider, self.model)
-            except BaseException:
-                handle.close()
-                raise
-        self._handle = handle
         return self
-
-    @property
-    def provider(self) -> OllamaPoolProvider:
-        """The pool provider the requests go to."""
-        return self._handle.provider
-
-    def close(self) -> None:
-        """Close the pool built by this object; a shared ``pool`` is left open."""
-        self._handle.close()
-
-    async def aclose(self) -> None:
-        """Async :meth:`close`, which also closes the pool's connections on the running event loop."""
-        await self._handle.aclose()
 
     # -- requests --------------------------------------------------------------------------------
 

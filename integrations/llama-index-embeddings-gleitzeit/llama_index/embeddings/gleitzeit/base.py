@@ -14,7 +14,7 @@ from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
 
 from gleitzeit_llm.blocking import run_blocking
 from gleitzeit_llm.ollama.names import model_key
-from gleitzeit_llm.options import provider_from_options
+from gleitzeit_llm.ownership import ProviderHandle, ProviderOwner, open_provider
 from gleitzeit_llm.provider import HINT_NAMES, OllamaPoolProvider
 
 __all__ = ["OllamaPoolEmbedding"]
@@ -22,7 +22,7 @@ __all__ = ["OllamaPoolEmbedding"]
 DEFAULT_EMBED_BATCH_SIZE = 64
 
 
-class OllamaPoolEmbedding(BaseEmbedding):
+class OllamaPoolEmbedding(BaseEmbedding, ProviderOwner):
     """Embeddings from a pool of Ollama servers; each batch is split over the pool in parallel.
 
     A drop-in for ``llama_index.embeddings.ollama.OllamaEmbedding`` (``model_name``,
@@ -92,12 +92,21 @@ class OllamaPoolEmbedding(BaseEmbedding):
     )
     max_latency: float | None = Field(default=None, description="Routing hint: latency budget in ms.")
 
+    _handle: ProviderHandle = PrivateAttr()  # closes the pool if this object built it
     _provider: OllamaPoolProvider = PrivateAttr()
-    _owns_provider: bool = PrivateAttr(default=False)
 
     def __init__(self, model_name: str, **kwargs: Any) -> None:
         super().__init__(model_name=model_name, **kwargs)
-        self._provider, self._owns_provider = _build_provider(self)
+        self._handle = open_provider(
+            instances=self.instances,
+            config=self.config,  # None: GLEITZEIT_OLLAMA_* variables, else http://localhost:11434
+            pool=self.pool,
+            base_url=self.base_url,
+            load_balancing=self.load_balancing,
+            request_timeout=self.request_timeout,
+            headers=self.headers,
+        )
+        self._provider = self._handle.provider
         instrumentation = _instrumentation()
         if instrumentation is not None:
             instrumentation.instrument_pool(self._provider)
@@ -105,21 +114,6 @@ class OllamaPoolEmbedding(BaseEmbedding):
     @classmethod
     def class_name(cls) -> str:
         return "OllamaPoolEmbedding"
-
-    @property
-    def provider(self) -> OllamaPoolProvider:
-        """The pool these embeddings run on; pass it as ``pool=`` to share it."""
-        return self._provider
-
-    def close(self) -> None:
-        """Close the pool if this object built it (a shared ``pool=`` stays open)."""
-        if self._owns_provider:
-            self._provider.close_sync()
-
-    async def aclose(self) -> None:
-        """Async twin of :meth:`close`."""
-        if self._owns_provider:
-            await self._provider.close()
 
     def to_payload(self) -> dict[str, Any]:
         payload = super().to_payload()
@@ -287,19 +281,3 @@ def _instrumentation() -> Any:
             events = None  # type: ignore[assignment]
         _instrumentation_module = events
     return _instrumentation_module
-
-
-def _build_provider(owner: OllamaPoolEmbedding) -> tuple[OllamaPoolProvider, bool]:
-    """The provider to use and whether we own it (see llama_index.llms.gleitzeit's twin)."""
-    if owner.pool is not None and owner.request_timeout is not None:
-        raise ValueError("request_timeout: a setting of a pool of our own; a shared pool= keeps its own")
-    t = owner.request_timeout
-    return provider_from_options(
-        pool=owner.pool,
-        instances=owner.instances,
-        config=owner.config,  # None: GLEITZEIT_OLLAMA_* variables, else http://localhost:11434
-        base_url=owner.base_url,
-        load_balancing=owner.load_balancing,
-        timeouts=None if t is None else {"first_byte": t, "idle": t},
-        headers=owner.headers,
-    )
