@@ -17,7 +17,7 @@ from typing import Any
 from gleitzeit_llm.options import provider_from_options
 from gleitzeit_llm.provider import OllamaPoolProvider
 
-__all__ = ["ProviderHandle", "ProviderOwner", "open_provider"]
+__all__ = ["POOL_FIELDS", "ProviderHandle", "ProviderOwner", "open_provider", "provider_of"]
 
 
 def _close_quietly(provider: OllamaPoolProvider) -> None:
@@ -73,6 +73,15 @@ def open_provider(*, request_timeout: float | None = None, **options: Any) -> Pr
         }
     provider, owned = provider_from_options(**options)
     return ProviderHandle(provider, owned=owned)
+
+
+#: The fields in which LlamaIndex objects name their pool (the keywords of :func:`open_provider`).
+POOL_FIELDS = ("pool", "instances", "config", "base_url", "load_balancing", "headers", "request_timeout")
+
+
+def provider_of(obj: Any, fields: tuple[str, ...] = POOL_FIELDS) -> ProviderHandle:
+    """The handle for the pool that ``obj``'s fields of these names describe."""
+    return open_provider(**{name: getattr(obj, name) for name in fields})
 
 
 class ProviderOwner:

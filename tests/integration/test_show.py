@@ -99,9 +99,9 @@ def test_show_reaches_an_instance_behind_credentials(ollama_emulators: Emulators
     url = emulator.url.replace("http://", "http://alice:s3cret@")
     with OllamaPoolProvider(instances=[url], health_checks=False) as pool:
         assert pool.show_sync("llama3.2").context_length == 131072
-    with OllamaPoolProvider(instances=[emulator.url], health_checks=False) as pool:
-        with pytest.raises(AllInstancesFailedError, match="401"):
-            pool.show_sync("llama3.2")
+    without = OllamaPoolProvider(instances=[emulator.url], health_checks=False)
+    with without as pool, pytest.raises(AllInstancesFailedError, match="401"):
+        pool.show_sync("llama3.2")
 
 
 def test_show_reaches_an_instance_with_a_private_ca(

@@ -87,35 +87,29 @@ def new_health_thread() -> Iterator[Callable[[], threading.Thread]]:
     yield find
 
 
-def assert_stops(thread: threading.Thread) -> None:
+def llm(instances: list[dict[str, Any]]) -> OllamaPool:
+    return OllamaPool(model="llama3.2", instances=instances)
+
+
+def embedding(instances: list[dict[str, Any]]) -> OllamaPoolEmbedding:
+    return OllamaPoolEmbedding(model_name="nomic-embed-text", instances=instances)
+
+
+@pytest.mark.parametrize("make", [llm, embedding], ids=["OllamaPool", "OllamaPoolEmbedding"])
+def test_a_dropped_object_closes_the_pool_it_built(
+    make: Callable[[list[dict[str, Any]]], Any],
+    pool: Callable[..., Any],
+    new_health_thread: Callable[[], threading.Thread],
+) -> None:
+    _, instances = pool(1)
+    dropped = make(instances)
+    provider = dropped.provider
+    provider.initialize_sync()
+    thread = new_health_thread()
+    del dropped
     gc.collect()
     thread.join(timeout=10)
     assert not thread.is_alive(), "the health thread of a pool nobody can reach still runs"
-
-
-def test_a_dropped_llm_closes_the_pool_it_built(
-    pool: Callable[..., Any], new_health_thread: Callable[[], threading.Thread]
-) -> None:
-    _, instances = pool(1)
-    llm = OllamaPool(model="llama3.2", instances=instances)
-    provider = llm.provider
-    provider.initialize_sync()
-    thread = new_health_thread()
-    del llm
-    assert_stops(thread)
-    assert provider.closed
-
-
-def test_a_dropped_embedding_closes_the_pool_it_built(
-    pool: Callable[..., Any], new_health_thread: Callable[[], threading.Thread]
-) -> None:
-    _, instances = pool(1)
-    embedding = OllamaPoolEmbedding(model_name="nomic-embed-text", instances=instances)
-    provider = embedding.provider
-    provider.initialize_sync()
-    thread = new_health_thread()
-    del embedding
-    assert_stops(thread)
     assert provider.closed
 
 

@@ -14,7 +14,7 @@ from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
 
 from gleitzeit_llm.blocking import run_blocking
 from gleitzeit_llm.ollama.names import model_key
-from gleitzeit_llm.ownership import ProviderHandle, ProviderOwner, open_provider
+from gleitzeit_llm.ownership import ProviderHandle, ProviderOwner, provider_of
 from gleitzeit_llm.provider import HINT_NAMES, OllamaPoolProvider
 
 __all__ = ["OllamaPoolEmbedding"]
@@ -97,15 +97,7 @@ class OllamaPoolEmbedding(BaseEmbedding, ProviderOwner):
 
     def __init__(self, model_name: str, **kwargs: Any) -> None:
         super().__init__(model_name=model_name, **kwargs)
-        self._handle = open_provider(
-            instances=self.instances,
-            config=self.config,  # None: GLEITZEIT_OLLAMA_* variables, else http://localhost:11434
-            pool=self.pool,
-            base_url=self.base_url,
-            load_balancing=self.load_balancing,
-            request_timeout=self.request_timeout,
-            headers=self.headers,
-        )
+        self._handle = provider_of(self)  # config None: GLEITZEIT_OLLAMA_*, else localhost:11434
         self._provider = self._handle.provider
         instrumentation = _instrumentation()
         if instrumentation is not None:

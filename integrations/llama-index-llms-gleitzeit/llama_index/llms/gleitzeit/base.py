@@ -37,7 +37,7 @@ from llama_index.core.types import PydanticProgramMode
 
 from gleitzeit_llm.blocking import run_blocking, sync_stream
 from gleitzeit_llm.ollama.models import OPTION_NAMES
-from gleitzeit_llm.ownership import ProviderHandle, ProviderOwner, open_provider
+from gleitzeit_llm.ownership import ProviderHandle, ProviderOwner, provider_of
 from gleitzeit_llm.provider import HINT_NAMES, OllamaPoolProvider
 from llama_index.llms.gleitzeit import events
 from llama_index.llms.gleitzeit._convert import StreamState, chat_response, to_ollama_messages
@@ -142,15 +142,7 @@ class OllamaPool(FunctionCallingLLM, ProviderOwner):
 
     def __init__(self, model: str, **kwargs: Any) -> None:
         super().__init__(model=model, **kwargs)
-        self._handle = open_provider(
-            instances=self.instances,
-            config=self.config,
-            pool=self.pool,
-            base_url=self.base_url,
-            load_balancing=self.load_balancing,
-            request_timeout=self.request_timeout,
-            headers=self.headers,
-        )
+        self._handle = provider_of(self)  # config None: GLEITZEIT_OLLAMA_*, else localhost:11434
         self._provider = self._handle.provider
         events.instrument_pool(self._provider)
 
