@@ -12,6 +12,7 @@ from typing import Any
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
 
+from gleitzeit_llm.adapter_fields import PoolFields
 from gleitzeit_llm.blocking import run_blocking
 from gleitzeit_llm.ollama.names import model_key
 from gleitzeit_llm.ownership import ProviderHandle, ProviderOwner, provider_of
@@ -22,7 +23,7 @@ __all__ = ["OllamaPoolEmbedding"]
 DEFAULT_EMBED_BATCH_SIZE = 64
 
 
-class OllamaPoolEmbedding(BaseEmbedding, ProviderOwner):
+class OllamaPoolEmbedding(BaseEmbedding, PoolFields, ProviderOwner):
     """Embeddings from a pool of Ollama servers; each batch is split over the pool in parallel.
 
     A drop-in for ``llama_index.embeddings.ollama.OllamaEmbedding`` (``model_name``,
@@ -67,31 +68,6 @@ class OllamaPoolEmbedding(BaseEmbedding, ProviderOwner):
     request_timeout: float | None = Field(
         default=None, description="Seconds to wait for an answer (default: the pool's timeouts)."
     )
-    headers: dict[str, str] | None = Field(
-        default=None, exclude=True, description="HTTP headers sent to every server of a pool built here."
-    )
-    instances: list[Any] | None = Field(
-        default=None, exclude=True, description="The Ollama servers: instance dicts or URL strings."
-    )
-    config: Any = Field(
-        default=None, exclude=True, description="A PoolConfig, a mapping or a YAML path instead of instances."
-    )
-    load_balancing: dict[str, Any] | None = Field(
-        default=None, exclude=True, description="load_balancing settings for a pool built from instances."
-    )
-    pool: OllamaPoolProvider | None = Field(
-        default=None, exclude=True, description="An existing OllamaPoolProvider to share."
-    )
-    load_balancing_strategy: str | None = Field(default=None, description="Routing hint: the strategy.")
-    instance_tags: list[str] | None = Field(
-        default=None, description="Routing hint: instances with these tags."
-    )
-    require_gpu: bool = Field(default=False, description="Routing hint: only instances tagged gpu.")
-    fallback_model: str | None = Field(
-        default=None, description="Routing hint: the model to use when this one fails everywhere."
-    )
-    max_latency: float | None = Field(default=None, description="Routing hint: latency budget in ms.")
-
     _handle: ProviderHandle = PrivateAttr()  # closes the pool if this object built it
     _provider: OllamaPoolProvider = PrivateAttr()
 

@@ -35,6 +35,7 @@ from llama_index.core.program.utils import FlexibleModel, process_streaming_obje
 from llama_index.core.prompts import PromptTemplate
 from llama_index.core.types import PydanticProgramMode
 
+from gleitzeit_llm.adapter_fields import PoolFields
 from gleitzeit_llm.blocking import run_blocking, sync_stream
 from gleitzeit_llm.ollama.models import OPTION_NAMES
 from gleitzeit_llm.ownership import ProviderHandle, ProviderOwner, provider_of
@@ -55,7 +56,7 @@ _REQUEST_FIELDS = ("tools", "truncate", "shift", "logprobs", "top_logprobs")
 _END = object()
 
 
-class OllamaPool(FunctionCallingLLM, ProviderOwner):
+class OllamaPool(FunctionCallingLLM, PoolFields, ProviderOwner):
     """LlamaIndex's ``Ollama`` LLM, served by a pool of Ollama servers.
 
     A drop-in for ``llama_index.llms.ollama.Ollama``: the same fields, plus where the pool comes
@@ -112,31 +113,6 @@ class OllamaPool(FunctionCallingLLM, ProviderOwner):
     thinking: bool | Literal["low", "medium", "high"] | None = Field(
         default=None, description="Thinking on or off (or its level); None leaves it to the model."
     )
-    headers: dict[str, str] | None = Field(
-        default=None, exclude=True, description="HTTP headers sent to every server of a pool built here."
-    )
-    instances: list[Any] | None = Field(
-        default=None, exclude=True, description="The Ollama servers: instance dicts or URL strings."
-    )
-    config: Any = Field(
-        default=None, exclude=True, description="A PoolConfig, a mapping or a YAML path instead of instances."
-    )
-    load_balancing: dict[str, Any] | None = Field(
-        default=None, exclude=True, description="load_balancing settings for a pool built from instances."
-    )
-    pool: OllamaPoolProvider | None = Field(
-        default=None, exclude=True, description="An existing OllamaPoolProvider to share."
-    )
-    load_balancing_strategy: str | None = Field(default=None, description="Routing hint: the strategy.")
-    instance_tags: list[str] | None = Field(
-        default=None, description="Routing hint: instances with these tags."
-    )
-    require_gpu: bool = Field(default=False, description="Routing hint: only instances tagged gpu.")
-    fallback_model: str | None = Field(
-        default=None, description="Routing hint: the model to use when this one fails everywhere."
-    )
-    max_latency: float | None = Field(default=None, description="Routing hint: latency budget in ms.")
-
     _handle: ProviderHandle = PrivateAttr()  # closes the pool if this LLM built it
     _provider: OllamaPoolProvider = PrivateAttr()
 
