@@ -5,11 +5,45 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from gleitzeit_llm import OllamaPoolProvider
 from gleitzeit_llm.ollama.names import model_key
 from gleitzeit_llm.ownership import ProviderHandle, open_provider
 
-__all__ = ["PoolHandle", "open_pool", "validate_model"]
+__all__ = ["PoolFields", "PoolHandle", "open_pool", "validate_model"]
+
+
+class PoolFields(BaseModel):
+    """Mixin: where a model's pool comes from (excluded from serialization: URLs may hold
+    credentials) and the routing hints used as defaults for every call."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    instances: list[Any] | None = Field(default=None, exclude=True, repr=False)
+    """The Ollama servers: URLs (``"http://gpu1:11434"``, ``"gpu:gpu1:11434"``) or instance mappings
+    (``{"id", "url", "models", "tags", "max_concurrent", "priority", "weight", "headers", ...}``)."""
+    config: Any = Field(default=None, exclude=True, repr=False)
+    """A pool configuration instead of ``instances``: ``PoolConfig``, mapping or YAML path."""
+    base_url: str | None = Field(default=None, exclude=True, repr=False)
+    """One server, as in ChatOllama and OllamaEmbeddings (a pool of one)."""
+    pool: OllamaPoolProvider | None = Field(default=None, exclude=True, repr=False)
+    """An existing provider to share between many chat models and embeddings (not closed by them)."""
+    health_checks: bool = True
+    """Whether a pool built by this model runs background health checks."""
+
+    # -- routing hints (defaults; each can be given per call) -------------------------------------
+
+    load_balancing_strategy: str | None = None
+    """Strategy for this model's calls (``least_loaded``, ``round_robin``, ``latency_based``, ...)."""
+    instance_tags: list[str] | None = None
+    """Only instances with all these tags serve the calls."""
+    require_gpu: bool = False
+    """Only instances tagged ``gpu`` serve the calls."""
+    fallback_model: str | None = None
+    """Model to use once ``model`` failed or is missing everywhere it could run."""
+    max_latency: float | None = None
+    """Prefer instances expected to answer within this many milliseconds."""
 
 
 # Kept under the name the adapters have used; the handle lives in the core, shared by all adapters.

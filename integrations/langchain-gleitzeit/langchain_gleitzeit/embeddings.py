@@ -8,13 +8,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from langchain_core.embeddings import Embeddings
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 from typing_extensions import Self
 
-from gleitzeit_llm import OllamaPoolProvider
 from gleitzeit_llm.blocking import run_blocking
 from gleitzeit_llm.ownership import ProviderOwner
-from langchain_gleitzeit._pool import PoolHandle, open_pool
+from langchain_gleitzeit._pool import PoolFields, PoolHandle, open_pool
 from langchain_gleitzeit._utils import HINT_FIELDS
 
 __all__ = ["OllamaPoolEmbeddings"]
@@ -38,7 +37,7 @@ _OPTION_FIELDS = (
 _MAX_PARALLEL = 32
 
 
-class OllamaPoolEmbeddings(BaseModel, Embeddings, ProviderOwner):
+class OllamaPoolEmbeddings(PoolFields, Embeddings, ProviderOwner):
     """Ollama embeddings over a pool of Ollama servers: a drop-in for ``OllamaEmbeddings``.
 
     ::
@@ -90,23 +89,8 @@ class OllamaPoolEmbeddings(BaseModel, Embeddings, ProviderOwner):
     top_k: int | None = None
     top_p: float | None = None
 
-    instances: list[Any] | None = Field(default=None, exclude=True, repr=False)
-    """The Ollama servers: URLs or instance mappings (see ``OllamaPoolProvider``)."""
-    config: Any = Field(default=None, exclude=True, repr=False)
-    """A pool configuration instead of ``instances``: ``PoolConfig``, mapping or YAML path."""
-    base_url: str | None = Field(default=None, exclude=True, repr=False)
-    """One server, as in OllamaEmbeddings."""
-    pool: OllamaPoolProvider | None = Field(default=None, exclude=True, repr=False)
-    """An existing provider to share (not closed by this object)."""
-    health_checks: bool = True
-    """Whether a pool built here runs background health checks."""
-
-    load_balancing_strategy: str | None = None
-    instance_tags: list[str] | None = None
-    require_gpu: bool = False
-    fallback_model: str | None = None
-    """Embedding model to use once ``model`` failed or is missing everywhere (same dimensions!)."""
-    max_latency: float | None = None
+    # instances, config, base_url, pool, health_checks and the routing hints: see PoolFields
+    # (a fallback_model must give vectors of the same dimensions)
 
     _handle: PoolHandle = PrivateAttr()
 
