@@ -13,6 +13,7 @@ from typing_extensions import Self
 
 from gleitzeit_llm.blocking import run_blocking
 from gleitzeit_llm.ownership import ProviderOwner
+from gleitzeit_llm.tasks import gather_or_cancel
 from langchain_gleitzeit._pool import PoolFields, PoolHandle, open_pool
 from langchain_gleitzeit._utils import HINT_FIELDS
 
@@ -177,14 +178,7 @@ class OllamaPoolEmbeddings(PoolFields, Embeddings, ProviderOwner):
             async with limit:
                 return await self._aembed_batch(batch, params)
 
-        tasks = [asyncio.ensure_future(one(batch)) for batch in batches]
-        try:
-            results = await asyncio.gather(*tasks)
-        except BaseException:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+        results = await gather_or_cancel(one(batch) for batch in batches)
         return [vector for batch in results for vector in batch]
 
     async def aembed_query(self, text: str) -> list[float]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import time
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ from gleitzeit_llm.blocking import run_blocking
 from gleitzeit_llm.ollama.names import model_key
 from gleitzeit_llm.ownership import ProviderHandle, ProviderOwner, provider_of
 from gleitzeit_llm.provider import HINT_NAMES, OllamaPoolProvider
+from gleitzeit_llm.tasks import gather_or_cancel
 
 __all__ = ["OllamaPoolEmbedding"]
 
@@ -165,14 +165,7 @@ class OllamaPoolEmbedding(BaseEmbedding, PoolFields, ProviderOwner):
         parts = self._parts(texts)
         if len(parts) == 1:
             return await self._aembed_part(parts[0])
-        tasks = [asyncio.ensure_future(self._aembed_part(p)) for p in parts]
-        try:
-            results = await asyncio.gather(*tasks)
-        except BaseException:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+        results = await gather_or_cancel(self._aembed_part(p) for p in parts)
         return [vector for result in results for vector in result]
 
     def _embed_part(self, texts: list[str]) -> list[Embedding]:
