@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from typing import Any, Protocol, TypeVar
 
 from gleitzeit_llm.errors import InstanceError, InstanceFailedError
@@ -29,6 +29,8 @@ from gleitzeit_llm.ollama.urls import redact_url
 
 __all__ = [
     "Connections",
+    "ProbeTransports",
+    "Probed",
     "Reachable",
     "async_transport",
     "probe_timeouts",
@@ -107,6 +109,56 @@ def probe_transport(
     )
 
 
+def _keep(table: dict[str, tuple[str, _T]], instance_id: str, url: str, transport: _T) -> _T:
+    # Only the first use of an instance (or of its new URL) gets here; reuse stays inline.
+    table[instance_id] = (url, transport)
+    return transport
+
+
+class Probed(Protocol):
+    """What the health monitor knows of an instance it probes (``routing.health.ProbeTarget``)."""
+
+    @property
+    def instance_id(self) -> str: ...
+    @property
+    def url(self) -> str: ...  # with credentials
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    @property
+    def tls(self) -> TLS: ...
+
+
+class ProbeTransports:
+    """The health monitor's transports, on its own event loop: one per instance, probe timeouts.
+
+    A transport is rebuilt when its instance's URL changed and closed once its instance is no
+    longer probed; one that cannot be built raises :class:`InstanceFailedError` (that probe fails).
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._by_instance: dict[str, tuple[str, AsyncOllamaTransport]] = {}
+
+    async def keep_only(self, instance_ids: Collection[str]) -> None:
+        """Close the transports of every instance not in ``instance_ids``."""
+        for instance_id in [i for i in self._by_instance if i not in instance_ids]:
+            await self._by_instance.pop(instance_id)[1].aclose()
+
+    async def get(self, target: Probed) -> AsyncOllamaTransport:
+        """``target``'s transport, built on first use."""
+        known = self._by_instance.get(target.instance_id)
+        if known is not None and known[0] == target.url:
+            return known[1]
+        if known is not None:  # the instance was re-added under another URL
+            await self._by_instance.pop(target.instance_id)[1].aclose()
+        transport = probe_transport(target.instance_id, target.url, target.headers, target.tls, self.timeout)
+        return _keep(self._by_instance, target.instance_id, target.url, transport)
+
+    async def aclose(self) -> None:
+        """Close every transport."""
+        await self.keep_only(())
+
+
 class _LoopTransports:
     """The async transports of one event loop, closed when that loop shuts down."""
 
@@ -167,9 +219,7 @@ class Connections:
         known = per_loop.by_instance.get(inst.id)
         if known is not None and known[0] == inst.connect_url:
             return known[1]
-        transport = async_transport(inst, self.timeouts)
-        per_loop.by_instance[inst.id] = (inst.connect_url, transport)
-        return transport
+        return _keep(per_loop.by_instance, inst.id, inst.connect_url, async_transport(inst, self.timeouts))
 
     def sync_transport(self, inst: Reachable) -> OllamaTransport:
         """``inst``'s sync transport."""
@@ -177,9 +227,7 @@ class Connections:
             known = self._sync.get(inst.id)
             if known is not None and known[0] == inst.connect_url:
                 return known[1]
-            transport = sync_transport(inst, self.timeouts)
-            self._sync[inst.id] = (inst.connect_url, transport)
-            return transport
+            return _keep(self._sync, inst.id, inst.connect_url, sync_transport(inst, self.timeouts))
 
     def loop_is_warm(self) -> bool:
         """Whether a probe round ran through the running event loop's transports already."""

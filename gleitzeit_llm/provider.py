@@ -49,6 +49,7 @@ from gleitzeit_llm.errors import (
 )
 from gleitzeit_llm.hints import HINT_NAMES, RoutingHints
 from gleitzeit_llm.manager import Lease, OllamaPoolManager
+from gleitzeit_llm.model_info import ModelInfo
 from gleitzeit_llm.observability.events import EventBus, FailoverEvent, FallbackEvent
 from gleitzeit_llm.ollama import AsyncOllamaTransport, OllamaTransport, Timeouts, model_key
 from gleitzeit_llm.ollama.models import (
@@ -58,6 +59,7 @@ from gleitzeit_llm.ollama.models import (
     EmbedResponse,
     GenerateRequest,
     GenerateResponse,
+    ShowResponse,
 )
 from gleitzeit_llm.routing.health import ProbeTarget
 
@@ -611,6 +613,38 @@ class OllamaPoolProvider(AsyncSendChain, SendChain):
 
     def _probe_transport_sync(self, target: ProbeTarget) -> OllamaTransport:
         return self._connections.sync_transport(self.manager.get(target.instance_id))
+
+    # -- model info ---------------------------------------------------------------------------
+
+    async def show(self, model: str) -> ShowResponse:
+        """``/api/show`` for ``model`` through the pool (details, ``context_length``, capabilities).
+
+        Asks an instance that may have the model (routable ones first) and fails over to the next
+        when one fails; the answer is kept per model for every later call on this pool, a failure
+        is not. Raises :class:`AllInstancesFailedError` when no instance answered,
+        :class:`RequestError` for an invalid name or a 400.
+
+        >>> (await pool.show("llama3.2")).context_length
+        131072
+        """
+        return await self._model_info.show(model)
+
+    def show_sync(self, model: str) -> ShowResponse:
+        """Sync twin of :meth:`show` (a kept answer is returned on any thread)."""
+        return self._model_info.show_sync(model)
+
+    def show_cached(self, model: str) -> ShowResponse | None:
+        """The answer :meth:`show` keeps for ``model``, if it has one (no I/O)."""
+        return self._model_info.cached(model)
+
+    @property
+    def _model_info(self) -> ModelInfo:
+        # Built on first use; setdefault keeps one when threads race to build it.
+        info = self.__dict__.get("_model_info_cache")
+        if info is None:
+            built = ModelInfo(self.manager, self._connections, self._timeouts, lambda: self._closed)
+            info = self.__dict__.setdefault("_model_info_cache", built)
+        return info
 
     # -- building calls -----------------------------------------------------------------------
 

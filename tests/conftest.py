@@ -1,3 +1,51 @@
-"""Shared test configuration: the emulator fixtures (ollama_emulator, ollama_emulators)."""
+"""Shared test configuration: the emulator fixtures (ollama_emulator, ollama_emulators) and
+certificates for TLS tests (pki, server_tls)."""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+import subprocess
+from collections.abc import Callable
+
+import pytest
 
 pytest_plugins = ["gleitzeit_llm.testing.pytest_plugin"]
+
+
+def openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by the CA."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    d = tmp_path_factory.mktemp("pki")
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
+            "-keyout", str(d / "ca.key"), "-out", str(d / "ca.pem"))  # fmt: skip
+    (d / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    for name in ("server", "client"):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+                "-keyout", str(d / f"{name}.key"), "-out", str(d / f"{name}.csr"))  # fmt: skip
+        openssl("x509", "-req", "-in", str(d / f"{name}.csr"), "-CA", str(d / "ca.pem"),
+                "-CAkey", str(d / "ca.key"), "-CAcreateserial", "-days", "2",
+                "-extfile", str(d / "san.cnf"), "-out", str(d / f"{name}.pem"))  # fmt: skip
+    return {n: str(d / n) for n in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")}
+
+
+@pytest.fixture
+def server_tls(pki: dict[str, str]) -> Callable[..., ssl.SSLContext]:
+    """``server_tls(require_client_cert=False)`` -> a server-side context with the pki's server
+    certificate (and, when asked, one that demands a client certificate signed by its CA)."""
+
+    def make(*, require_client_cert: bool = False) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(pki["server.pem"], pki["server.key"])
+        if require_client_cert:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(pki["ca.pem"])
+        return context
+
+    return make

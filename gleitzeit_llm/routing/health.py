@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
-from gleitzeit_llm.connections import probe_timeouts, probe_transport
+from gleitzeit_llm.connections import ProbeTransports, probe_timeouts
 from gleitzeit_llm.ollama import AsyncOllamaTransport, OllamaTransport, Timeouts
 from gleitzeit_llm.ollama.names import model_key
 
@@ -136,7 +136,7 @@ class HealthMonitor:
         self._stop: asyncio.Event | None = None
         self._wake: asyncio.Event | None = None
         self._ready = threading.Event()
-        self._transports: dict[str, tuple[str, AsyncOllamaTransport]] = {}
+        self._transports = ProbeTransports(timeout)  # on the monitor's own loop
         self._round_pending = False
         self._tasks: set[asyncio.Task[None]] = set()
         self.rounds = 0
@@ -229,33 +229,15 @@ class HealthMonitor:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
-            for _, transport in self._transports.values():
-                await transport.aclose()
-            self._transports.clear()
+            await self._transports.aclose()
 
     async def _round(self) -> None:
         targets = list(self._targets())
-        wanted = {target.instance_id for target in targets}
-        for instance_id in list(self._transports):
-            if instance_id not in wanted:
-                _, transport = self._transports.pop(instance_id)
-                await transport.aclose()
-        probes = [self._bounded(target.instance_id, self._transport_for(target)) for target in targets]
+        await self._transports.keep_only({target.instance_id for target in targets})
+        probes = [self._bounded(target.instance_id, self._transports.get(target)) for target in targets]
         for result in await asyncio.gather(*probes):
             self._on_result(result)
         self.rounds += 1
-
-    async def _transport_for(self, target: ProbeTarget) -> AsyncOllamaTransport:
-        instance_id, url, headers, tls = target
-        known = self._transports.get(instance_id)
-        if known is None or known[0] != url:
-            if known is not None:
-                await known[1].aclose()
-            # Raises InstanceFailedError when it cannot be built: then this probe fails alone.
-            transport = probe_transport(instance_id, url, headers, tls, self.timeout)
-            self._transports[instance_id] = (url, transport)
-            return transport
-        return known[1]
 
     async def round_with(
         self, transport_for: Callable[[ProbeTarget], Awaitable[AsyncOllamaTransport]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -13,7 +14,7 @@ from gleitzeit_llm.testing.admin import AdminApi
 from gleitzeit_llm.testing.api import OllamaApi
 from gleitzeit_llm.testing.faults import Faults, FaultState
 from gleitzeit_llm.testing.generation import Responder
-from gleitzeit_llm.testing.http import HttpServer
+from gleitzeit_llm.testing.http import HttpServer, require_basic_auth
 from gleitzeit_llm.testing.models import EmulatedModel, ModelSpec, as_models, lookup_key
 from gleitzeit_llm.testing.requestlog import RequestLog, RequestRecord
 from gleitzeit_llm.testing.scheduler import Scheduler
@@ -71,6 +72,9 @@ class OllamaEmulator:
         responder: ``fn(GenerationRequest) -> str | Reply | None`` to choose reply text.
         seed: seed of the RNG behind ``error_rate`` (reproducible failures).
         faults: faults in force from the start.
+        ssl_context: a server-side TLS context: serve HTTPS (``url`` starts with ``https://``).
+        basic_auth: ``(user, password)``: every request without them gets 401, as behind a
+            reverse proxy that asks for credentials (``http://user:password@host`` passes).
         Other keyword arguments are :class:`~gleitzeit_llm.testing.settings.Settings` fields.
     """
 
@@ -96,6 +100,8 @@ class OllamaEmulator:
         responder: Responder | None = None,
         seed: int | None = 0,
         faults: Faults | Mapping[str, Any] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        basic_auth: tuple[str, str] | None = None,
     ) -> None:
         settings = Settings(
             num_parallel=num_parallel,
@@ -128,7 +134,10 @@ class OllamaEmulator:
         self.faults: FaultState = self.state.faults
         self.scheduler: Scheduler = self.state.scheduler
         self._api = OllamaApi(self.state, admin=AdminApi(self.state).handle)
-        self._http = HttpServer(self._api.handle, host, port)
+        handler = (
+            self._api.handle if basic_auth is None else require_basic_auth(self._api.handle, *basic_auth)
+        )
+        self._http = HttpServer(handler, host, port, ssl_context)
         self._lifecycle = threading.Lock()
 
     @property
@@ -153,10 +162,10 @@ class OllamaEmulator:
 
     @property
     def url(self) -> str:
-        """``http://127.0.0.1:PORT``"""
+        """``http://127.0.0.1:PORT`` (``https://`` with ``ssl_context``)"""
         if self._http.port == 0:
             raise RuntimeError("the emulator has not been started yet")
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self._http.ssl_context else 'http'}://{self.host}:{self.port}"
 
     @property
     def connections_accepted(self) -> int:

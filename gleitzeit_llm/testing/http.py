@@ -9,11 +9,14 @@ clients see their connections reset, like a dying server.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import email.utils
 import errno
 import logging
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -21,7 +24,7 @@ from http import HTTPStatus
 
 import h11
 
-__all__ = ["ConnectionDropped", "Exchange", "HttpRequest", "HttpServer"]
+__all__ = ["ConnectionDropped", "Exchange", "HttpRequest", "HttpServer", "require_basic_auth"]
 
 logger = logging.getLogger("gleitzeit_llm.testing")
 
@@ -145,6 +148,25 @@ class Exchange:
 Handler = Callable[[HttpRequest, Exchange], Awaitable[None]]
 
 
+def require_basic_auth(handler: Handler, user: str, password: str) -> Handler:
+    """``handler`` behind HTTP basic auth, as a reverse proxy in front of Ollama would put it:
+    a request without these credentials gets 401 and never reaches ``handler``."""
+
+    async def guarded(request: HttpRequest, ex: Exchange) -> None:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        try:
+            given = base64.b64decode(token, validate=True).decode() if scheme.lower() == "basic" else None
+        except (binascii.Error, UnicodeDecodeError):
+            given = None
+        if given != f"{user}:{password}":
+            headers = [("WWW-Authenticate", 'Basic realm="ollama"')]
+            await ex.send(401, "text/plain", b"401 unauthorized", headers)
+            return
+        await handler(request, ex)
+
+    return guarded
+
+
 class _Connection:
     """One accepted socket; ``writer`` is set once its transport exists, ``closed`` resolves once
     the transport has closed the socket."""
@@ -188,10 +210,17 @@ class HttpServer:
     and :meth:`stop` returns only when each one it accepted is closed.
     """
 
-    def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.handler = handler
         self.host = host
         self.port = port
+        self.ssl_context = ssl_context  # serve HTTPS with this server-side context
         self._listeners: list[socket.socket] = []
         self._generation = 0  # bumped by stop(): connections of an older generation are dropped
         self._retry: asyncio.TimerHandle | None = None
@@ -251,7 +280,11 @@ class HttpServer:
             if connection.writer is not None:
                 _abort(connection.writer)
                 task.cancel()
-            # else: still being set up; the task aborts it itself once its transport exists
+            else:
+                # Still being set up; the task aborts it itself once its transport exists. A TLS
+                # handshake may wait on the client for long: cut it short.
+                with contextlib.suppress(OSError):
+                    connection.sock.shutdown(socket.SHUT_RDWR)
         if connections:
             await asyncio.gather(*connections, return_exceptions=True)
         for connection in connections.values():
@@ -300,11 +333,15 @@ class HttpServer:
         reader = asyncio.StreamReader()
         protocol = _Protocol(reader, connection.closed)
         try:
-            transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock=sock)
-        except BaseException:
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: protocol, sock=sock, ssl=self.ssl_context
+            )
+        except BaseException as exc:
             # no transport owns the socket (or it failed half-way): close it here
             sock.close()
             self._connections.pop(task, None)
+            if isinstance(exc, OSError):  # a TLS handshake that failed or was cut: that client's loss
+                return
             raise
         writer = connection.writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         try:

@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 import shutil
 import ssl
-import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -20,26 +19,6 @@ from gleitzeit_llm import ConfigError, GleitzeitError, OllamaPoolProvider, PoolC
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 
 MESSAGES = [{"role": "user", "content": "hi"}]
-
-
-def openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by the CA."""
-    d = tmp_path_factory.mktemp("pki")
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
-            "-keyout", str(d / "ca.key"), "-out", str(d / "ca.pem"))  # fmt: skip
-    (d / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
-    for name in ("server", "client"):
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
-                "-keyout", str(d / f"{name}.key"), "-out", str(d / f"{name}.csr"))  # fmt: skip
-        openssl("x509", "-req", "-in", str(d / f"{name}.csr"), "-CA", str(d / "ca.pem"),
-                "-CAkey", str(d / "ca.key"), "-CAcreateserial", "-days", "2",
-                "-extfile", str(d / "san.cnf"), "-out", str(d / f"{name}.pem"))  # fmt: skip
-    return {n: str(d / n) for n in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")}
 
 
 class FakeOllama(BaseHTTPRequestHandler):
@@ -75,12 +54,7 @@ class FakeOllama(BaseHTTPRequestHandler):
         pass
 
 
-def tls_server(pki: dict[str, str], *, require_client_cert: bool) -> Iterator[str]:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(pki["server.pem"], pki["server.key"])
-    if require_client_cert:
-        context.verify_mode = ssl.CERT_REQUIRED
-        context.load_verify_locations(pki["ca.pem"])
+def tls_server(context: ssl.SSLContext) -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeOllama)
     server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -94,13 +68,13 @@ def tls_server(pki: dict[str, str], *, require_client_cert: bool) -> Iterator[st
 
 
 @pytest.fixture
-def https_url(pki: dict[str, str]) -> Iterator[str]:
-    yield from tls_server(pki, require_client_cert=False)
+def https_url(server_tls: Callable[..., ssl.SSLContext]) -> Iterator[str]:
+    yield from tls_server(server_tls())
 
 
 @pytest.fixture
-def mtls_url(pki: dict[str, str]) -> Iterator[str]:
-    yield from tls_server(pki, require_client_cert=True)
+def mtls_url(server_tls: Callable[..., ssl.SSLContext]) -> Iterator[str]:
+    yield from tls_server(server_tls(require_client_cert=True))
 
 
 def ask(url: str, **tls: Any) -> str:

@@ -2,54 +2,52 @@
 
 from __future__ import annotations
 
-import contextlib
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from gleitzeit_llm import OllamaPoolProvider
 from gleitzeit_llm.ollama.names import model_key
-from gleitzeit_llm.options import provider_from_options
+from gleitzeit_llm.ownership import ProviderHandle, open_provider
 
-__all__ = ["PoolHandle", "open_pool", "validate_model"]
-
-
-def _close_quietly(provider: OllamaPoolProvider) -> None:
-    with contextlib.suppress(Exception):
-        provider.close_sync()
+__all__ = ["PoolFields", "PoolHandle", "open_pool", "validate_model"]
 
 
-class PoolHandle:
-    """The provider of one or more model objects (copies of a model share their handle).
+class PoolFields(BaseModel):
+    """Mixin: where a model's pool comes from (excluded from serialization: URLs may hold
+    credentials) and the routing hints used as defaults for every call."""
 
-    An owned provider (built from ``instances``/``config``/``base_url``/the environment) is closed
-    when the last model object that uses it is garbage-collected, at interpreter exit, or by
-    :meth:`close`; a shared one (``pool=``) is never closed here, its creator owns it.
-    """
+    model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    __slots__ = ("__weakref__", "_finalizer", "owned", "provider")
+    instances: list[Any] | None = Field(default=None, exclude=True, repr=False)
+    """The Ollama servers: URLs (``"http://gpu1:11434"``, ``"gpu:gpu1:11434"``) or instance mappings
+    (``{"id", "url", "models", "tags", "max_concurrent", "priority", "weight", "headers", ...}``)."""
+    config: Any = Field(default=None, exclude=True, repr=False)
+    """A pool configuration instead of ``instances``: ``PoolConfig``, mapping or YAML path."""
+    base_url: str | None = Field(default=None, exclude=True, repr=False)
+    """One server, as in ChatOllama and OllamaEmbeddings (a pool of one)."""
+    pool: OllamaPoolProvider | None = Field(default=None, exclude=True, repr=False)
+    """An existing provider to share between many chat models and embeddings (not closed by them)."""
+    health_checks: bool = True
+    """Whether a pool built by this model runs background health checks."""
 
-    def __init__(self, provider: OllamaPoolProvider, *, owned: bool) -> None:
-        self.provider = provider
-        self.owned = owned
-        self._finalizer = weakref.finalize(self, _close_quietly, provider) if owned else None
+    # -- routing hints (defaults; each can be given per call) -------------------------------------
 
-    def close(self) -> None:
-        """Close an owned provider (idempotent); a shared one is left alone."""
-        if self._finalizer is not None:
-            self._finalizer()
+    load_balancing_strategy: str | None = None
+    """Strategy for this model's calls (``least_loaded``, ``round_robin``, ``latency_based``, ...)."""
+    instance_tags: list[str] | None = None
+    """Only instances with all these tags serve the calls."""
+    require_gpu: bool = False
+    """Only instances tagged ``gpu`` serve the calls."""
+    fallback_model: str | None = None
+    """Model to use once ``model`` failed or is missing everywhere it could run."""
+    max_latency: float | None = None
+    """Prefer instances expected to answer within this many milliseconds."""
 
-    async def aclose(self) -> None:
-        """Close an owned provider, including its connections on the running event loop."""
-        if self._finalizer is not None and self._finalizer.detach() is not None:
-            await self.provider.close()
 
-    # Copies of a model (model_copy, deepcopy) share the pool rather than cloning threads and sockets.
-    def __copy__(self) -> PoolHandle:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> PoolHandle:
-        return self
+# Kept under the name the adapters have used; the handle lives in the core, shared by all adapters.
+PoolHandle = ProviderHandle
 
 
 def open_pool(
@@ -61,8 +59,11 @@ def open_pool(
     timeout: float | None = None,
     max_retries: int | None = None,
     health_checks: bool = True,
+    validate: str | None = None,
 ) -> PoolHandle:
-    """The handle for a model's pool arguments. No connection is made here."""
+    """The handle for a model's pool arguments. No connection is made here, unless ``validate``
+    names a model to check for (:func:`validate_model`); then a pool built here is closed again
+    when the check fails."""
     if pool is not None and (timeout is not None or max_retries is not None):
         raise ValueError(
             "timeout and max_retries configure the pool a model builds itself; with pool=... set "
@@ -70,7 +71,7 @@ def open_pool(
         )
     if base_url is not None and (instances is not None or config is not None):
         raise ValueError("give either base_url=... or instances/config, not both")
-    provider, owned = provider_from_options(
+    handle = open_provider(
         pool=pool,
         instances=instances,
         config=config,
@@ -79,7 +80,13 @@ def open_pool(
         timeouts=None if timeout is None else {"total": timeout},
         health_checks=health_checks,
     )
-    return PoolHandle(provider, owned=owned)
+    if validate is not None:
+        try:
+            validate_model(handle.provider, validate)
+        except BaseException:
+            handle.close()
+            raise
+    return handle
 
 
 def validate_model(provider: OllamaPoolProvider, model: str) -> None:

@@ -42,9 +42,10 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic.v1 import BaseModel as BaseModelV1
 from typing_extensions import Self, is_typeddict
 
-from gleitzeit_llm import OllamaPoolProvider, RequestError
+from gleitzeit_llm import RequestError
 from gleitzeit_llm.blocking import run_blocking, sync_stream
-from langchain_gleitzeit._pool import PoolHandle, open_pool, validate_model
+from gleitzeit_llm.ownership import ProviderOwner
+from langchain_gleitzeit._pool import PoolFields, PoolHandle, open_pool
 from langchain_gleitzeit._utils import (
     HINT_FIELDS,
     OPTION_FIELDS,
@@ -95,7 +96,7 @@ class _Call:
         self.params = params
 
 
-class ChatOllamaPool(BaseChatModel):
+class ChatOllamaPool(BaseChatModel, PoolFields, ProviderOwner):
     """Ollama chat model over a pool of Ollama servers: a drop-in for ``ChatOllama``.
 
     Same constructor fields as ``langchain_ollama.ChatOllama`` (``model``, ``temperature``,
@@ -181,34 +182,11 @@ class ChatOllamaPool(BaseChatModel):
 
     # -- the pool ---------------------------------------------------------------------------------
 
-    instances: list[Any] | None = Field(default=None, exclude=True, repr=False)
-    """The Ollama servers: URLs (``"http://gpu1:11434"``, ``"gpu:gpu1:11434"``) or instance mappings
-    (``{"id", "url", "models", "tags", "max_concurrent", "priority", "weight", "headers", ...}``)."""
-    config: Any = Field(default=None, exclude=True, repr=False)
-    """A pool configuration instead of ``instances``: ``PoolConfig``, mapping or YAML path."""
-    base_url: str | None = Field(default=None, exclude=True, repr=False)
-    """One server, as in ChatOllama (a pool of one)."""
-    pool: OllamaPoolProvider | None = Field(default=None, exclude=True, repr=False)
-    """An existing provider to share between many chat models and embeddings (not closed by this model)."""
+    # instances, config, base_url, pool, health_checks and the routing hints: see PoolFields
     timeout: float | None = Field(default=None, gt=0)
     """Seconds one attempt may take, stream included (the built pool's ``timeouts.total``)."""
     max_retries: int | None = Field(default=None, ge=0)
     """Attempts on other instances after a failure (the built pool's ``load_balancing.retry_attempts``)."""
-    health_checks: bool = True
-    """Whether a pool built by this model runs background health checks."""
-
-    # -- routing hints (defaults; each can be given per call) -------------------------------------
-
-    load_balancing_strategy: str | None = None
-    """Strategy for this model's calls (``least_loaded``, ``round_robin``, ``latency_based``, ...)."""
-    instance_tags: list[str] | None = None
-    """Only instances with all these tags serve the calls."""
-    require_gpu: bool = False
-    """Only instances tagged ``gpu`` serve the calls."""
-    fallback_model: str | None = None
-    """Model to use once ``model`` failed or is missing everywhere it could run."""
-    max_latency: float | None = None
-    """Prefer instances expected to answer within this many milliseconds."""
 
     _handle: PoolHandle = PrivateAttr()
 
@@ -235,7 +213,7 @@ class ChatOllamaPool(BaseChatModel):
             raise ValueError(
                 "top_logprobs is set but logprobs is False; set logprobs=True or drop top_logprobs"
             )
-        handle = open_pool(
+        self._handle = open_pool(
             pool=self.pool,
             instances=self.instances,
             config=self.config,
@@ -243,30 +221,9 @@ class ChatOllamaPool(BaseChatModel):
             timeout=self.timeout,
             max_retries=self.max_retries,
             health_checks=self.health_checks,
+            validate=self.model if self.validate_model_on_init else None,
         )
-        if self.validate_model_on_init:
-            try:
-                validate_model(handle.provider, self.model)
-            except BaseException:
-                handle.close()
-                raise
-        self._handle = handle
         return self
-
-    # -- the pool -------------------------------------------------------------------------------
-
-    @property
-    def provider(self) -> OllamaPoolProvider:
-        """The pool provider this model sends its calls to (``status()``, ``events``, ...)."""
-        return self._handle.provider
-
-    def close(self) -> None:
-        """Close the pool this model built (health checks, connections); a shared ``pool`` is left open."""
-        self._handle.close()
-
-    async def aclose(self) -> None:
-        """Async :meth:`close`, which also closes the pool's connections on the running event loop."""
-        await self._handle.aclose()
 
     # -- LangChain plumbing ----------------------------------------------------------------------
 

@@ -8,12 +8,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from langchain_core.embeddings import Embeddings
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 from typing_extensions import Self
 
-from gleitzeit_llm import OllamaPoolProvider
 from gleitzeit_llm.blocking import run_blocking
-from langchain_gleitzeit._pool import PoolHandle, open_pool, validate_model
+from gleitzeit_llm.ownership import ProviderOwner
+from gleitzeit_llm.tasks import gather_or_cancel
+from langchain_gleitzeit._pool import PoolFields, PoolHandle, open_pool
 from langchain_gleitzeit._utils import HINT_FIELDS, option_fields
 
 __all__ = ["OllamaPoolEmbeddings"]
@@ -22,7 +23,7 @@ __all__ = ["OllamaPoolEmbeddings"]
 _MAX_PARALLEL = 32
 
 
-class OllamaPoolEmbeddings(BaseModel, Embeddings):
+class OllamaPoolEmbeddings(PoolFields, Embeddings, ProviderOwner):
     """Ollama embeddings over a pool of Ollama servers: a drop-in for ``OllamaEmbeddings``.
 
     ::
@@ -74,56 +75,22 @@ class OllamaPoolEmbeddings(BaseModel, Embeddings):
     top_k: int | None = None
     top_p: float | None = None
 
-    instances: list[Any] | None = Field(default=None, exclude=True, repr=False)
-    """The Ollama servers: URLs or instance mappings (see ``OllamaPoolProvider``)."""
-    config: Any = Field(default=None, exclude=True, repr=False)
-    """A pool configuration instead of ``instances``: ``PoolConfig``, mapping or YAML path."""
-    base_url: str | None = Field(default=None, exclude=True, repr=False)
-    """One server, as in OllamaEmbeddings."""
-    pool: OllamaPoolProvider | None = Field(default=None, exclude=True, repr=False)
-    """An existing provider to share (not closed by this object)."""
-    health_checks: bool = True
-    """Whether a pool built here runs background health checks."""
-
-    load_balancing_strategy: str | None = None
-    instance_tags: list[str] | None = None
-    require_gpu: bool = False
-    fallback_model: str | None = None
-    """Embedding model to use once ``model`` failed or is missing everywhere (same dimensions!)."""
-    max_latency: float | None = None
+    # instances, config, base_url, pool, health_checks and the routing hints: see PoolFields
+    # (a fallback_model must give vectors of the same dimensions)
 
     _handle: PoolHandle = PrivateAttr()
 
     @model_validator(mode="after")
     def _open_pool(self) -> Self:
-        handle = open_pool(
+        self._handle = open_pool(
             pool=self.pool,
             instances=self.instances,
             config=self.config,
             base_url=self.base_url,
             health_checks=self.health_checks,
+            validate=self.model if self.validate_model_on_init else None,
         )
-        if self.validate_model_on_init:
-            try:
-                validate_model(handle.provider, self.model)
-            except BaseException:
-                handle.close()
-                raise
-        self._handle = handle
         return self
-
-    @property
-    def provider(self) -> OllamaPoolProvider:
-        """The pool provider the requests go to."""
-        return self._handle.provider
-
-    def close(self) -> None:
-        """Close the pool built by this object; a shared ``pool`` is left open."""
-        self._handle.close()
-
-    async def aclose(self) -> None:
-        """Async :meth:`close`, which also closes the pool's connections on the running event loop."""
-        await self._handle.aclose()
 
     # -- requests --------------------------------------------------------------------------------
 
@@ -196,14 +163,7 @@ class OllamaPoolEmbeddings(BaseModel, Embeddings):
             async with limit:
                 return await self._aembed_batch(batch, params)
 
-        tasks = [asyncio.ensure_future(one(batch)) for batch in batches]
-        try:
-            results = await asyncio.gather(*tasks)
-        except BaseException:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+        results = await gather_or_cancel(one(batch) for batch in batches)
         return [vector for batch in results for vector in batch]
 
     async def aembed_query(self, text: str) -> list[float]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import time
 from collections.abc import Sequence
@@ -12,17 +11,19 @@ from typing import Any
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
 
+from gleitzeit_llm.adapter_fields import PoolFields
 from gleitzeit_llm.blocking import run_blocking
 from gleitzeit_llm.ollama.names import model_key
-from gleitzeit_llm.options import provider_from_options
+from gleitzeit_llm.ownership import ProviderHandle, ProviderOwner, provider_of
 from gleitzeit_llm.provider import HINT_NAMES, OllamaPoolProvider
+from gleitzeit_llm.tasks import gather_or_cancel
 
 __all__ = ["OllamaPoolEmbedding"]
 
 DEFAULT_EMBED_BATCH_SIZE = 64
 
 
-class OllamaPoolEmbedding(BaseEmbedding):
+class OllamaPoolEmbedding(BaseEmbedding, PoolFields, ProviderOwner):
     """Embeddings from a pool of Ollama servers; each batch is split over the pool in parallel.
 
     A drop-in for ``llama_index.embeddings.ollama.OllamaEmbedding`` (``model_name``,
@@ -67,37 +68,13 @@ class OllamaPoolEmbedding(BaseEmbedding):
     request_timeout: float | None = Field(
         default=None, description="Seconds to wait for an answer (default: the pool's timeouts)."
     )
-    headers: dict[str, str] | None = Field(
-        default=None, exclude=True, description="HTTP headers sent to every server of a pool built here."
-    )
-    instances: list[Any] | None = Field(
-        default=None, exclude=True, description="The Ollama servers: instance dicts or URL strings."
-    )
-    config: Any = Field(
-        default=None, exclude=True, description="A PoolConfig, a mapping or a YAML path instead of instances."
-    )
-    load_balancing: dict[str, Any] | None = Field(
-        default=None, exclude=True, description="load_balancing settings for a pool built from instances."
-    )
-    pool: OllamaPoolProvider | None = Field(
-        default=None, exclude=True, description="An existing OllamaPoolProvider to share."
-    )
-    load_balancing_strategy: str | None = Field(default=None, description="Routing hint: the strategy.")
-    instance_tags: list[str] | None = Field(
-        default=None, description="Routing hint: instances with these tags."
-    )
-    require_gpu: bool = Field(default=False, description="Routing hint: only instances tagged gpu.")
-    fallback_model: str | None = Field(
-        default=None, description="Routing hint: the model to use when this one fails everywhere."
-    )
-    max_latency: float | None = Field(default=None, description="Routing hint: latency budget in ms.")
-
+    _handle: ProviderHandle = PrivateAttr()  # closes the pool if this object built it
     _provider: OllamaPoolProvider = PrivateAttr()
-    _owns_provider: bool = PrivateAttr(default=False)
 
     def __init__(self, model_name: str, **kwargs: Any) -> None:
         super().__init__(model_name=model_name, **kwargs)
-        self._provider, self._owns_provider = _build_provider(self)
+        self._handle = provider_of(self)  # config None: GLEITZEIT_OLLAMA_*, else localhost:11434
+        self._provider = self._handle.provider
         instrumentation = _instrumentation()
         if instrumentation is not None:
             instrumentation.instrument_pool(self._provider)
@@ -105,21 +82,6 @@ class OllamaPoolEmbedding(BaseEmbedding):
     @classmethod
     def class_name(cls) -> str:
         return "OllamaPoolEmbedding"
-
-    @property
-    def provider(self) -> OllamaPoolProvider:
-        """The pool these embeddings run on; pass it as ``pool=`` to share it."""
-        return self._provider
-
-    def close(self) -> None:
-        """Close the pool if this object built it (a shared ``pool=`` stays open)."""
-        if self._owns_provider:
-            self._provider.close_sync()
-
-    async def aclose(self) -> None:
-        """Async twin of :meth:`close`."""
-        if self._owns_provider:
-            await self._provider.close()
 
     def to_payload(self) -> dict[str, Any]:
         payload = super().to_payload()
@@ -203,14 +165,7 @@ class OllamaPoolEmbedding(BaseEmbedding):
         parts = self._parts(texts)
         if len(parts) == 1:
             return await self._aembed_part(parts[0])
-        tasks = [asyncio.ensure_future(self._aembed_part(p)) for p in parts]
-        try:
-            results = await asyncio.gather(*tasks)
-        except BaseException:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+        results = await gather_or_cancel(self._aembed_part(p) for p in parts)
         return [vector for result in results for vector in result]
 
     def _embed_part(self, texts: list[str]) -> list[Embedding]:
@@ -287,19 +242,3 @@ def _instrumentation() -> Any:
             events = None  # type: ignore[assignment]
         _instrumentation_module = events
     return _instrumentation_module
-
-
-def _build_provider(owner: OllamaPoolEmbedding) -> tuple[OllamaPoolProvider, bool]:
-    """The provider to use and whether we own it (see llama_index.llms.gleitzeit's twin)."""
-    if owner.pool is not None and owner.request_timeout is not None:
-        raise ValueError("request_timeout: a setting of a pool of our own; a shared pool= keeps its own")
-    t = owner.request_timeout
-    return provider_from_options(
-        pool=owner.pool,
-        instances=owner.instances,
-        config=owner.config,  # None: GLEITZEIT_OLLAMA_* variables, else http://localhost:11434
-        base_url=owner.base_url,
-        load_balancing=owner.load_balancing,
-        timeouts=None if t is None else {"first_byte": t, "idle": t},
-        headers=owner.headers,
-    )

@@ -35,17 +35,14 @@ from llama_index.core.program.utils import FlexibleModel, process_streaming_obje
 from llama_index.core.prompts import PromptTemplate
 from llama_index.core.types import PydanticProgramMode
 
+from gleitzeit_llm.adapter_fields import PoolFields
 from gleitzeit_llm.blocking import run_blocking, sync_stream
 from gleitzeit_llm.ollama.models import OPTION_NAMES
+from gleitzeit_llm.ownership import ProviderHandle, ProviderOwner, provider_of
 from gleitzeit_llm.provider import HINT_NAMES, OllamaPoolProvider
 from llama_index.llms.gleitzeit import events
 from llama_index.llms.gleitzeit._convert import StreamState, chat_response, to_ollama_messages
-from llama_index.llms.gleitzeit._pool import (
-    afetch_model_info,
-    build_provider,
-    cached_model_info,
-    fetch_model_info,
-)
+from llama_index.llms.gleitzeit._pool import acontext_length, cached_context_length, context_length
 
 if TYPE_CHECKING:
     from llama_index.core.tools.types import BaseTool
@@ -59,7 +56,7 @@ _REQUEST_FIELDS = ("tools", "truncate", "shift", "logprobs", "top_logprobs")
 _END = object()
 
 
-class OllamaPool(FunctionCallingLLM):
+class OllamaPool(FunctionCallingLLM, PoolFields, ProviderOwner):
     """LlamaIndex's ``Ollama`` LLM, served by a pool of Ollama servers.
 
     A drop-in for ``llama_index.llms.ollama.Ollama``: the same fields, plus where the pool comes
@@ -116,65 +113,18 @@ class OllamaPool(FunctionCallingLLM):
     thinking: bool | Literal["low", "medium", "high"] | None = Field(
         default=None, description="Thinking on or off (or its level); None leaves it to the model."
     )
-    headers: dict[str, str] | None = Field(
-        default=None, exclude=True, description="HTTP headers sent to every server of a pool built here."
-    )
-    instances: list[Any] | None = Field(
-        default=None, exclude=True, description="The Ollama servers: instance dicts or URL strings."
-    )
-    config: Any = Field(
-        default=None, exclude=True, description="A PoolConfig, a mapping or a YAML path instead of instances."
-    )
-    load_balancing: dict[str, Any] | None = Field(
-        default=None, exclude=True, description="load_balancing settings for a pool built from instances."
-    )
-    pool: OllamaPoolProvider | None = Field(
-        default=None, exclude=True, description="An existing OllamaPoolProvider to share."
-    )
-    load_balancing_strategy: str | None = Field(default=None, description="Routing hint: the strategy.")
-    instance_tags: list[str] | None = Field(
-        default=None, description="Routing hint: instances with these tags."
-    )
-    require_gpu: bool = Field(default=False, description="Routing hint: only instances tagged gpu.")
-    fallback_model: str | None = Field(
-        default=None, description="Routing hint: the model to use when this one fails everywhere."
-    )
-    max_latency: float | None = Field(default=None, description="Routing hint: latency budget in ms.")
-
+    _handle: ProviderHandle = PrivateAttr()  # closes the pool if this LLM built it
     _provider: OllamaPoolProvider = PrivateAttr()
-    _owns_provider: bool = PrivateAttr(default=False)
 
     def __init__(self, model: str, **kwargs: Any) -> None:
         super().__init__(model=model, **kwargs)
-        self._provider, self._owns_provider = build_provider(
-            instances=self.instances,
-            config=self.config,
-            pool=self.pool,
-            base_url=self.base_url,
-            load_balancing=self.load_balancing,
-            request_timeout=self.request_timeout,
-            headers=self.headers,
-        )
+        self._handle = provider_of(self)  # config None: GLEITZEIT_OLLAMA_*, else localhost:11434
+        self._provider = self._handle.provider
         events.instrument_pool(self._provider)
 
     @classmethod
     def class_name(cls) -> str:
         return "OllamaPool_llm"
-
-    @property
-    def provider(self) -> OllamaPoolProvider:
-        """The pool this LLM runs on; pass it as ``pool=`` to share it with other objects."""
-        return self._provider
-
-    def close(self) -> None:
-        """Close the pool if this LLM built it (a shared ``pool=`` stays open)."""
-        if self._owns_provider:
-            self._provider.close_sync()
-
-    async def aclose(self) -> None:
-        """Async twin of :meth:`close`."""
-        if self._owns_provider:
-            await self._provider.close()
 
     # -- metadata -----------------------------------------------------------------------------
 
@@ -193,14 +143,7 @@ class OllamaPool(FunctionCallingLLM):
         )
 
     def _context_window(self, fetch: bool) -> int:
-        if self.context_window > 0:
-            return self.context_window
-        info = (
-            fetch_model_info(self._provider, self.model)
-            if fetch
-            else cached_model_info(self._provider, self.model)
-        )
-        return (info.context_length if info is not None else None) or DEFAULT_CONTEXT_WINDOW
+        return self._num_ctx(self.model, fetch) or DEFAULT_CONTEXT_WINDOW
 
     def to_payload(self) -> dict[str, Any]:
         """What instrumentation events carry about this LLM: no server round trip, no secrets."""
@@ -214,13 +157,13 @@ class OllamaPool(FunctionCallingLLM):
     def _num_ctx(self, model: str, fetch: bool = True) -> int | None:
         if self.context_window > 0:
             return self.context_window
-        info = fetch_model_info(self._provider, model) if fetch else cached_model_info(self._provider, model)
-        return info.context_length if info is not None else None
+        lookup = context_length if fetch else cached_context_length
+        return lookup(self._provider, model)
 
     async def _anum_ctx(self, model: str) -> int | None:
         if self.context_window > 0:
             return self.context_window
-        return (await afetch_model_info(self._provider, model)).context_length
+        return await acontext_length(self._provider, model)
 
     # -- call arguments -----------------------------------------------------------------------
 
