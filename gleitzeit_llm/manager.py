@@ -45,8 +45,9 @@ from gleitzeit_llm.ollama.names import model_key, spelling_key
 from gleitzeit_llm.queue import SlotQueue, Waiter
 from gleitzeit_llm.routing.health import HealthMonitor, ProbeResult, ProbeTarget
 from gleitzeit_llm.routing.instance import InstanceState, OllamaInstance
-from gleitzeit_llm.routing.learning import Observation, Outcome, Transitions, classify
+from gleitzeit_llm.routing.learning import NOTHING, Observation, Outcome, Transitions, classify
 from gleitzeit_llm.routing.strategies import STRATEGY_NAMES, Route, Router, RouteRequest
+from gleitzeit_llm.state.base import GRANTED
 from gleitzeit_llm.state.local import LocalState
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ __all__ = ["Lease", "OllamaPoolManager", "Outcome"]
 _log = logging.getLogger("gleitzeit_llm.health")
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)  # slots: one is built per attempt and read throughout it
 class Lease:
     """A reserved slot on one instance. Finish it exactly once (the manager ignores repeats)."""
 
@@ -367,17 +368,21 @@ class OllamaPoolManager(GuideApi, Lifecycle):
             inst = route.instance
             if inst is None:
                 return route
-            grant = self._state.acquire(inst, request.model, now, panic=route.panic)
-            if grant.transitions:
-                self._apply(inst, grant.transitions)
-            if not grant.admitted:
-                return Route(None, saturated=True, reason=grant.reason)
+            grant = self._state.acquire(inst, request.model, now, route.panic)
+            if grant is GRANTED:  # the usual answer: nothing else to read
+                probe = False
+            else:
+                if grant.transitions is not NOTHING:
+                    self._apply(inst, grant.transitions)
+                if not grant.admitted:
+                    return Route(None, saturated=True, reason=grant.reason)
+                probe = grant.probe
             lease = Lease(
                 inst,
                 request.model,
                 time.monotonic(),
                 attempt=attempt,
-                probe=grant.probe,
+                probe=probe,
                 panic=route.panic,
                 spelling=request.spelling,
             )
@@ -695,13 +700,15 @@ class OllamaPoolManager(GuideApi, Lifecycle):
             learned = self._state.release(inst, observation, now)
             if output_tokens and outcome == Outcome.SUCCESS and not cold_load:
                 self._router.observe_output_tokens(output_tokens)
-            if learned:
+            if learned is not NOTHING:
                 self._apply(inst, learned)
             if inst.removed and inst.in_flight == 0:
                 self._drop(inst)
             # A plain release frees one slot: one hand-out. A change in what is routable (health,
             # breaker, busy mark, missing model) may free or block more: every request is tried.
             changed = learned.routing_changed or inst.removed
+            # Read under the lock that released the slot: a caller that queues later finds it free.
+            waiting = bool(self._queue)
         if self.events.active:
             self.events.emit(
                 RequestFinished(
@@ -716,7 +723,8 @@ class OllamaPoolManager(GuideApi, Lifecycle):
                     error_type=type(error).__name__ if error is not None else None,
                 )
             )
-        self._wake_waiters(single=not changed)
+        if waiting:
+            self._wake_waiters(single=not changed)
         return outcome
 
     def _apply(self, inst: OllamaInstance, transitions: Transitions) -> None:

@@ -39,7 +39,7 @@ __all__ = [
 BUSY_BACKOFF = 1.0
 
 _CLOSED, _OPEN = CircuitState.CLOSED, CircuitState.OPEN
-_SUCCESS_STATES = frozenset({InstanceState.UNKNOWN, InstanceState.DEGRADED})
+_HEALTHY, _DEGRADED, _UNKNOWN = InstanceState.HEALTHY, InstanceState.DEGRADED, InstanceState.UNKNOWN
 
 
 class Outcome:
@@ -143,7 +143,14 @@ class Transitions:
     residency may have changed behind the pool's back (ask for a health round now).
     """
 
-    __slots__ = ("busy_until", "changes", "filters_changed", "model_missing", "probe_round")
+    __slots__ = (
+        "busy_until",
+        "changes",
+        "filters_changed",
+        "model_missing",
+        "probe_round",
+        "routing_changed",
+    )
 
     def __init__(
         self,
@@ -159,11 +166,8 @@ class Transitions:
         self.filters_changed = filters_changed
         self.model_missing = model_missing
         self.probe_round = probe_round
-
-    @property
-    def routing_changed(self) -> bool:
-        """Whether what is routable may have changed (so every waiter is worth another try)."""
-        return bool(self.changes) or self.busy_until is not None or self.model_missing
+        # Whether what is routable may have changed (so every waiter is worth another try).
+        self.routing_changed = bool(changes) or busy_until is not None or model_missing
 
     def __bool__(self) -> bool:
         return self.routing_changed or self.filters_changed or self.probe_round
@@ -233,7 +237,8 @@ def record_outcome(inst: OllamaInstance, obs: Observation, now: float, max_retry
         moved = breaker.reset() if breaker.state_at(now) is _OPEN else breaker.record_success(now)
         if moved is not None:
             changes.append(breaker_change(moved))
-        if inst.state in _SUCCESS_STATES:
+        state = inst.state
+        if state is _UNKNOWN or state is _DEGRADED:  # the only states a success moves
             _health(inst, Signal.SERVED, Facts(probe_request=obs.probe), changes)
     elif outcome == Outcome.FAILURE:
         error = obs.error
@@ -252,7 +257,7 @@ def record_outcome(inst: OllamaInstance, obs: Observation, now: float, max_retry
                 changes.append(breaker_change(moved))
                 if moved[1] is _OPEN:
                     _health(inst, Signal.BREAKER_OPENED, Facts(detail=moved[2]), changes)
-        if inst.state is InstanceState.HEALTHY:
+        if inst.state is _HEALTHY:
             _health(inst, Signal.FAILED, Facts(failures=breaker.consecutive_failures), changes)
     else:
         if obs.probe:

@@ -78,7 +78,7 @@ class StateStore(Protocol):
         """
         ...
 
-    def acquire(self, inst: OllamaInstance, model: str | None, now: float, *, panic: bool) -> Grant:
+    def acquire(self, inst: OllamaInstance, model: str | None, now: float, panic: bool) -> Grant:
         """Take one slot on ``inst`` and one for (``inst``, ``model``), atomically, if the instance
         is below ``max_concurrent`` and its breaker admits a request (``panic``: bypass the breaker,
         nothing healthy was left). Never exceeds the cap, never leaves a count negative.

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from gleitzeit_llm.routing.breaker import CircuitBreaker, CircuitState
 from gleitzeit_llm.routing.epoch import Epoch
 from gleitzeit_llm.routing.instance import OllamaInstance
-from gleitzeit_llm.routing.learning import NOTHING, Transitions, breaker_change
+from gleitzeit_llm.routing.learning import NOTHING, Transitions, breaker_change, record_outcome
 from gleitzeit_llm.state.base import FULL, GRANTED, PROBES_TAKEN, Grant
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ class LocalState:
     >>> from gleitzeit_llm.config import InstanceConfig, LoadBalancingConfig
     >>> store = LocalState(LoadBalancingConfig())
     >>> inst = store.create(InstanceConfig(id="a", url="http://127.0.0.1:11434", max_concurrent=1))
-    >>> [store.acquire(inst, None, 0.0, panic=False).admitted for _ in range(2)]
+    >>> [store.acquire(inst, None, 0.0, False).admitted for _ in range(2)]
     [True, False]
     """
 
@@ -55,7 +55,7 @@ class LocalState:
         )
         return OllamaInstance(config, breaker, self.epoch)
 
-    def acquire(self, inst: OllamaInstance, model: str | None, now: float, *, panic: bool) -> Grant:
+    def acquire(self, inst: OllamaInstance, model: str | None, now: float, panic: bool) -> Grant:
         if inst.in_flight >= inst.max_concurrent:
             return FULL  # the router filtered on capacity under the same lock: the cap is a guard
         breaker = inst.breaker
@@ -71,7 +71,8 @@ class LocalState:
 
     def release(self, inst: OllamaInstance, obs: Observation, now: float) -> Transitions:
         inst.release(obs.model)
-        return inst.record_outcome(obs, now, self._max_retry_after)
+        # The rules of OllamaInstance.record_outcome, called directly: one call less per request.
+        return record_outcome(inst, obs, now, self._max_retry_after)
 
     def record_probe(self, inst: OllamaInstance, result: ProbeResult, now: float) -> Transitions:
         return inst.record_probe(result, now)
