@@ -417,12 +417,9 @@ class OllamaPoolManager(GuideApi, Lifecycle):
         if isinstance(got, Lease):
             return got
         waiter, waits = got
-        future = waiter.future
-        assert future is not None
         with contextlib.closing(waits):
             for remaining in waits:
-                if not future.done():
-                    await asyncio.wait((future,), timeout=remaining)
+                await asyncio.wait((waiter.future,), timeout=remaining)  # type: ignore[arg-type]
         return waiter.lease  # type: ignore[return-value]
 
     def acquire_sync(
@@ -443,11 +440,9 @@ class OllamaPoolManager(GuideApi, Lifecycle):
         if isinstance(got, Lease):
             return got
         waiter, waits = got
-        event = waiter.event
-        assert event is not None
         with contextlib.closing(waits):
             for remaining in waits:
-                event.wait(remaining)
+                waiter.event.wait(remaining)  # type: ignore[union-attr]
         return waiter.lease  # type: ignore[return-value]
 
     def _acquisition(
@@ -477,7 +472,8 @@ class OllamaPoolManager(GuideApi, Lifecycle):
         waited_before: float,
     ) -> Generator[float, None, None]:
         """The waiting loop, written once for both twins: it yields how long the caller may wait
-        for a wake-up (on a future or a thread event) and ends when ``waiter.lease`` is set.
+        for a wake-up (on the waiter's future or thread event; none once it was served or given
+        an error) and ends when ``waiter.lease`` is set.
 
         Raises the waiter's error or :class:`PoolSaturatedError`; closed early (the caller was
         cancelled), it gives back its place, and a slot handed over meanwhile.
@@ -487,7 +483,7 @@ class OllamaPoolManager(GuideApi, Lifecycle):
             while True:
                 until = deadline if cold_at is None else min(deadline, cold_at)
                 remaining = until - time.monotonic()
-                if remaining > 0:
+                if remaining > 0 and not waiter.decided:
                     yield remaining
                 lease, cold_at = self._after_wake(
                     waiter, route, deadline, cold_at, started, limit, waited_before

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
 from gleitzeit_llm.errors import InstanceBusyError, ModelNotFoundError, RequestError
@@ -68,6 +69,7 @@ def classify(exc: BaseException | None) -> str:
     return Outcome.FAILURE
 
 
+@dataclass(slots=True)  # built positionally, once per finished attempt, on the per-call path
 class Observation:
     """One finished attempt, as the pool learns from it (what a remote store would be sent).
 
@@ -77,52 +79,19 @@ class Observation:
     ``caller_paced``: the time after the first chunk followed the caller's reading.
     """
 
-    __slots__ = (
-        "caller_paced",
-        "cold_load",
-        "duration",
-        "error",
-        "eval_duration",
-        "keep_alive",
-        "model",
-        "outcome",
-        "output_tokens",
-        "panic",
-        "probe",
-        "spelling",
-        "ttft",
-    )
-
-    def __init__(
-        self,
-        outcome: str,
-        model: str | None,
-        spelling: str | None,
-        probe: bool,
-        panic: bool,
-        duration: float,
-        ttft: float | None,
-        output_tokens: int | None = None,
-        eval_duration: float | None = None,
-        caller_paced: bool = False,
-        keep_alive: float | None = None,
-        cold_load: bool = False,
-        error: BaseException | None = None,
-    ) -> None:
-        # Positional and slotted: one is built per finished attempt, on the per-call path.
-        self.outcome = outcome
-        self.model = model
-        self.spelling = spelling
-        self.probe = probe
-        self.panic = panic
-        self.duration = duration
-        self.ttft = ttft
-        self.output_tokens = output_tokens
-        self.eval_duration = eval_duration
-        self.caller_paced = caller_paced
-        self.keep_alive = keep_alive
-        self.cold_load = cold_load
-        self.error = error
+    outcome: str
+    model: str | None
+    spelling: str | None
+    probe: bool
+    panic: bool
+    duration: float
+    ttft: float | None
+    output_tokens: int | None = None
+    eval_duration: float | None = None
+    caller_paced: bool = False
+    keep_alive: float | None = None
+    cold_load: bool = False
+    error: BaseException | None = None
 
 
 class Change(NamedTuple):
@@ -134,50 +103,29 @@ class Change(NamedTuple):
     reason: str
 
 
+@dataclass(slots=True)
 class Transitions:
     """What one record call changed, in order, for the manager to act on.
 
     ``changes``: health and breaker changes (each becomes an event); ``busy_until``: the busy
     window set, or None; ``filters_changed``: installed or missing models changed (the router's
     cached filters must be forgotten); ``model_missing``: a 404 was learned; ``probe_round``:
-    residency may have changed behind the pool's back (ask for a health round now).
+    residency may have changed behind the pool's back (ask for a health round now);
+    ``routing_changed``: what is routable may have changed (every waiter is worth another try).
     """
 
-    __slots__ = (
-        "busy_until",
-        "changes",
-        "filters_changed",
-        "model_missing",
-        "probe_round",
-        "routing_changed",
-    )
+    changes: tuple[Change, ...] = ()
+    busy_until: float | None = None
+    filters_changed: bool = False
+    model_missing: bool = False
+    probe_round: bool = False
+    routing_changed: bool = field(init=False)
 
-    def __init__(
-        self,
-        changes: tuple[Change, ...] = (),
-        *,
-        busy_until: float | None = None,
-        filters_changed: bool = False,
-        model_missing: bool = False,
-        probe_round: bool = False,
-    ) -> None:
-        self.changes = changes
-        self.busy_until = busy_until
-        self.filters_changed = filters_changed
-        self.model_missing = model_missing
-        self.probe_round = probe_round
-        # Whether what is routable may have changed (so every waiter is worth another try).
-        self.routing_changed = bool(changes) or busy_until is not None or model_missing
+    def __post_init__(self) -> None:
+        self.routing_changed = bool(self.changes) or self.busy_until is not None or self.model_missing
 
     def __bool__(self) -> bool:
         return self.routing_changed or self.filters_changed or self.probe_round
-
-    def __repr__(self) -> str:
-        return (
-            f"Transitions(changes={list(self.changes)}, busy_until={self.busy_until}, "
-            f"filters_changed={self.filters_changed}, model_missing={self.model_missing}, "
-            f"probe_round={self.probe_round})"
-        )
 
 
 NOTHING = Transitions()  # shared and never mutated: the common answer allocates nothing
