@@ -27,7 +27,7 @@ waiters (threads and futures of this process) and the health monitor's transport
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
 
 from gleitzeit_llm.routing.learning import NOTHING, Transitions
 
@@ -61,6 +61,7 @@ FULL = Grant(False, reason="all full")
 PROBES_TAKEN = Grant(False, reason="half-open probe limit reached")
 
 
+@runtime_checkable
 class StateStore(Protocol):
     """Where the pool's learned state lives; see the module docstring.
 
