@@ -1,10 +1,15 @@
 """OllamaPoolManager: which instance serves a request, and what the pool has learned.
 
-The manager owns the instances, their in-flight counts, breakers and health, and the background
-health monitor. It does no request I/O itself: callers (the provider, or users following the
-guide) reserve a slot with :meth:`OllamaPoolManager.get_instance` or :meth:`OllamaPoolManager.lease`,
-talk to the instance, and report back. One manager serves sync and async callers, from any thread
-and any event loop, at the same time.
+The manager owns the instances and the background health monitor, and coordinates: it holds the
+lock, calls the router, queues waiters (:mod:`gleitzeit_llm.queue`) and emits events. What the
+pool knows about each instance (in-flight counts, breakers, health, latency, residency) lives
+behind its state store (:mod:`gleitzeit_llm.state`), whose rules
+(:mod:`gleitzeit_llm.routing.learning`) report the transitions the manager acts on.
+
+It does no request I/O itself: callers (the provider, or users following the guide) reserve a
+slot with :meth:`OllamaPoolManager.get_instance` or :meth:`OllamaPoolManager.lease`, talk to the
+instance, and report back. One manager serves sync and async callers, from any thread and any
+event loop, at the same time.
 """
 
 from __future__ import annotations

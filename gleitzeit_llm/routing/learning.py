@@ -31,6 +31,7 @@ __all__ = [
     "Observation",
     "Outcome",
     "Transitions",
+    "breaker_change",
     "classify",
     "record_outcome",
     "record_probe",
