@@ -141,3 +141,11 @@ def test_a_change_in_one_pool_keeps_another_pools_routing_cache() -> None:
     assert quiet._router._dynamic and all(
         quiet._router._dynamic[key] is entry for key, entry in cached.items()
     )
+
+
+def test_an_instance_records_outcomes_and_probes_itself() -> None:
+    inst = instance(store())
+    learned = inst.record_probe(ProbeResult("i0", ok=False, error="refused"), 0.0)
+    assert learned.changes == (Change("health", "unknown", "unhealthy", "health check failed: refused"),)
+    learned = inst.record_outcome(finished(Outcome.MODEL_MISSING, "a:latest"), 0.0, 60.0)
+    assert learned.model_missing and learned.filters_changed and "a:latest" in inst.missing_models
