@@ -1,10 +1,15 @@
 """OllamaPoolManager: which instance serves a request, and what the pool has learned.
 
-The manager owns the instances, their in-flight counts, breakers and health, and the background
-health monitor. It does no request I/O itself: callers (the provider, or users following the
-guide) reserve a slot with :meth:`OllamaPoolManager.get_instance` or :meth:`OllamaPoolManager.lease`,
-talk to the instance, and report back. One manager serves sync and async callers, from any thread
-and any event loop, at the same time.
+The manager owns the instances and the background health monitor, and coordinates: it holds the
+lock, calls the router, queues waiters (:mod:`gleitzeit_llm.queue`) and emits events. What the
+pool knows about each instance (in-flight counts, breakers, health, latency, residency) lives
+behind its state store (:mod:`gleitzeit_llm.state`), whose rules
+(:mod:`gleitzeit_llm.routing.learning`) report the transitions the manager acts on.
+
+It does no request I/O itself: callers (the provider, or users following the guide) reserve a
+slot with :meth:`OllamaPoolManager.get_instance` or :meth:`OllamaPoolManager.lease`, talk to the
+instance, and report back. One manager serves sync and async callers, from any thread and any
+event loop, at the same time.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -25,13 +30,13 @@ from gleitzeit_llm.blocking import refuse_on_loop_thread
 from gleitzeit_llm.config import InstanceConfig, LoadBalancingStrategy, PoolConfig
 from gleitzeit_llm.errors import (
     ConfigError,
-    InstanceBusyError,
-    ModelNotFoundError,
     NoInstanceAvailableError,
     PoolSaturatedError,
     RequestError,
 )
+from gleitzeit_llm.guide_api import GuideApi, url_key
 from gleitzeit_llm.hints import RoutingHints
+from gleitzeit_llm.lifecycle import Lifecycle
 from gleitzeit_llm.observability.events import (
     BreakerStateChanged,
     EventBus,
@@ -44,11 +49,12 @@ from gleitzeit_llm.observability.events import (
 )
 from gleitzeit_llm.ollama.names import model_key, spelling_key
 from gleitzeit_llm.queue import SlotQueue, Waiter
-from gleitzeit_llm.routing import epoch
-from gleitzeit_llm.routing.breaker import CircuitBreaker, CircuitState
 from gleitzeit_llm.routing.health import HealthMonitor, ProbeResult, ProbeTarget
 from gleitzeit_llm.routing.instance import InstanceState, OllamaInstance
+from gleitzeit_llm.routing.learning import NOTHING, Observation, Outcome, Transitions, classify
 from gleitzeit_llm.routing.strategies import Route, Router, RouteRequest
+from gleitzeit_llm.state.base import GRANTED
+from gleitzeit_llm.state.local import LocalState
 
 if TYPE_CHECKING:
     from gleitzeit_llm.ollama import AsyncOllamaTransport, OllamaTransport
@@ -57,22 +63,8 @@ __all__ = ["Lease", "OllamaPoolManager", "Outcome"]
 
 _log = logging.getLogger("gleitzeit_llm.health")
 
-# Busy (503/429) without Retry-After: keep the instance out of rotation this long.
-_BUSY_BACKOFF = 1.0
 
-
-class Outcome:
-    """How an attempt ended, as the pool counts it."""
-
-    SUCCESS = "success"
-    FAILURE = "failure"
-    BUSY = "busy"
-    MODEL_MISSING = "model_missing"
-    CALLER_ERROR = "caller_error"
-    CANCELLED = "cancelled"
-
-
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)  # slots: one is built per attempt and read throughout it
 class Lease:
     """A reserved slot on one instance. Finish it exactly once (the manager ignores repeats)."""
 
@@ -99,34 +91,6 @@ class Lease:
     def mark_first_chunk(self, now: float | None = None) -> None:
         if self.first_chunk_at is None:
             self.first_chunk_at = time.monotonic() if now is None else now
-
-
-def _classify(exc: BaseException | None) -> str:
-    if exc is None:
-        return Outcome.SUCCESS
-    if isinstance(exc, (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt)):
-        return Outcome.CANCELLED
-    if isinstance(exc, RequestError):
-        return Outcome.CALLER_ERROR
-    if isinstance(exc, ModelNotFoundError):
-        return Outcome.MODEL_MISSING
-    if isinstance(exc, InstanceBusyError):
-        return Outcome.BUSY
-    return Outcome.FAILURE
-
-
-def _missing_spelling(lease: Lease, error: BaseException | None) -> str:
-    """What a 404 is learned for: exactly the spelling the server could not resolve.
-
-    Ollama's ``model 'X' not found`` names the request's model verbatim, which the error keeps
-    as ``model``; a different spelling of the same model may still resolve there (lookups are
-    case-sensitive on some routes and versions), so it is not marked missing.
-    """
-    named = getattr(error, "model", None)
-    if isinstance(named, str):
-        with contextlib.suppress(RequestError):
-            return spelling_key(named)
-    return lease.spelling or lease.model or ""
 
 
 def _build_config(
@@ -159,7 +123,7 @@ def _build_config(
     return PoolConfig.from_dict(data)
 
 
-class OllamaPoolManager:
+class OllamaPoolManager(GuideApi, Lifecycle):
     """Routes requests over a pool of Ollama instances and keeps their state.
 
     The guide's form::
@@ -177,6 +141,10 @@ class OllamaPoolManager:
         await pool.record_success(url, response_time=1.5)
 
     ``async with pool.lease(model=...) as lease:`` is the form that always releases the slot.
+
+    The manager coordinates: it holds the lock, calls the router, queues waiters and emits
+    events. What the pool knows about each instance lives behind its state store
+    (:mod:`gleitzeit_llm.state`), which applies the learning rules and reports the transitions.
     """
 
     def __init__(
@@ -201,7 +169,8 @@ class OllamaPoolManager:
         self.events = events or EventBus()
         self._clock = clock
         self._lock = threading.RLock()
-        self._router = Router(rng)
+        self._state = LocalState(lb, clock)
+        self._router = Router(rng, self._state.epoch)
         self._instances: list[OllamaInstance] = []
         self._by_id: dict[str, OllamaInstance] = {}
         self._by_url: dict[str, OllamaInstance] = {}
@@ -247,6 +216,10 @@ class OllamaPoolManager:
         elif first:
             self._monitor.check_now()
 
+    def initialize_sync(self) -> None:
+        """Sync twin of :meth:`initialize` (:meth:`start` without the caller's transports)."""
+        self.start()
+
     def _start(self) -> bool:
         with self._lock:
             if self._started or not self._health_checks:
@@ -272,24 +245,6 @@ class OllamaPoolManager:
         if timer is not None:
             timer.cancel()
         self._wake_waiters()
-
-    async def __aenter__(self) -> OllamaPoolManager:
-        await self.initialize()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-    def __enter__(self) -> OllamaPoolManager:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close_sync()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     def check_health_now(self) -> None:
         """Probe every instance now and wait for the answers (sync)."""
@@ -346,27 +301,12 @@ class OllamaPoolManager:
         self._wake_waiters()
 
     def _add(self, inst_config: InstanceConfig) -> None:
-        cb = self.config.load_balancing.circuit_breaker
-        holder: list[OllamaInstance] = []
-
-        def on_change(old: CircuitState, new: CircuitState, reason: str) -> None:
-            self._on_breaker_change(holder[0], old, new, reason)
-
-        breaker = CircuitBreaker(
-            cb.failure_threshold,
-            cb.recovery_timeout,
-            cb.half_open_requests,
-            cb.max_recovery_timeout,
-            clock=self._clock,
-            on_change=on_change,
-        )
-        inst = OllamaInstance(inst_config, breaker)
-        holder.append(inst)
+        inst = self._state.create(inst_config)
         self._instances = [*self._instances, inst]
         self._router.invalidate()
         self._by_id[inst.id] = inst
-        self._by_url[_url_key(inst.url)] = inst
-        self._by_url[_url_key(inst.connect_url)] = inst
+        self._by_url[url_key(inst.url)] = inst
+        self._by_url[url_key(inst.connect_url)] = inst
 
     def _drop(self, inst: OllamaInstance) -> None:
         self._instances = [i for i in self._instances if i is not inst]
@@ -374,8 +314,8 @@ class OllamaPoolManager:
         if self._by_id.get(inst.id) is inst:
             del self._by_id[inst.id]
         for url in (inst.url, inst.connect_url):
-            if self._by_url.get(_url_key(url)) is inst:
-                del self._by_url[_url_key(url)]
+            if self._by_url.get(url_key(url)) is inst:
+                del self._by_url[url_key(url)]
 
     # -- routing ------------------------------------------------------------------------------
 
@@ -432,12 +372,15 @@ class OllamaPoolManager:
             inst = route.instance
             if inst is None:
                 return route
-            probe = False
-            if not route.panic and inst.breaker.state_at(now) is not CircuitState.CLOSED:
-                if not inst.breaker.try_acquire(now):
-                    return Route(None, saturated=True, reason="half-open probe limit reached")
-                probe = True
-            inst.acquire(request.model)
+            grant = self._state.acquire(inst, request.model, now, route.panic)
+            if grant is GRANTED:  # the usual answer: nothing else to read
+                probe = False
+            else:
+                if grant.transitions is not NOTHING:
+                    self._apply(inst, grant.transitions)
+                if not grant.admitted:
+                    return Route(None, saturated=True, reason=grant.reason)
+                probe = grant.probe
             lease = Lease(
                 inst,
                 request.model,
@@ -474,29 +417,14 @@ class OllamaPoolManager:
         is how long the caller already waited for slots in the same call; it only makes the
         :class:`PoolSaturatedError` message tell the whole story.
         """
-        limit = self.config.load_balancing.queue_timeout if timeout is None else max(timeout, 0.0)
-        started = time.monotonic()
-        deadline = started + limit
-        cold_at = self._cold_overflow_at(request)
-        result, waiter = self._acquire_or_wait(request, attempt, asyncio.get_running_loop())
-        if waiter is None:
-            return result  # type: ignore[return-value]
-        future = waiter.future
-        assert future is not None
-        try:
-            while True:
-                until = deadline if cold_at is None else min(deadline, cold_at)
-                remaining = until - time.monotonic()
-                if remaining > 0 and not future.done():
-                    await asyncio.wait((future,), timeout=remaining)
-                lease, cold_at = self._after_wake(
-                    waiter, result, deadline, cold_at, started, limit, waited_before
-                )  # type: ignore[arg-type]
-                if lease is not None:
-                    return lease
-        except BaseException:
-            self._abandon(waiter)
-            raise
+        got = self._acquisition(request, timeout, attempt, waited_before, asyncio.get_running_loop())
+        if isinstance(got, Lease):
+            return got
+        waiter, waits = got
+        with contextlib.closing(waits):
+            for remaining in waits:
+                await asyncio.wait((waiter.future,), timeout=remaining)  # type: ignore[arg-type]
+        return waiter.lease  # type: ignore[return-value]
 
     def acquire_sync(
         self,
@@ -512,26 +440,60 @@ class OllamaPoolManager:
         that loop would also block the task that holds the slot this call waits for.
         """
         refuse_on_loop_thread("acquire_sync(...)", "await pool.acquire(...)")
+        got = self._acquisition(request, timeout, attempt, waited_before, None)
+        if isinstance(got, Lease):
+            return got
+        waiter, waits = got
+        with contextlib.closing(waits):
+            for remaining in waits:
+                waiter.event.wait(remaining)  # type: ignore[union-attr]
+        return waiter.lease  # type: ignore[return-value]
+
+    def _acquisition(
+        self,
+        request: RouteRequest,
+        timeout: float | None,
+        attempt: int,
+        waited_before: float,
+        loop: asyncio.AbstractEventLoop | None,
+    ) -> Lease | tuple[Waiter, Generator[float, None, None]]:
+        """Both twins of acquire: the lease now, or a place in the queue and its waiting loop."""
         limit = self.config.load_balancing.queue_timeout if timeout is None else max(timeout, 0.0)
         started = time.monotonic()
-        deadline = started + limit
         cold_at = self._cold_overflow_at(request)
-        result, waiter = self._acquire_or_wait(request, attempt, None)
+        result, waiter = self._acquire_or_wait(request, attempt, loop)
         if waiter is None:
             return result  # type: ignore[return-value]
-        event = waiter.event
-        assert event is not None
+        return waiter, self._waiting(waiter, result, started, limit, cold_at, waited_before)  # type: ignore[arg-type]
+
+    def _waiting(
+        self,
+        waiter: Waiter,
+        route: Route,
+        started: float,
+        limit: float,
+        cold_at: float | None,
+        waited_before: float,
+    ) -> Generator[float, None, None]:
+        """The waiting loop, written once for both twins: it yields how long the caller may wait
+        for a wake-up (on the waiter's future or thread event; none once it was served or given
+        an error) and ends when ``waiter.lease`` is set.
+
+        Raises the waiter's error or :class:`PoolSaturatedError`; closed early (the caller was
+        cancelled), it gives back its place, and a slot handed over meanwhile.
+        """
+        deadline = started + limit
         try:
             while True:
                 until = deadline if cold_at is None else min(deadline, cold_at)
                 remaining = until - time.monotonic()
-                if remaining > 0:
-                    event.wait(remaining)
+                if remaining > 0 and not waiter.decided:
+                    yield remaining
                 lease, cold_at = self._after_wake(
-                    waiter, result, deadline, cold_at, started, limit, waited_before
-                )  # type: ignore[arg-type]
+                    waiter, route, deadline, cold_at, started, limit, waited_before
+                )
                 if lease is not None:
-                    return lease
+                    return
         except BaseException:
             self._abandon(waiter)
             raise
@@ -715,76 +677,38 @@ class OllamaPoolManager:
             if lease.finished:
                 return Outcome.CANCELLED
             lease.finished = True
-            tick = epoch.current()
             inst = lease.instance
             now = self._clock()
-            outcome = _classify(error)
+            outcome = classify(error)
             duration = response_time if response_time is not None else time.monotonic() - lease.started
             ttft = lease.first_chunk_at - lease.started if lease.first_chunk_at is not None else None
-            inst.release(lease.model)
-            m = inst.metrics
-            breaker_verdict = not lease.panic or inst.breaker.state_at(now) is CircuitState.CLOSED
-            if outcome == Outcome.SUCCESS:
-                m.total_requests += 1
-                m.successful_requests += 1
-                m.durations.append(duration)
-                m.outcomes.append(True)
-                m.last_success_at = now
-                if cold_load:
-                    m.cold_loads += 1
-                    # Loading a model may have evicted others here: learn from /api/ps now
-                    # rather than route to a model that is gone until the next health round.
-                    self._monitor.request_round()
-                first = ttft if ttft is not None else duration
-                if not cold_load:  # a model load says nothing about the instance's speed
-                    m.ttft.observe(first, now)
-                if output_tokens and not cold_load:
-                    if eval_duration:  # the server's own pace, whoever read the answer how fast
-                        m.tpot.observe(eval_duration / output_tokens, now)
-                    elif output_tokens > 1 and duration > first and not caller_paced:
-                        m.tpot.observe((duration - first) / (output_tokens - 1), now)
-                    self._router.observe_output_tokens(output_tokens)
-                if inst.note_served(lease.model, now, keep_alive, lease.spelling):
-                    self._router.invalidate()
-                if inst.breaker.state_at(now) is CircuitState.OPEN:
-                    inst.breaker.reset()  # a panic attempt got through: the instance is back
-                else:
-                    inst.breaker.record_success(now)
-                if inst.state is InstanceState.UNKNOWN:
-                    self._set_state(inst, InstanceState.HEALTHY, "served a request")
-                elif lease.probe and inst.state is InstanceState.DEGRADED:
-                    self._set_state(inst, InstanceState.HEALTHY, "probe request succeeded")
-            elif outcome == Outcome.FAILURE:
-                m.total_requests += 1
-                m.failed_requests += 1
-                m.outcomes.append(False)
-                m.last_error = f"{type(error).__name__}: {error}"
-                m.last_failure_at = now
-                # Peak-EWMA alone would make a fast-failing instance look cheap (a black hole).
-                current = m.ttft.value_at(now) or 0.0
-                m.ttft.observe(max(duration, 2 * current, 1.0), now)
-                if breaker_verdict:
-                    inst.breaker.record_failure(now, reason=type(error).__name__)
-                if inst.state is InstanceState.HEALTHY and inst.breaker.consecutive_failures >= 2:
-                    self._set_state(
-                        inst, InstanceState.DEGRADED, f"{inst.breaker.consecutive_failures} failures in a row"
-                    )
-            else:
-                if lease.probe:
-                    inst.breaker.release()
-                if outcome == Outcome.BUSY:
-                    m.busy_rejections += 1
-                    self._mark_busy(inst, error, now)
-                elif outcome == Outcome.MODEL_MISSING and lease.model is not None:
-                    inst.missing_models.add(_missing_spelling(lease, error))
-                    self._router.invalidate()
-                elif outcome == Outcome.CALLER_ERROR:
-                    m.total_requests += 1
+            observation = Observation(
+                outcome,
+                lease.model,
+                lease.spelling,
+                lease.probe,
+                lease.panic,
+                duration,
+                ttft,
+                output_tokens,
+                eval_duration,
+                caller_paced,
+                keep_alive,
+                cold_load,
+                error,
+            )
+            learned = self._state.release(inst, observation, now)
+            if output_tokens and outcome == Outcome.SUCCESS and not cold_load:
+                self._router.observe_output_tokens(output_tokens)
+            if learned is not NOTHING:
+                self._apply(inst, learned)
             if inst.removed and inst.in_flight == 0:
                 self._drop(inst)
             # A plain release frees one slot: one hand-out. A change in what is routable (health,
             # breaker, busy mark, missing model) may free or block more: every request is tried.
-            changed = outcome == Outcome.MODEL_MISSING or inst.removed or epoch.current() != tick
+            changed = learned.routing_changed or inst.removed
+            # Read under the lock that released the slot: a caller that queues later finds it free.
+            waiting = bool(self._queue)
         if self.events.active:
             self.events.emit(
                 RequestFinished(
@@ -799,78 +723,22 @@ class OllamaPoolManager:
                     error_type=type(error).__name__ if error is not None else None,
                 )
             )
-        self._wake_waiters(single=not changed)
+        if waiting:
+            self._wake_waiters(single=not changed)
         return outcome
 
-    def _mark_busy(self, inst: OllamaInstance, error: BaseException | None, now: float) -> None:
-        """Out of rotation for the server's Retry-After, capped: one 429 with a day-long
-        Retry-After (a misconfigured proxy) must not take an instance out for a day."""
-        cap = self.config.load_balancing.max_retry_after
-        retry_after = getattr(error, "retry_after", None)
-        status = getattr(error, "status", None)
-        answer = f"HTTP {status}" if status else "busy"
-        if retry_after:
-            wait = min(retry_after, cap)
-            capped = f", capped at {cap:g}s" if retry_after > cap else ""
-            reason = f"busy: answered {answer} with Retry-After {retry_after:g}s{capped}"
-        else:
-            wait = min(_BUSY_BACKOFF, cap)
-            reason = f"busy: answered {answer} without Retry-After, backing off {wait:g}s"
-        inst.busy_reason = reason
-        inst.busy_until = now + wait
+    def _apply(self, inst: OllamaInstance, transitions: Transitions) -> None:
+        """Act on what the state store reported: forget cached filters, ask for a health round,
+        emit the changes (under the lock, so events keep the order of the changes)."""
+        if transitions.filters_changed:
+            self._router.invalidate()
+        if transitions.probe_round:
+            self._monitor.request_round()
+        for change in transitions.changes:
+            event = HealthStateChanged if change.subject == "health" else BreakerStateChanged
+            self.events.emit(event(inst.id, change.old, change.new, change.reason))
 
-    # -- the guide's API ----------------------------------------------------------------------
-
-    async def get_instance(
-        self,
-        model: str | None = None,
-        strategy: str | LoadBalancingStrategy | None = None,
-        tags: Sequence[str] | None = None,
-        require_healthy: bool = True,
-        *,
-        require_gpu: bool = False,
-        max_latency: float | None = None,
-        timeout: float | None = None,
-    ) -> str:
-        """Pick an instance and reserve a slot on it; returns its URL.
-
-        Report back with :meth:`record_success` or :meth:`record_failure`, which release the slot.
-        ``require_healthy=False`` also considers instances that are unhealthy or whose breaker is open.
-        """
-        request = self.route_request(
-            model,
-            strategy,
-            tags,
-            require_gpu=require_gpu,
-            max_latency=max_latency,
-            require_healthy=require_healthy,
-        )
-        lease = await self.acquire(request, timeout=timeout)
-        with self._lock:
-            self._guide_leases.setdefault(_url_key(lease.url), deque()).append(lease)
-        return lease.url
-
-    async def record_success(self, url: str, response_time: float | None = None, **details: Any) -> None:
-        """Release the slot reserved by :meth:`get_instance` and count a success."""
-        self.finish(self._pop_guide_lease(url), None, response_time=response_time, **details)
-
-    async def record_failure(self, url: str, exception: BaseException | None = None) -> None:
-        """Release the slot reserved by :meth:`get_instance` and count a failure."""
-        error = exception if exception is not None else RuntimeError("request failed")
-        self.finish(self._pop_guide_lease(url), error)
-
-    def _pop_guide_lease(self, url: str) -> Lease:
-        with self._lock:
-            queue = self._guide_leases.get(_url_key(url))
-            if queue:
-                return queue.popleft()
-            inst = self._by_url.get(_url_key(url))
-            if inst is None:
-                raise KeyError(f"no instance with url {url!r} in the pool")
-        raise RuntimeError(
-            f"record_success/record_failure for {url!r} without a matching get_instance(): "
-            "each get_instance() must be followed by exactly one record call"
-        )
+    # -- the lease API ------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
     async def lease(
@@ -885,14 +753,8 @@ class OllamaPoolManager:
     ) -> AsyncIterator[Lease]:
         """Reserve a slot for the block; always released, counted as a failure if the block raises."""
         request = self.route_request(model, strategy, tags, require_gpu=require_gpu, max_latency=max_latency)
-        lease = await self.acquire(request, timeout=timeout)
-        try:
+        with self._finishing(await self.acquire(request, timeout=timeout)) as lease:
             yield lease
-        except BaseException as exc:
-            self.finish(lease, exc)
-            raise
-        else:
-            self.finish(lease, None)
 
     @contextlib.contextmanager
     def lease_sync(
@@ -908,7 +770,13 @@ class OllamaPoolManager:
         """Sync twin of :meth:`lease` (refused on a thread that runs an event loop)."""
         refuse_on_loop_thread("lease_sync(...)", "async with pool.lease(...)")
         request = self.route_request(model, strategy, tags, require_gpu=require_gpu, max_latency=max_latency)
-        lease = self.acquire_sync(request, timeout=timeout)
+        with self._finishing(self.acquire_sync(request, timeout=timeout)) as lease:
+            yield lease
+
+    @contextlib.contextmanager
+    def _finishing(self, lease: Lease) -> Iterator[Lease]:
+        """Both twins of lease: finish the lease when the block ends, as a failure if it raised
+        (a cancellation counts as cancelled)."""
         try:
             yield lease
         except BaseException as exc:
@@ -972,66 +840,14 @@ class OllamaPoolManager:
             inst = self._by_id.get(result.instance_id)
             if inst is None:
                 return
-            now = self._clock()
-            m = inst.metrics
-            m.probes += 1
-            m.probe_outcomes.append(result.ok)
-            if result.ok:
-                m.probe_failures = m.probe_failures
-                inst.consecutive_probe_failures = 0
-                inst.consecutive_probe_successes += 1
-                inst.version = result.version
-                inst.installed_models = result.installed
-                inst.missing_models.clear()  # /api/tags is the authority on what is installed
-                self._router.invalidate()
-                inst.loaded_models = {model: now + left for model, left in result.loaded.items()}
-                if inst.state is InstanceState.UNHEALTHY:
-                    # Hysteresis: back in rotation at once, but less preferred until it proves itself.
-                    self._set_state(inst, InstanceState.DEGRADED, "health check answered again")
-                elif inst.state is InstanceState.DEGRADED:
-                    if (
-                        inst.consecutive_probe_successes >= 2
-                        and inst.breaker.state_at(now) is CircuitState.CLOSED
-                    ):
-                        self._set_state(inst, InstanceState.HEALTHY, "health checks pass")
-                elif inst.state is InstanceState.UNKNOWN:
-                    self._set_state(inst, InstanceState.HEALTHY, "health check passed")
-            else:
-                m.probe_failures += 1
-                inst.consecutive_probe_successes = 0
-                inst.consecutive_probe_failures += 1
-                m.last_error = result.error
-                if inst.consecutive_probe_failures >= 2 or inst.state is InstanceState.UNKNOWN:
-                    self._set_state(inst, InstanceState.UNHEALTHY, f"health check failed: {result.error}")
-                elif inst.state is InstanceState.HEALTHY:
-                    self._set_state(inst, InstanceState.DEGRADED, f"health check failed: {result.error}")
+            self._apply(inst, self._state.record_probe(inst, result, self._clock()))
         self._wake_waiters()
-
-    def _set_state(self, inst: OllamaInstance, new: InstanceState, reason: str) -> None:
-        old = inst.state
-        if old is new:
-            return
-        inst.state = new
-        if new is InstanceState.HEALTHY or new is InstanceState.DEGRADED:
-            inst.consecutive_probe_failures = 0
-        self.events.emit(HealthStateChanged(inst.id, old.value, new.value, reason))
-
-    def _on_breaker_change(
-        self, inst: OllamaInstance, old: CircuitState, new: CircuitState, reason: str
-    ) -> None:
-        self.events.emit(BreakerStateChanged(inst.id, old.value, new.value, reason))
-        if new is CircuitState.OPEN:
-            self._set_state(inst, InstanceState.UNHEALTHY, f"circuit breaker opened: {reason}")
 
     def emit(self, event: PoolEvent) -> None:
         self.events.emit(event)
 
     def __repr__(self) -> str:
         return f"OllamaPoolManager(instances={[i.id for i in self._instances]}, strategy={self.strategy!r})"
-
-
-def _url_key(url: str) -> str:
-    return url.rstrip("/")
 
 
 def _instance_config(value: Mapping[str, Any] | str) -> InstanceConfig:

@@ -48,6 +48,7 @@ from gleitzeit_llm.errors import (
     StreamInterruptedError,
 )
 from gleitzeit_llm.hints import HINT_NAMES, RoutingHints
+from gleitzeit_llm.lifecycle import Lifecycle
 from gleitzeit_llm.manager import Lease, OllamaPoolManager
 from gleitzeit_llm.model_info import ModelInfo
 from gleitzeit_llm.observability.events import EventBus, FailoverEvent, FallbackEvent
@@ -486,7 +487,7 @@ def _warn_unclosed(stream: object, form: str) -> None:
     )
 
 
-class OllamaPoolProvider(AsyncSendChain, SendChain):
+class OllamaPoolProvider(Lifecycle, AsyncSendChain, SendChain):
     """Run chat, generate and embed calls through a pool of Ollama instances.
 
     The guide's form::
@@ -571,25 +572,6 @@ class OllamaPoolProvider(AsyncSendChain, SendChain):
     def _close_sync_parts(self) -> None:
         self._connections.close_sync()
         self.manager.close_sync()
-
-    async def __aenter__(self) -> OllamaPoolProvider:
-        await self.initialize()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-    def __enter__(self) -> OllamaPoolProvider:
-        self.initialize_sync()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close_sync()
-
-    @property
-    def closed(self) -> bool:
-        """True once :meth:`close` or :meth:`close_sync` was called."""
-        return self._closed
 
     def _ensure_started(self) -> None:
         if self._closed:

@@ -16,9 +16,9 @@ import enum
 import time
 from collections.abc import Callable
 
-from gleitzeit_llm.routing import epoch
+from gleitzeit_llm.routing.epoch import UNPOOLED, Epoch
 
-__all__ = ["CircuitBreaker", "CircuitState"]
+__all__ = ["CircuitBreaker", "CircuitState", "Transition"]
 
 
 class CircuitState(str, enum.Enum):
@@ -33,6 +33,8 @@ class CircuitState(str, enum.Enum):
 
 
 StateListener = Callable[[CircuitState, CircuitState, str], None]
+# (old, new, reason): what a changing call returns when it moved the breaker, else None.
+Transition = tuple[CircuitState, CircuitState, str]
 
 # Module constants: looking a member up on an Enum class is slow, and allows() runs for every
 # instance of every routing decision.
@@ -42,8 +44,10 @@ _CLOSED, _OPEN, _HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitStat
 class CircuitBreaker:
     """Consecutive-failure breaker with a bounded half-open state and a growing open time.
 
-    ``on_change(old, new, reason)`` is called on every transition (the pool turns it into an event).
-    ``clock`` is injectable so tests can move time without sleeping.
+    Every changing call returns the :data:`Transition` it made (or None), which the pool turns
+    into an event; ``on_change(old, new, reason)`` is called on every transition as well.
+    ``clock`` is injectable so tests can move time without sleeping; ``epoch`` is the pool's
+    routing epoch, moved on every transition.
     """
 
     __slots__ = (
@@ -56,6 +60,7 @@ class CircuitBreaker:
         "_probes_in_flight",
         "_state",
         "_trips",
+        "epoch",
         "failure_threshold",
         "half_open_requests",
         "max_recovery_timeout",
@@ -72,6 +77,7 @@ class CircuitBreaker:
         *,
         clock: Callable[[], float] = time.monotonic,
         on_change: StateListener | None = None,
+        epoch: Epoch | None = None,
     ) -> None:
         if failure_threshold < 1:
             raise ValueError("failure_threshold must be >= 1")
@@ -83,6 +89,7 @@ class CircuitBreaker:
         self.max_recovery_timeout = max(float(max_recovery_timeout), self.recovery_timeout)
         self._clock = clock
         self._on_change = on_change
+        self.epoch = UNPOOLED if epoch is None else epoch
         self._state = CircuitState.CLOSED
         self._consecutive_failures = 0
         self._opened_at = 0.0
@@ -143,52 +150,60 @@ class CircuitBreaker:
     def try_acquire(self, now: float | None = None) -> bool:
         """Admit one request, or refuse it. A request admitted in half-open is a probe
         and must be followed by :meth:`record_success`, :meth:`record_failure` or :meth:`release`."""
+        return self.admit(now)[0]
+
+    def admit(self, now: float | None = None) -> tuple[bool, Transition | None]:
+        """:meth:`try_acquire`, also returning the transition to half-open it made (if any)."""
         now = self._clock() if now is None else now
         if self._state is CircuitState.CLOSED:
-            return True
+            return True, None
+        change = None
         if self._state is CircuitState.OPEN:
             if now - self._opened_at < self._open_for:
-                return False
-            self._transition(CircuitState.HALF_OPEN, "recovery timeout elapsed")
+                return False, None
+            change = self._transition(CircuitState.HALF_OPEN, "recovery timeout elapsed")
             self._probes_in_flight = 0
         if self._probes_in_flight >= self.half_open_requests:
-            return False
+            return False, change
         self._probes_in_flight += 1
-        return True
+        return True, change
 
     def release(self) -> None:
         """Give back a half-open probe slot without a verdict (cancelled or the caller's own error)."""
         if self._state is CircuitState.HALF_OPEN and self._probes_in_flight > 0:
             self._probes_in_flight -= 1
 
-    def record_success(self, now: float | None = None) -> None:
+    def record_success(self, now: float | None = None) -> Transition | None:
         self._consecutive_failures = 0
         if self._state is CircuitState.HALF_OPEN:
             self._probes_in_flight = max(0, self._probes_in_flight - 1)
             self._closed_at = self._clock() if now is None else now
-            self._transition(CircuitState.CLOSED, "probe succeeded")
+            return self._transition(CircuitState.CLOSED, "probe succeeded")
+        return None
 
-    def record_failure(self, now: float | None = None, reason: str = "failure") -> None:
+    def record_failure(self, now: float | None = None, reason: str = "failure") -> Transition | None:
         now = self._clock() if now is None else now
         self._consecutive_failures += 1
         if self._state is CircuitState.HALF_OPEN:
             self._probes_in_flight = max(0, self._probes_in_flight - 1)
-            self._trip(now, f"probe failed: {reason}")
-        elif self._state is CircuitState.CLOSED and self._consecutive_failures >= self.failure_threshold:
-            self._trip(now, f"{self._consecutive_failures} consecutive failures, last: {reason}")
+            return self._trip(now, f"probe failed: {reason}")
+        if self._state is CircuitState.CLOSED and self._consecutive_failures >= self.failure_threshold:
+            return self._trip(now, f"{self._consecutive_failures} consecutive failures, last: {reason}")
+        return None
 
-    def reset(self) -> None:
+    def reset(self) -> Transition | None:
         """Close the breaker and forget its history (an operator's manual override)."""
         self._consecutive_failures = 0
         self._trips = 0
         self._probes_in_flight = 0
         self._open_for = self.recovery_timeout
         if self._state is not CircuitState.CLOSED:
-            self._transition(CircuitState.CLOSED, "reset")
+            return self._transition(CircuitState.CLOSED, "reset")
+        return None
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _trip(self, now: float, reason: str) -> None:
+    def _trip(self, now: float, reason: str) -> Transition | None:
         # A trip soon after a recovery means the instance is flapping: keep it out longer.
         recently_recovered = self._trips > 0 and (now - self._closed_at) < 2 * self._open_for
         self._trips = self._trips + 1 if (self._state is CircuitState.HALF_OPEN or recently_recovered) else 1
@@ -196,14 +211,16 @@ class CircuitBreaker:
         self._opened_at = now
         self._probes_in_flight = 0
         self.total_trips += 1
-        self._transition(CircuitState.OPEN, reason)
+        return self._transition(CircuitState.OPEN, reason)
 
-    def _transition(self, new: CircuitState, reason: str) -> None:
+    def _transition(self, new: CircuitState, reason: str) -> Transition | None:
         old, self._state = self._state, new
-        if old is not new:
-            epoch.bump()
-        if old is not new and self._on_change is not None:
+        if old is new:
+            return None
+        self.epoch.bump()
+        if self._on_change is not None:
             self._on_change(old, new, reason)
+        return old, new, reason
 
     def __repr__(self) -> str:
         return (

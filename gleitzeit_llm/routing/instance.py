@@ -1,12 +1,12 @@
 """One Ollama instance as the pool sees it: its configuration and everything learned about it.
 
-State updates live here, next to the state (tower's ``load`` module); strategies only read it.
-All mutation happens under the owning pool's lock.
+State updates live here, next to the state (tower's ``load`` module): :meth:`OllamaInstance.record_outcome`
+and :meth:`OllamaInstance.record_probe` apply the rules of :mod:`gleitzeit_llm.routing.learning`
+and return what changed; strategies only read. All mutation happens under the owning pool's lock.
 """
 
 from __future__ import annotations
 
-import enum
 import statistics
 from collections import deque
 from dataclasses import dataclass, field
@@ -14,12 +14,16 @@ from typing import TYPE_CHECKING, Any
 
 from gleitzeit_llm.ollama.names import model_key
 from gleitzeit_llm.ollama.urls import redact_url
-from gleitzeit_llm.routing import epoch
+from gleitzeit_llm.routing import learning
 from gleitzeit_llm.routing.breaker import CircuitBreaker, CircuitState
 from gleitzeit_llm.routing.ewma import PeakEwma
+from gleitzeit_llm.routing.transitions import InstanceState
 
 if TYPE_CHECKING:
     from gleitzeit_llm.config import InstanceConfig
+    from gleitzeit_llm.routing.epoch import Epoch
+    from gleitzeit_llm.routing.health import ProbeResult
+    from gleitzeit_llm.routing.learning import Observation, Transitions
 
 __all__ = ["InstanceMetrics", "InstanceState", "OllamaInstance"]
 
@@ -30,18 +34,6 @@ DEFAULT_RESIDENCY = 300.0
 WINDOW = 256
 # Outcomes kept for the error rate.
 OUTCOME_WINDOW = 100
-
-
-class InstanceState(str, enum.Enum):
-    """Health of an instance, as the health monitor and real traffic judge it."""
-
-    HEALTHY = "healthy"  # answering and fast enough
-    DEGRADED = "degraded"  # answering, but failing or slow: routable, less preferred
-    UNHEALTHY = "unhealthy"  # not answering: not routed to while anything else can serve
-    UNKNOWN = "unknown"  # not checked yet: routable
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass
@@ -106,6 +98,7 @@ class OllamaInstance:
         "connect_url",
         "consecutive_probe_failures",
         "consecutive_probe_successes",
+        "epoch",
         "id",
         "in_flight",
         "in_flight_by_model",
@@ -122,8 +115,10 @@ class OllamaInstance:
         "weight",
     )
 
-    def __init__(self, config: InstanceConfig, breaker: CircuitBreaker) -> None:
+    def __init__(self, config: InstanceConfig, breaker: CircuitBreaker, epoch: Epoch | None = None) -> None:
         self.config = config
+        # The pool's routing epoch (the breaker's unless given): state and busy marks move it.
+        self.epoch = breaker.epoch if epoch is None else epoch
         self.id: str = config.id
         # What people see (status, logs, errors) never carries credentials; connecting uses
         # the configured URL as given.
@@ -162,7 +157,7 @@ class OllamaInstance:
     def state(self, value: InstanceState) -> None:
         if value is not self._state:
             self._state = value
-            epoch.bump()
+            self.epoch.bump()
 
     @property
     def busy_until(self) -> float:
@@ -172,7 +167,7 @@ class OllamaInstance:
     @busy_until.setter
     def busy_until(self, value: float) -> None:
         self._busy_until = value
-        epoch.bump()
+        self.epoch.bump()
 
     # -- questions the router asks ------------------------------------------------------------
 
@@ -240,6 +235,15 @@ class OllamaInstance:
             self.missing_models.discard(answered)
             return True
         return False
+
+    def record_outcome(self, obs: Observation, now: float, max_retry_after: float) -> Transitions:
+        """Learn from a finished attempt (see :func:`~gleitzeit_llm.routing.learning.record_outcome`);
+        returns what changed. Releasing its slot is :meth:`release`."""
+        return learning.record_outcome(self, obs, now, max_retry_after)
+
+    def record_probe(self, result: ProbeResult, now: float) -> Transitions:
+        """Learn from a health check round; returns what changed."""
+        return learning.record_probe(self, result, now)
 
     def breaker_state(self, now: float) -> CircuitState:
         return self.breaker.state_at(now)

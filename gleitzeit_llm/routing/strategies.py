@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from gleitzeit_llm.config import LoadBalancingStrategy
-from gleitzeit_llm.routing import epoch
 from gleitzeit_llm.routing.breaker import _CLOSED, CircuitState
+from gleitzeit_llm.routing.epoch import UNPOOLED, Epoch
 from gleitzeit_llm.routing.instance import InstanceState, OllamaInstance
 
 __all__ = ["SCORERS", "STRATEGY_NAMES", "Route", "RouteRequest", "Router", "check_scorers"]
@@ -92,22 +92,22 @@ def _latency(
     insts: Sequence[OllamaInstance], req: RouteRequest, now: float, expected_tokens: float
 ) -> list[float]:
     # Peak-EWMA cost: expected time for one request (OllamaInstance.latency_estimate, with
-    # PeakEwma.value_at inlined: two method calls per instance were half the cost of a
-    # decision) times the queue it joins.
+    # PeakEwma.value_at inlined over its public estimate/observed_at: two method calls per
+    # instance were half the cost of a decision) times the queue it joins.
     exp = math.exp
     out = []
     for i in insts:
         m = i.metrics
         t = m.ttft
-        v = t._value
+        v = t.estimate
         if v is None:
             out.append(0.0 if i.in_flight == 0 else UNMEASURED_BUSY_COST + i.in_flight)
             continue
         p = m.tpot
-        pv = p._value
-        stamp = t._stamp
+        pv = p.estimate
+        stamp = t.observed_at
         idle = now - stamp
-        if pv is not None and p._stamp == stamp and p.decay == t.decay:
+        if pv is not None and p.observed_at == stamp and p.decay == t.decay:
             # Both observed by the same finish (the usual case): one exp for both.
             v += pv * expected_tokens
             if idle > 0.0:
@@ -116,7 +116,7 @@ def _latency(
             if idle > 0.0:
                 v *= exp(-idle / t.decay)
             if pv is not None:
-                idle = now - p._stamp
+                idle = now - p.observed_at
                 if idle > 0.0:
                     pv *= exp(-idle / p.decay)
                 v += pv * expected_tokens
@@ -175,10 +175,15 @@ _STATIC_CACHE_SIZE = 64
 
 
 class Router:
-    """Stateless apart from the round-robin cursor, the expected-output-length estimate and its RNG."""
+    """Stateless apart from the round-robin cursor, the expected-output-length estimate and its RNG.
 
-    def __init__(self, rng: random.Random | None = None) -> None:
+    ``epoch`` is the routing epoch of the pool whose instances it routes over (their state and
+    breakers move it): the cached health filters hold while it stands still.
+    """
+
+    def __init__(self, rng: random.Random | None = None, epoch: Epoch | None = None) -> None:
         self._rng = rng or random.Random()
+        self._epoch = UNPOOLED if epoch is None else epoch
         self._rr_cursor = 0
         self.expected_tokens = 128.0  # EWMA of output tokens per request, weighs TTFT vs TPOT
         # (instances list, tags, model) -> the instances that pass the filters that change only
@@ -228,7 +233,7 @@ class Router:
         static = self._static_candidates(instances, req)
         key = (id(instances), req.tags, req.model, req.spelling)
         hit = self._dynamic.get(key)
-        tick = epoch.current()
+        tick = self._epoch.value
         if (
             hit is not None
             and hit.epoch == tick
