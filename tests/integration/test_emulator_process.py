@@ -17,7 +17,9 @@ CHAT = {"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}], "s
 
 def test_emulator_process_kill_restart_and_control_api() -> None:
     models = ["llama3.2", EmulatedModel("tiny", capabilities=["completion"], embedding_dim=8)]
-    with EmulatorProcess(models=models, loaded=["llama3.2"], time_scale=0.001) as proc:
+    # keep_alive=-1: at time_scale 0.001 the default 5 min are 0.3 real seconds, shorter than a
+    # restart on a busy machine; the model must still be resident when the test looks.
+    with EmulatorProcess(models=models, loaded=["llama3.2"], time_scale=0.001, keep_alive=-1) as proc:
         url, pid = proc.url, proc.pid
         assert httpx.post(f"{url}/api/chat", json=CHAT).status_code == 200
         assert httpx.get(f"{url}/api/tags").json()["models"][1]["name"] == "tiny:latest"

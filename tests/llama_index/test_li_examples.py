@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,7 @@ def test_every_example_is_tested_and_listed() -> None:
 
 
 @pytest.fixture(scope="module")
-def outputs() -> dict[str, tuple[int, str, str]]:
+def outputs() -> Iterator[dict[str, tuple[int, str, str]]]:
     """Every example run once, all at the same time (each spends most of its time importing)."""
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("GLEITZEIT_OLLAMA_", "GLEITZEIT_EXAMPLE_"))
@@ -55,16 +56,27 @@ def outputs() -> dict[str, tuple[int, str, str]]:
         for script in EXPECTED
     }
     results = {}
-    for script, process in running.items():
-        try:
-            stdout, stderr = process.communicate(timeout=90)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            stdout, stderr = process.communicate()
-        results[script] = (process.returncode, stdout, stderr)
-    return results
+    try:
+        for script, process in running.items():
+            try:
+                stdout, stderr = process.communicate(timeout=90)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                stdout, stderr = process.communicate()
+            results[script] = (process.returncode, stdout, stderr)
+        yield results
+    finally:
+        # Also when pytest-timeout interrupts the setup: no child and no pipe outlives the module
+        # (a leaked pipe surfaces as a ResourceWarning in whichever test collects garbage next).
+        for process in running.values():
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
 
 
+# The fixture runs all examples at once inside the first of these tests: on two busy cores that
+# can take longer than the suite's default 60 s per test, so the bound is the fixture's own.
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("script", sorted(EXPECTED))
 def test_example_runs_against_emulators(script: str, outputs: dict[str, tuple[int, str, str]]) -> None:
     returncode, stdout, stderr = outputs[script]
