@@ -42,6 +42,7 @@ from gleitzeit_llm.ownership import ProviderHandle, ProviderOwner, provider_of
 from gleitzeit_llm.provider import HINT_NAMES, OllamaPoolProvider
 from llama_index.llms.gleitzeit import events
 from llama_index.llms.gleitzeit._convert import StreamState, chat_response, to_ollama_messages
+from llama_index.llms.gleitzeit._kwargs import drop_unused
 from llama_index.llms.gleitzeit._pool import acontext_length, cached_context_length, context_length
 
 if TYPE_CHECKING:
@@ -193,6 +194,9 @@ class OllamaPool(FunctionCallingLLM, PoolFields, ProviderOwner):
         extra_options = given.pop("options", None)
         if extra_options:
             options.update(extra_options)
+        max_tokens = given.pop("max_tokens", None)  # other LLMs' name (and core components') for it
+        if max_tokens is not None:
+            options["num_predict"] = max_tokens
         for name in [n for n in given if n in OPTION_NAMES]:
             options[name] = given.pop(name)
         for name in _REQUEST_FIELDS:
@@ -200,6 +204,8 @@ class OllamaPool(FunctionCallingLLM, PoolFields, ProviderOwner):
                 params[name] = given.pop(name)
         if params.get("tools"):
             params["tools"] = [_tool_spec(tool) for tool in params["tools"]]
+        if given:
+            drop_unused(given)
         if given:
             raise TypeError(
                 f"OllamaPool got unexpected keyword argument(s) {', '.join(map(repr, sorted(given)))}: "
