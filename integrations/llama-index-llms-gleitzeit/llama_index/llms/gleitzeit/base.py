@@ -132,7 +132,12 @@ class OllamaPool(FunctionCallingLLM, PoolFields, ProviderOwner):
     @property
     def metadata(self) -> LLMMetadata:
         """LLM metadata; the context window comes from ``/api/show`` once per model and pool."""
-        return self._metadata(self._context_window(fetch=True))
+        return self._metadata(self.get_context_window())
+
+    def get_context_window(self) -> int:
+        """``context_window`` if set, else the model's from ``/api/show`` (asked once per model
+        and pool), else LlamaIndex's default, as ``Ollama.get_context_window`` answers."""
+        return self._context_window(fetch=True)
 
     def _metadata(self, context_window: int) -> LLMMetadata:
         return LLMMetadata(
