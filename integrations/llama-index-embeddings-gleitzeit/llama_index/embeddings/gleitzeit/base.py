@@ -37,7 +37,9 @@ class OllamaPoolEmbedding(BaseEmbedding, PoolFields, ProviderOwner):
     A batch of ``embed_batch_size`` texts is cut into ``parallel_requests`` contiguous parts
     (default: one per instance that may serve the model), sent to ``/api/embed`` at once (threads
     for sync calls, tasks for async ones) and put back together in order. Each part is one pool
-    call, with failover and the fallback model like any other.
+    call, with failover and the fallback model like any other. Texts and queries are formatted
+    as ``OllamaEmbedding`` formats them (stripped, instruction joined by a space), so vectors
+    match whichever class built the index.
     """
 
     model_config = ConfigDict(extra="forbid")

@@ -78,12 +78,14 @@ class OllamaPool(FunctionCallingLLM, PoolFields, ProviderOwner):
     ``instance_tags``, ``require_gpu``, ``fallback_model``, ``max_latency`` in ms), the Ollama
     request fields (``format``, ``tools``, ``keep_alive``, ``think``/``thinking``, ``options``)
     and Ollama options as keywords (``temperature=0``, ``num_predict=64``, ``stop=[...]``); a
-    per-call value wins over the field, ``thinking=False`` included. An unknown keyword raises
-    ``TypeError`` instead of being dropped. ``response.raw["pool"]`` says which instance
-    answered, after how many attempts, and whether the fallback model did.
+    per-call value wins over the field, ``thinking=False`` included. ``max_tokens`` is
+    ``num_predict``; keywords other LLMs take and Ollama has no use for (``extra_headers``,
+    ``tool_choice``, ``strict``, ...) are dropped with one warning per name; any other unknown
+    keyword raises ``TypeError``. ``response.raw["pool"]`` says which instance answered, after
+    how many attempts, and whether the fallback model did.
 
-    ``metadata`` asks ``/api/show`` once per model (when ``context_window`` is -1) and remembers
-    the answer for every ``OllamaPool`` on the same pool.
+    ``metadata`` and ``get_context_window()`` ask ``/api/show`` once per model (when
+    ``context_window`` is -1) and remember the answer for every ``OllamaPool`` on the same pool.
     """
 
     model_config = ConfigDict(extra="forbid")
