@@ -245,7 +245,10 @@ class OllamaApi:
             raise ApiError(400, "model is required")
         model = self._find(name, "show")
         record.model_name = model.name
-        await self._send_json(ex, 200, model.show())
+        shown = model.show()
+        if not self.state.settings.show_architecture:
+            del shown["model_info"]["general.architecture"]
+        await self._send_json(ex, 200, shown)
 
     # -- request parsing -------------------------------------------------------------------
 

@@ -39,6 +39,9 @@ class Settings:
     version: str = "0.12.6"
     #: ``context_length`` of a loaded model when the request gives no ``num_ctx``.
     default_num_ctx: int = 4096
+    #: ``False``: ``/api/show`` leaves ``general.architecture`` out of ``model_info``, as some
+    #: Ollama-compatible servers do (clients must find ``<arch>.context_length`` another way).
+    show_architecture: bool = True
 
     def update(self, **changes: Any) -> None:
         """Change some settings; unknown names raise ``TypeError``."""

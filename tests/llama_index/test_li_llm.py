@@ -222,8 +222,8 @@ def test_unknown_kwargs_raise_instead_of_being_dropped(
 ) -> None:
     emulators, instances = pool(1)
     llm = make_llm(instances=instances)
-    with pytest.raises(TypeError, match="'max_tokens'"):
-        llm.chat(HELLO, max_tokens=5)
+    with pytest.raises(TypeError, match="'max_token'"):  # a typo (max_tokens is num_predict, #14)
+        llm.chat(HELLO, max_token=5)
     with pytest.raises(TypeError, match="'frobnicate'"):
         llm.stream_complete("hi", frobnicate=True)
     with pytest.raises(TypeError, match="think= or thinking="):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import contextvars
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
-from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
+from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from gleitzeit_llm.adapter_fields import PoolFields
 from gleitzeit_llm.blocking import run_blocking
@@ -37,7 +37,9 @@ class OllamaPoolEmbedding(BaseEmbedding, PoolFields, ProviderOwner):
     A batch of ``embed_batch_size`` texts is cut into ``parallel_requests`` contiguous parts
     (default: one per instance that may serve the model), sent to ``/api/embed`` at once (threads
     for sync calls, tasks for async ones) and put back together in order. Each part is one pool
-    call, with failover and the fallback model like any other.
+    call, with failover and the fallback model like any other. Texts and queries are formatted
+    as ``OllamaEmbedding`` formats them (stripped, instruction joined by a space), so vectors
+    match whichever class built the index.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -79,6 +81,21 @@ class OllamaPoolEmbedding(BaseEmbedding, PoolFields, ProviderOwner):
         if instrumentation is not None:
             instrumentation.instrument_pool(self._provider)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _client_kwargs(cls, values: Any) -> Any:
+        """``OllamaEmbedding``'s ``client_kwargs`` (ollama client settings) have no meaning for a
+        pool: say what to use instead; ``None`` or ``{}`` (its default) is dropped."""
+        if isinstance(values, Mapping) and "client_kwargs" in values:
+            values = dict(values)
+            if values.pop("client_kwargs"):
+                raise ValueError(
+                    "client_kwargs are OllamaEmbedding's ollama client settings; a pool sends headers= "
+                    "to every server it builds (or per instance: instances=[{'url': ..., 'headers': "
+                    "{...}}]) and takes timeouts from request_timeout= or the pool config"
+                )
+        return values
+
     @classmethod
     def class_name(cls) -> str:
         return "OllamaPoolEmbedding"
@@ -88,32 +105,43 @@ class OllamaPoolEmbedding(BaseEmbedding, PoolFields, ProviderOwner):
         payload.update({name: getattr(self, name) for name in HINT_NAMES if getattr(self, name)})
         return payload
 
-    # -- LlamaIndex's hooks -------------------------------------------------------------------
+    # -- LlamaIndex's hooks: texts formatted as OllamaEmbedding formats them ---------------------
 
     def _get_query_embedding(self, query: str) -> Embedding:
-        return self._embed([_prefixed(self.query_instruction, query)])[0]
+        return self._embed([_formatted(self.query_instruction, query)])[0]
 
     async def _aget_query_embedding(self, query: str) -> Embedding:
-        return (await self._aembed([_prefixed(self.query_instruction, query)]))[0]
+        return (await self._aembed([_formatted(self.query_instruction, query)]))[0]
 
     def _get_text_embedding(self, text: str) -> Embedding:
-        return self._embed([_prefixed(self.text_instruction, text)])[0]
+        return self._embed([_formatted(self.text_instruction, text)])[0]
 
     async def _aget_text_embedding(self, text: str) -> Embedding:
-        return (await self._aembed([_prefixed(self.text_instruction, text)]))[0]
+        return (await self._aembed([_formatted(self.text_instruction, text)]))[0]
 
     def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
-        return self._embed([_prefixed(self.text_instruction, t) for t in texts])
+        return self._embed([_formatted(self.text_instruction, t) for t in texts])
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
-        return await self._aembed([_prefixed(self.text_instruction, t) for t in texts])
+        return await self._aembed([_formatted(self.text_instruction, t) for t in texts])
 
-    def get_general_text_embedding(self, text: str) -> Embedding:
-        """One text, without instructions (as ``OllamaEmbedding`` offers)."""
-        return self._embed([text])[0]
+    # -- OllamaEmbedding's public extras: texts sent as they are (argument names as upstream's) ---
 
-    async def aget_general_text_embedding(self, text: str) -> Embedding:
-        return (await self._aembed([text]))[0]
+    def get_general_text_embedding(self, texts: str) -> Embedding:
+        """The embedding of one text, sent as it is: no instruction, not stripped."""
+        return self._embed([texts])[0]
+
+    async def aget_general_text_embedding(self, prompt: str) -> Embedding:
+        """Async twin of :meth:`get_general_text_embedding`."""
+        return (await self._aembed([prompt]))[0]
+
+    def get_general_text_embeddings(self, texts: list[str]) -> list[Embedding]:
+        """The embeddings of ``texts``, sent as they are, split over the pool like any batch."""
+        return self._embed(list(texts))
+
+    async def aget_general_text_embeddings(self, texts: list[str]) -> list[Embedding]:
+        """Async twin of :meth:`get_general_text_embeddings`."""
+        return await self._aembed(list(texts))
 
     # -- the pool -----------------------------------------------------------------------------
 
@@ -211,8 +239,11 @@ class OllamaPoolEmbedding(BaseEmbedding, PoolFields, ProviderOwner):
         )
 
 
-def _prefixed(instruction: str | None, text: str) -> str:
-    return f"{instruction.strip()} {text}" if instruction and instruction.strip() else text
+def _formatted(instruction: str | None, text: str) -> str:
+    """``OllamaEmbedding._format_query``/``_format_text``: stripped, the instruction joined by a space."""
+    if instruction:
+        return f"{instruction.strip()} {text.strip()}".strip()
+    return text.strip()
 
 
 def _checked(embeddings: list[Embedding], texts: Sequence[str]) -> list[Embedding]:

@@ -7,6 +7,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
+from typing import Any
 
 from gleitzeit_llm.blocking import run_blocking
 from gleitzeit_llm.errors import GleitzeitError
@@ -25,7 +26,17 @@ _lock = threading.Lock()
 def cached_context_length(provider: OllamaPoolProvider, model: str) -> int | None:
     """The model's context length if the pool has ``/api/show``'s answer already (no I/O)."""
     shown = provider.show_cached(model)
-    return shown.context_length if shown is not None else None
+    return _context_length(shown.model_info) if shown is not None else None
+
+
+def _context_length(model_info: dict[str, Any] | None) -> int | None:
+    """The first ``model_info`` key with ``context_length`` in it, as ``Ollama.get_context_window``
+    reads it: ``<general.architecture>.context_length`` on Ollama, and found where a compatible
+    server leaves the architecture out."""
+    for key, value in (model_info or {}).items():
+        if "context_length" in key:
+            return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return None
 
 
 def _may_ask(provider: OllamaPoolProvider, model: str) -> bool:

@@ -42,6 +42,7 @@ from gleitzeit_llm.ownership import ProviderHandle, ProviderOwner, provider_of
 from gleitzeit_llm.provider import HINT_NAMES, OllamaPoolProvider
 from llama_index.llms.gleitzeit import events
 from llama_index.llms.gleitzeit._convert import StreamState, chat_response, to_ollama_messages
+from llama_index.llms.gleitzeit._kwargs import drop_unused
 from llama_index.llms.gleitzeit._pool import acontext_length, cached_context_length, context_length
 
 if TYPE_CHECKING:
@@ -77,12 +78,14 @@ class OllamaPool(FunctionCallingLLM, PoolFields, ProviderOwner):
     ``instance_tags``, ``require_gpu``, ``fallback_model``, ``max_latency`` in ms), the Ollama
     request fields (``format``, ``tools``, ``keep_alive``, ``think``/``thinking``, ``options``)
     and Ollama options as keywords (``temperature=0``, ``num_predict=64``, ``stop=[...]``); a
-    per-call value wins over the field, ``thinking=False`` included. An unknown keyword raises
-    ``TypeError`` instead of being dropped. ``response.raw["pool"]`` says which instance
-    answered, after how many attempts, and whether the fallback model did.
+    per-call value wins over the field, ``thinking=False`` included. ``max_tokens`` is
+    ``num_predict``; keywords other LLMs take and Ollama has no use for (``extra_headers``,
+    ``tool_choice``, ``strict``, ...) are dropped with one warning per name; any other unknown
+    keyword raises ``TypeError``. ``response.raw["pool"]`` says which instance answered, after
+    how many attempts, and whether the fallback model did.
 
-    ``metadata`` asks ``/api/show`` once per model (when ``context_window`` is -1) and remembers
-    the answer for every ``OllamaPool`` on the same pool.
+    ``metadata`` and ``get_context_window()`` ask ``/api/show`` once per model (when
+    ``context_window`` is -1) and remember the answer for every ``OllamaPool`` on the same pool.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -131,7 +134,12 @@ class OllamaPool(FunctionCallingLLM, PoolFields, ProviderOwner):
     @property
     def metadata(self) -> LLMMetadata:
         """LLM metadata; the context window comes from ``/api/show`` once per model and pool."""
-        return self._metadata(self._context_window(fetch=True))
+        return self._metadata(self.get_context_window())
+
+    def get_context_window(self) -> int:
+        """``context_window`` if set, else the model's from ``/api/show`` (asked once per model
+        and pool), else LlamaIndex's default, as ``Ollama.get_context_window`` answers."""
+        return self._context_window(fetch=True)
 
     def _metadata(self, context_window: int) -> LLMMetadata:
         return LLMMetadata(
@@ -193,6 +201,9 @@ class OllamaPool(FunctionCallingLLM, PoolFields, ProviderOwner):
         extra_options = given.pop("options", None)
         if extra_options:
             options.update(extra_options)
+        max_tokens = given.pop("max_tokens", None)  # other LLMs' name (and core components') for it
+        if max_tokens is not None:
+            options["num_predict"] = max_tokens
         for name in [n for n in given if n in OPTION_NAMES]:
             options[name] = given.pop(name)
         for name in _REQUEST_FIELDS:
@@ -200,6 +211,8 @@ class OllamaPool(FunctionCallingLLM, PoolFields, ProviderOwner):
                 params[name] = given.pop(name)
         if params.get("tools"):
             params["tools"] = [_tool_spec(tool) for tool in params["tools"]]
+        if given:
+            drop_unused(given)
         if given:
             raise TypeError(
                 f"OllamaPool got unexpected keyword argument(s) {', '.join(map(repr, sorted(given)))}: "
