@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gleitzeit_llm import OllamaPoolProvider
 from gleitzeit_llm.ollama.names import model_key
 from gleitzeit_llm.ownership import ProviderHandle, open_provider
+from langchain_gleitzeit._configurable import rebuilt_from
 
 __all__ = ["PoolFields", "PoolHandle", "open_pool", "validate_model"]
 
@@ -49,6 +51,10 @@ class PoolFields(BaseModel):
 # Kept under the name the adapters have used; the handle lives in the core, shared by all adapters.
 PoolHandle = ProviderHandle
 
+# The arguments each handle of ours was opened with: a model rebuilt by configurable_fields with
+# the same ones gets that handle (see _configurable.py). Entries go with their handle.
+_OPENED_WITH: weakref.WeakKeyDictionary[PoolHandle, dict[str, Any]] = weakref.WeakKeyDictionary()
+
 
 def open_pool(
     *,
@@ -63,7 +69,11 @@ def open_pool(
 ) -> PoolHandle:
     """The handle for a model's pool arguments. No connection is made here, unless ``validate``
     names a model to check for (:func:`validate_model`); then a pool built here is closed again
-    when the check fails."""
+    when the check fails.
+
+    A model rebuilt from another one's fields (``configurable_fields``) with the same pool
+    arguments gets that model's handle: one pool state, not a fresh pool per configured call.
+    """
     if pool is not None and (timeout is not None or max_retries is not None):
         raise ValueError(
             "timeout and max_retries configure the pool a model builds itself; with pool=... set "
@@ -71,15 +81,22 @@ def open_pool(
         )
     if base_url is not None and (instances is not None or config is not None):
         raise ValueError("give either base_url=... or instances/config, not both")
-    handle = open_provider(
-        pool=pool,
-        instances=instances,
-        config=config,
-        base_url=base_url,
-        load_balancing=None if max_retries is None else {"retry_attempts": max_retries},
-        timeouts=None if timeout is None else {"total": timeout},
-        health_checks=health_checks,
-    )
+    options: dict[str, Any] = {
+        "pool": pool,
+        "instances": instances,
+        "config": config,
+        "base_url": base_url,
+        "load_balancing": None if max_retries is None else {"retry_attempts": max_retries},
+        "timeouts": None if timeout is None else {"total": timeout},
+        "health_checks": health_checks,
+    }
+    origin = rebuilt_from()
+    if origin is not None and _OPENED_WITH.get(origin._handle) == options:
+        if validate is not None and validate != getattr(origin, "model", None):
+            validate_model(origin._handle.provider, validate)  # a shared pool stays open
+        return origin._handle
+    handle = open_provider(**options)
+    _OPENED_WITH[handle] = options
     if validate is not None:
         try:
             validate_model(handle.provider, validate)

@@ -33,7 +33,8 @@ from langchain_core.output_parsers import (
     PydanticToolsParser,
 )
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
+from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough, RunnableSerializable
+from langchain_core.runnables.utils import AnyConfigurableField
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
@@ -45,6 +46,7 @@ from typing_extensions import Self, is_typeddict
 from gleitzeit_llm import RequestError
 from gleitzeit_llm.blocking import run_blocking, sync_stream
 from gleitzeit_llm.ownership import ProviderOwner
+from langchain_gleitzeit._configurable import PoolConfigurableFields
 from langchain_gleitzeit._pool import PoolFields, PoolHandle, open_pool
 from langchain_gleitzeit._utils import (
     HINT_FIELDS,
@@ -261,6 +263,15 @@ class ChatOllamaPool(BaseChatModel, PoolFields, ProviderOwner):
         if ls_stop := stop or kwargs.get("stop") or self.stop:
             params["ls_stop"] = ls_stop
         return params
+
+    def configurable_fields(
+        self, **kwargs: AnyConfigurableField
+    ) -> RunnableSerializable[LanguageModelInput, BaseMessage]:
+        """LangChain's ``configurable_fields``; a model rebuilt with configured fields uses this
+        model's pool (health, breakers, in-flight counts), unless a configured field defines
+        the pool (``instances``, ``config``, ``base_url``, ``pool``, ``timeout``, ...)."""
+        fields = super().configurable_fields(**kwargs)  # LangChain's checks of the field names
+        return PoolConfigurableFields(default=self, fields=fields.fields)  # type: ignore[attr-defined]
 
     # -- building the request --------------------------------------------------------------------
 
