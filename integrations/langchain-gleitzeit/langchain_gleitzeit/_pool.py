@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -13,7 +13,34 @@ from gleitzeit_llm.ollama.names import model_key
 from gleitzeit_llm.ownership import ProviderHandle, open_provider
 from langchain_gleitzeit._configurable import rebuilt_from
 
-__all__ = ["PoolFields", "PoolHandle", "open_pool", "validate_model"]
+__all__ = [
+    "PoolFields",
+    "PoolHandle",
+    "open_pool",
+    "refuse_client_kwargs",
+    "validate_model",
+]
+
+# The upstream classes' httpx settings: a pool's instances carry their own headers (InstanceConfig.headers).
+_CLIENT_KWARGS = ("client_kwargs", "sync_client_kwargs", "async_client_kwargs")
+
+
+def refuse_client_kwargs(values: Any, upstream: str, timeouts: str) -> Any:
+    """A ``mode="before"`` validator's step: refuse the ``upstream`` class's ``client_kwargs``,
+    ``sync_client_kwargs`` and ``async_client_kwargs`` with where their settings go in a pool
+    (``timeouts`` says where this class takes timeouts). Empty ones, the upstream default, are
+    dropped."""
+    if not isinstance(values, Mapping) or values.keys().isdisjoint(_CLIENT_KWARGS):
+        return values
+    values = dict(values)
+    given = [name for name in _CLIENT_KWARGS if values.pop(name, None)]
+    if given:
+        owner = f"{upstream}'" if upstream.endswith("s") else f"{upstream}'s"
+        raise ValueError(
+            f"{', '.join(given)} are {owner} httpx settings; a pool sets headers per instance "
+            f"(instances=[{{'url': ..., 'headers': {{...}}}}]) and timeouts {timeouts}"
+        )
+    return values
 
 
 class PoolFields(BaseModel):

@@ -47,7 +47,7 @@ from gleitzeit_llm import RequestError
 from gleitzeit_llm.blocking import run_blocking, sync_stream
 from gleitzeit_llm.ownership import ProviderOwner
 from langchain_gleitzeit._configurable import PoolConfigurableFields
-from langchain_gleitzeit._pool import PoolFields, PoolHandle, open_pool
+from langchain_gleitzeit._pool import PoolFields, PoolHandle, open_pool, refuse_client_kwargs
 from langchain_gleitzeit._utils import (
     HINT_FIELDS,
     OPTION_FIELDS,
@@ -83,8 +83,6 @@ _CALL_KWARGS = frozenset(
         "max_tokens",
     }
 )
-# ChatOllama's httpx settings: a pool's instances carry their own headers (InstanceConfig.headers).
-_CLIENT_KWARGS = ("client_kwargs", "sync_client_kwargs", "async_client_kwargs")
 
 
 class _Call:
@@ -201,13 +199,7 @@ class ChatOllamaPool(BaseChatModel, PoolFields, ProviderOwner):
         max_tokens = values.pop("max_tokens", None)
         if max_tokens is not None and values.get("num_predict") is None:
             values["num_predict"] = max_tokens
-        given = [name for name in _CLIENT_KWARGS if values.get(name)]
-        if given:
-            raise ValueError(
-                f"{', '.join(given)} are ChatOllama's httpx settings; a pool sets headers per instance "
-                "(instances=[{'url': ..., 'headers': {...}}]) and timeouts with timeout= or the pool config"
-            )
-        return values
+        return refuse_client_kwargs(values, "ChatOllama", timeouts="with timeout= or the pool config")
 
     @model_validator(mode="after")
     def _open_pool(self) -> Self:
