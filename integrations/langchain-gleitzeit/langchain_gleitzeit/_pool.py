@@ -7,8 +7,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import Self, TypedDict, Unpack
 
 from gleitzeit_llm import OllamaPoolProvider
+from gleitzeit_llm.hints import HINT_NAMES, RoutingHints
 from gleitzeit_llm.ollama.names import model_key
 from gleitzeit_llm.ownership import ProviderHandle, open_provider
 from langchain_gleitzeit._configurable import rebuilt_from
@@ -16,6 +18,7 @@ from langchain_gleitzeit._configurable import rebuilt_from
 __all__ = [
     "PoolFields",
     "PoolHandle",
+    "RoutingArguments",
     "open_pool",
     "refuse_client_kwargs",
     "validate_model",
@@ -41,6 +44,16 @@ def refuse_client_kwargs(values: Any, upstream: str, timeouts: str) -> Any:
             f"(instances=[{{'url': ..., 'headers': {{...}}}}]) and timeouts {timeouts}"
         )
     return values
+
+
+class RoutingArguments(TypedDict, total=False):
+    """The routing hints :meth:`PoolFields.with_routing` takes (``None`` clears one)."""
+
+    load_balancing_strategy: str | None
+    instance_tags: Sequence[str] | None
+    require_gpu: bool | None
+    fallback_model: str | None
+    max_latency: float | None
 
 
 class PoolFields(BaseModel):
@@ -73,6 +86,32 @@ class PoolFields(BaseModel):
     """Model to use once ``model`` failed or is missing everywhere it could run."""
     max_latency: float | None = None
     """Prefer instances expected to answer within this many milliseconds."""
+
+    def with_routing(self, **hints: Unpack[RoutingArguments]) -> Self:
+        """A copy of this model with these routing hints as its fields, on the same pool.
+
+        Hints not given keep this model's value; ``None`` clears one. They are checked here
+        (:class:`gleitzeit_llm.RequestError` naming the hint). Unlike ``.bind(...)``, whose
+        arguments live on a wrapper that ``bind_tools``, ``with_structured_output`` and agents
+        replace, the copy routes by them through every wrapper::
+
+            gpu = llm.with_routing(instance_tags=["gpu"], fallback_model="llama3.2:1b")
+            agent = create_react_agent(gpu, tools)
+        """
+        unknown = sorted(set(hints) - set(HINT_NAMES))
+        if unknown:
+            raise TypeError(
+                f"with_routing() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; "
+                f"routing hints are {', '.join(HINT_NAMES)}"
+            )
+        parsed = RoutingHints.parse(hints)
+        update: dict[str, Any] = {name: getattr(parsed, name) for name in hints}
+        if update.get("instance_tags") is not None:
+            update["instance_tags"] = list(update["instance_tags"])
+        if "require_gpu" in update:
+            update["require_gpu"] = bool(update["require_gpu"])
+        # A copy shares the pool handle (ProviderHandle.__copy__), so one pool state serves both.
+        return self.model_copy(update=update)
 
 
 # Kept under the name the adapters have used; the handle lives in the core, shared by all adapters.

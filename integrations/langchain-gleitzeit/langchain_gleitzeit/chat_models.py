@@ -121,9 +121,11 @@ class ChatOllamaPool(BaseChatModel, PoolFields, ProviderOwner):
 
     Routing hints (``load_balancing_strategy``, ``instance_tags``, ``require_gpu``,
     ``fallback_model``, ``max_latency`` in ms) are fields (defaults) and per-call keyword
-    arguments (``invoke(..., instance_tags=["gpu"])`` or ``bind(...)``); they steer the pool and
-    are never sent to Ollama. A per-call ``model=`` overrides the model. An unknown per-call
-    keyword argument raises :class:`gleitzeit_llm.RequestError` (a ``ValueError``) naming it.
+    arguments (``invoke(..., instance_tags=["gpu"])``); they steer the pool and are never sent to
+    Ollama. :meth:`with_routing` gives a copy on the same pool with hints that survive
+    ``bind_tools``, ``with_structured_output`` and agents (``bind(...)``'s do not). A per-call
+    ``model=`` overrides the model. An unknown per-call keyword argument raises
+    :class:`gleitzeit_llm.RequestError` (a ``ValueError``) naming it.
 
     Errors are gleitzeit-llm's (all ``GleitzeitError``): ``RequestError`` for invalid input or an
     HTTP 400, ``AllInstancesFailedError`` when every attempt failed, ``NoInstanceAvailableError``,
