@@ -113,3 +113,17 @@ def test_a_configured_pool_field_builds_a_new_pool(
     assert (len(chat_bodies(first)), len(chat_bodies(second))) == (1, 1)
     assert len(providers_built) == 2
     llm.close()
+
+
+def test_a_configured_model_is_validated_against_the_shared_pool(
+    providers_built: list[OllamaPoolProvider], ollama_emulators: Any
+) -> None:
+    (emulator,) = ollama_emulators(1)
+    llm = ChatOllamaPool(model="llama3.2", base_url=emulator.url, validate_model_on_init=True)
+    configurable = llm.configurable_fields(model=ConfigurableField(id="model"))
+    assert configurable.invoke("hi", config={"configurable": {"model": "qwen3"}}).content
+    with pytest.raises(ValueError, match="Model `missing-model` not found"):
+        configurable.invoke("hi", config={"configurable": {"model": "missing-model"}})
+    # The failed check left the shared pool open: the original still answers.
+    assert llm.invoke("hi").content and len(providers_built) == 1
+    llm.close()
