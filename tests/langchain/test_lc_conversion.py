@@ -316,10 +316,20 @@ def test_pool_arguments_are_exclusive() -> None:
             ChatOllamaPool(model="llama3.2", pool=shared, timeout=5)
         with pytest.raises(ValueError, match="headers per instance"):
             ChatOllamaPool(model="llama3.2", instances=URLS, client_kwargs={"headers": {"a": "b"}})
-        with pytest.raises(ValueError, match="extra"):
-            OllamaPoolEmbeddings(model="nomic-embed-text", pool=shared, client_kwargs={})
     finally:
         shared.close_sync()
+
+
+@pytest.mark.parametrize("name", ["client_kwargs", "sync_client_kwargs", "async_client_kwargs"])
+@pytest.mark.parametrize("cls", [ChatOllamaPool, OllamaPoolEmbeddings])
+def test_httpx_settings_are_refused_with_where_they_go(cls: type[Any], name: str) -> None:
+    """The upstream classes' httpx settings: a hint where headers and timeouts go in a pool (not
+    a bare "Extra inputs are not permitted"); the upstream default, an empty dict, is accepted."""
+    with pytest.raises(ValueError, match=r"httpx settings; a pool sets headers per instance") as caught:
+        cls(model="llama3.2", instances=URLS, **{name: {"headers": {"a": "b"}}})
+    assert name in str(caught.value) and "Extra inputs" not in str(caught.value)
+    for empty in ({}, None):
+        cls(model="llama3.2", instances=URLS, **{name: empty}).close()
 
 
 def test_base_url_is_a_pool_of_one_and_timeouts_reach_the_pool() -> None:

@@ -33,7 +33,8 @@ from langchain_core.output_parsers import (
     PydanticToolsParser,
 )
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
+from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough, RunnableSerializable
+from langchain_core.runnables.utils import AnyConfigurableField
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
@@ -45,7 +46,8 @@ from typing_extensions import Self, is_typeddict
 from gleitzeit_llm import RequestError
 from gleitzeit_llm.blocking import run_blocking, sync_stream
 from gleitzeit_llm.ownership import ProviderOwner
-from langchain_gleitzeit._pool import PoolFields, PoolHandle, open_pool
+from langchain_gleitzeit._configurable import PoolConfigurableFields
+from langchain_gleitzeit._pool import PoolFields, PoolHandle, open_pool, refuse_client_kwargs
 from langchain_gleitzeit._utils import (
     HINT_FIELDS,
     OPTION_FIELDS,
@@ -81,8 +83,6 @@ _CALL_KWARGS = frozenset(
         "max_tokens",
     }
 )
-# ChatOllama's httpx settings: a pool's instances carry their own headers (InstanceConfig.headers).
-_CLIENT_KWARGS = ("client_kwargs", "sync_client_kwargs", "async_client_kwargs")
 
 
 class _Call:
@@ -121,9 +121,11 @@ class ChatOllamaPool(BaseChatModel, PoolFields, ProviderOwner):
 
     Routing hints (``load_balancing_strategy``, ``instance_tags``, ``require_gpu``,
     ``fallback_model``, ``max_latency`` in ms) are fields (defaults) and per-call keyword
-    arguments (``invoke(..., instance_tags=["gpu"])`` or ``bind(...)``); they steer the pool and
-    are never sent to Ollama. A per-call ``model=`` overrides the model. An unknown per-call
-    keyword argument raises :class:`gleitzeit_llm.RequestError` (a ``ValueError``) naming it.
+    arguments (``invoke(..., instance_tags=["gpu"])``); they steer the pool and are never sent to
+    Ollama. :meth:`with_routing` gives a copy on the same pool with hints that survive
+    ``bind_tools``, ``with_structured_output`` and agents (``bind(...)``'s do not). A per-call
+    ``model=`` overrides the model. An unknown per-call keyword argument raises
+    :class:`gleitzeit_llm.RequestError` (a ``ValueError``) naming it.
 
     Errors are gleitzeit-llm's (all ``GleitzeitError``): ``RequestError`` for invalid input or an
     HTTP 400, ``AllInstancesFailedError`` when every attempt failed, ``NoInstanceAvailableError``,
@@ -199,13 +201,7 @@ class ChatOllamaPool(BaseChatModel, PoolFields, ProviderOwner):
         max_tokens = values.pop("max_tokens", None)
         if max_tokens is not None and values.get("num_predict") is None:
             values["num_predict"] = max_tokens
-        given = [name for name in _CLIENT_KWARGS if values.get(name)]
-        if given:
-            raise ValueError(
-                f"{', '.join(given)} are ChatOllama's httpx settings; a pool sets headers per instance "
-                "(instances=[{'url': ..., 'headers': {...}}]) and timeouts with timeout= or the pool config"
-            )
-        return values
+        return refuse_client_kwargs(values, "ChatOllama", timeouts="with timeout= or the pool config")
 
     @model_validator(mode="after")
     def _open_pool(self) -> Self:
@@ -261,6 +257,15 @@ class ChatOllamaPool(BaseChatModel, PoolFields, ProviderOwner):
         if ls_stop := stop or kwargs.get("stop") or self.stop:
             params["ls_stop"] = ls_stop
         return params
+
+    def configurable_fields(
+        self, **kwargs: AnyConfigurableField
+    ) -> RunnableSerializable[LanguageModelInput, BaseMessage]:
+        """LangChain's ``configurable_fields``; a model rebuilt with configured fields uses this
+        model's pool (health, breakers, in-flight counts), unless a configured field defines
+        the pool (``instances``, ``config``, ``base_url``, ``pool``, ``timeout``, ...)."""
+        fields = super().configurable_fields(**kwargs)  # LangChain's checks of the field names
+        return PoolConfigurableFields(default=self, fields=fields.fields)  # type: ignore[attr-defined]
 
     # -- building the request --------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from typing_extensions import Self
 from gleitzeit_llm.blocking import run_blocking
 from gleitzeit_llm.ownership import ProviderOwner
 from gleitzeit_llm.tasks import gather_or_cancel
-from langchain_gleitzeit._pool import PoolFields, PoolHandle, open_pool
+from langchain_gleitzeit._pool import PoolFields, PoolHandle, open_pool, refuse_client_kwargs
 from langchain_gleitzeit._utils import HINT_FIELDS, option_fields
 
 __all__ = ["OllamaPoolEmbeddings"]
@@ -79,6 +79,13 @@ class OllamaPoolEmbeddings(PoolFields, Embeddings, ProviderOwner):
     # (a fallback_model must give vectors of the same dimensions)
 
     _handle: PoolHandle = PrivateAttr()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _client_kwargs(cls, values: Any) -> Any:
+        return refuse_client_kwargs(
+            values, "OllamaEmbeddings", timeouts="in the pool config (config={'timeouts': {...}})"
+        )
 
     @model_validator(mode="after")
     def _open_pool(self) -> Self:
