@@ -51,23 +51,50 @@ async def test_a_failover_shows_in_the_scraped_metrics(ollama_emulators: Any) ->
 
     assert counted(first) == counted(second)  # a scrape counts nothing (the guide's snippet did)
     requests = "gleitzeit_pool_requests_total"
-    assert at(first, requests, instance="broken", model="llama3.2:latest", outcome="failure") == 1
-    assert at(first, requests, instance="good", model="llama3.2:latest", outcome="success") == 1
-    assert at(first, "gleitzeit_pool_failovers_total", instance="broken") == 1
+    assert (
+        at(
+            first,
+            requests,
+            gleitzeit_instance="broken",
+            gen_ai_request_model="llama3.2:latest",
+            outcome="failure",
+        )
+        == 1
+    )
+    assert (
+        at(
+            first,
+            requests,
+            gleitzeit_instance="good",
+            gen_ai_request_model="llama3.2:latest",
+            outcome="success",
+        )
+        == 1
+    )
+    assert at(first, "gleitzeit_pool_failovers_total", gleitzeit_instance="broken") == 1
     assert (
         at(
             first,
             "gleitzeit_pool_time_to_first_chunk_seconds_count",
-            instance="good",
-            model="llama3.2:latest",
+            gleitzeit_instance="good",
+            gen_ai_request_model="llama3.2:latest",
         )
         == 1
     )
-    assert at(first, "gleitzeit_instance_state", instance="good", state="healthy") == 1
-    assert at(first, "gleitzeit_instance_models_installed", instance="good") == 1
-    assert at(first, "gleitzeit_instance_model_loaded", instance="good", model="llama3.2:latest") == 1
-    assert at(first, "gleitzeit_instance_info", instance="good", version="0.12.6") == 1
-    assert at(first, "gleitzeit_instance_health_checks_total", instance="good", outcome="ok") >= 1  # type: ignore[operator]
+    assert at(first, "gleitzeit_instance_state", gleitzeit_instance="good", state="healthy") == 1
+    assert at(first, "gleitzeit_instance_models_installed", gleitzeit_instance="good") == 1
+    assert (
+        at(
+            first,
+            "gleitzeit_instance_model_loaded",
+            gleitzeit_instance="good",
+            gen_ai_request_model="llama3.2:latest",
+        )
+        == 1
+    )
+    info = {"gleitzeit_instance": "good", "version": "0.12.6", "server_address": "127.0.0.1"}
+    assert at(first, "gleitzeit_instance_info", **info, server_port=str(good.port)) == 1
+    assert at(first, "gleitzeit_instance_health_checks_total", gleitzeit_instance="good", outcome="ok") >= 1  # type: ignore[operator]
     assert at(first, "gleitzeit_pool_waiting_requests") == 0
 
 
