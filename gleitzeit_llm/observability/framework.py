@@ -143,6 +143,10 @@ class CallTracker:
             labels = call.labels()
         self.metrics.record_chunk_gaps(labels, (gap,))
 
+    def is_open(self, key: Hashable) -> bool:
+        """Whether a call is open under ``key``."""
+        return key in self._open
+
     def pop(self, key: Hashable) -> OpenCall | None:
         """Close a call: the open call, or None when it was never opened (another provider's
         run, or one forgotten)."""

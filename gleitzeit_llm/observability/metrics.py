@@ -164,7 +164,7 @@ class CallMetrics:
             if attempts > 1:
                 self.failovers.labels(*base).inc(attempts - 1)
         if fallback_model:
-            self.fallbacks.labels(*base, fallback_model).inc()
+            self.fallbacks.labels(*base, model_label(fallback_model)).inc()
 
     @staticmethod
     def labels(
