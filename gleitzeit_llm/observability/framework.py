@@ -172,18 +172,11 @@ class CallTracker:
         call.learn(pool)
         if model:
             call.model = model
-        self._flush_gaps(call)
-        self.metrics.record_call(
-            operation=call.operation,
-            model=call.model,
-            duration=duration,
-            instance=call.instance,
-            response_model=call.response_model,
-            server_address=call.server[0],
-            server_port=call.server[1],
+        self._record(
+            call,
+            duration,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
-            time_to_first_chunk=call.time_to_first_chunk(),
             attempts=pool.get("attempts"),
             fallback_model=pool.get("model") if pool.get("fallback_used") else None,
         )
@@ -198,24 +191,25 @@ class CallTracker:
         if isinstance(instance, str):
             call.instance = instance
         attempts = len(error.errors) if isinstance(error, AllInstancesFailedError) and error.errors else None
-        self._flush_gaps(call)
+        self._record(call, duration, error=error, attempts=attempts)
+
+    def _record(self, call: OpenCall, duration: float, **facts: Any) -> None:
+        """Record a closed call under the labels known now: first its held chunk gaps, then itself."""
+        if call.gaps:
+            self.metrics.record_chunk_gaps(call.labels(), call.gaps)
+            call.gaps = []
+        address, port = call.server
         self.metrics.record_call(
             operation=call.operation,
             model=call.model,
             duration=duration,
             instance=call.instance,
             response_model=call.response_model,
-            server_address=call.server[0],
-            server_port=call.server[1],
-            error=error,
+            server_address=address,
+            server_port=port,
             time_to_first_chunk=call.time_to_first_chunk(),
-            attempts=attempts,
+            **facts,
         )
-
-    def _flush_gaps(self, call: OpenCall) -> None:
-        if call.gaps:
-            self.metrics.record_chunk_gaps(call.labels(), call.gaps)
-            call.gaps = []
 
     def __repr__(self) -> str:
         return f"CallTracker(registry={self.metrics.registry!r})"

@@ -17,7 +17,8 @@ from gleitzeit_llm.observability.events import (
     HealthStateChanged,
     RequestFinished,
 )
-from gleitzeit_llm.observability.metrics import CALL_LABELS, CallMetrics
+from gleitzeit_llm.observability.framework import CallTracker
+from gleitzeit_llm.observability.metrics import CALL_LABELS
 from gleitzeit_llm.observability.prometheus import instrument
 from gleitzeit_llm.provider import OllamaPoolProvider
 
@@ -84,24 +85,19 @@ async def test_the_metric_docs_match_the_exported_metrics(ollama_emulators: Any)
             manager.events.emit(event)
         lease = manager.try_acquire(manager.route_request("llama3.2"))  # a model in flight
         try:
-            # Every per-call series: one call with every fact, one failed, a stream's gaps.
-            calls = CallMetrics.on(registry)
-            calls.record_call(
-                operation="chat",
-                model="llama3.2",
-                duration=0.5,
-                instance="gpu",
-                response_model="llama3.2",
-                server_address="127.0.0.1",
-                server_port=emulator.port,
-                input_tokens=5,
-                output_tokens=7,
-                time_to_first_chunk=0.1,
-                attempts=2,
-                fallback_model="llama3.2",
-            )
-            calls.record_call(operation="chat", model="llama3.2", duration=0.5, error=TimeoutError())
-            calls.record_chunk_gaps(calls.labels("chat", "llama3.2", "gpu"), [0.05])
+            # Every per-call series, through the handlers' bookkeeping: a streamed call that failed
+            # over to the fallback model, and a failed call.
+            tracker = CallTracker(registry)
+            tracker.start("ok", "chat", "llama3.2")
+            pool_facts = {"instance_id": "gpu", "instance_url": emulator.url, "model": "llama3.2"}
+            for _ in range(3):
+                tracker.chunk("ok", {"pool": pool_facts})
+            call = tracker.pop("ok")
+            assert call is not None
+            facts = {**pool_facts, "attempts": 2, "fallback_used": True}
+            tracker.record_success(call, facts, input_tokens=5, output_tokens=7)
+            tracker.start("failed", "chat", "llama3.2")
+            tracker.fail("failed", TimeoutError())
             scraped = exported(registry)
         finally:
             manager.finish(lease, None)  # type: ignore[arg-type]

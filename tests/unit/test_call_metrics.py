@@ -55,7 +55,12 @@ def test_a_call_is_recorded_under_the_genai_names() -> None:
     assert got[("gen_ai_client_operation_time_to_first_chunk_seconds_count", ok)] == 1
     assert got[("gleitzeit_call_failovers_total", ok)] == 1
     assert (
-        got[("gleitzeit_call_fallbacks_total", tuple(sorted((*ok, ("gleitzeit_fallback_model", "phi3")))))]
+        got[
+            (
+                "gleitzeit_call_fallbacks_total",
+                tuple(sorted((*ok, ("gleitzeit_fallback_model", "phi3:latest")))),
+            )
+        ]
         == 1
     )
     failed = tuple(

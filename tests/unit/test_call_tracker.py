@@ -34,7 +34,7 @@ def test_a_streamed_call_records_its_first_chunk_gaps_and_pool_facts() -> None:
     assert value(registry, "gen_ai_client_operation_time_to_first_chunk_seconds_count", **labels) == 1
     assert value(registry, "gen_ai_client_operation_time_per_output_chunk_seconds_count", **labels) == 2
     assert value(registry, "gleitzeit_call_failovers_total", **labels) == 1
-    assert value(registry, "gleitzeit_call_fallbacks_total", gleitzeit_fallback_model="phi3") == 1
+    assert value(registry, "gleitzeit_call_fallbacks_total", gleitzeit_fallback_model="phi3:latest") == 1
     assert value(registry, "gen_ai_client_token_usage_sum", gen_ai_token_type="output") == 3
 
 
@@ -66,14 +66,23 @@ def test_pool_facts_come_from_a_mapping_or_an_attribute() -> None:
     assert pool_of({"pool": "not a mapping"}) == {} and pool_of(None) == {}
 
 
-def test_chunk_gaps_wait_for_the_serving_instance_named_at_the_end() -> None:
-    # LangChain's chunks do not name the instance; the gaps must still carry it, as the duration does.
+GAPS = "gen_ai_client_operation_time_per_output_chunk_seconds_count"
+
+
+def streamed(chunks: int, key: str = "run-1") -> tuple[CollectorRegistry, CallTracker]:
+    """A tracker with one open call of ``chunks`` chunks whose instance no chunk named."""
     registry = CollectorRegistry()
     tracker = CallTracker(registry)
-    tracker.start("run-1", "chat", "llama3.2")
-    for _ in range(4):
-        tracker.chunk("run-1")
-    assert value(registry, "gen_ai_client_operation_time_per_output_chunk_seconds_count") == 0
+    tracker.start(key, "chat", "llama3.2")
+    for _ in range(chunks):
+        tracker.chunk(key)
+    return registry, tracker
+
+
+def test_chunk_gaps_wait_for_the_serving_instance_named_at_the_end() -> None:
+    # LangChain's chunks do not name the instance; the gaps must still carry it, as the duration does.
+    registry, tracker = streamed(4)
+    assert value(registry, GAPS) == 0
     call = tracker.pop("run-1")
     assert call is not None
     pool = {"instance_id": "gpu-1", "instance_url": "http://gpu1.lan:11434", "model": "llama3.2"}
@@ -84,23 +93,18 @@ def test_chunk_gaps_wait_for_the_serving_instance_named_at_the_end() -> None:
         "server_port": "11434",
         "gen_ai_response_model": "llama3.2:latest",
     }
-    assert value(registry, "gen_ai_client_operation_time_per_output_chunk_seconds_count", **where) == 3
+    assert value(registry, GAPS, **where) == 3
     assert value(registry, "gen_ai_client_operation_duration_seconds_count", **where) == 1
 
 
 def test_a_failed_stream_records_its_held_gaps_and_gaps_beyond_the_bound_go_out_at_once() -> None:
-    registry = CollectorRegistry()
-    tracker = CallTracker(registry)
-    tracker.start("run-1", "chat", "llama3.2")
-    for _ in range(3):
-        tracker.chunk("run-1")
+    registry, tracker = streamed(3)
     tracker.fail("run-1", InstanceFailedError("reset", instance="gpu-2"))
-    gaps = "gen_ai_client_operation_time_per_output_chunk_seconds_count"
-    assert value(registry, gaps, gleitzeit_instance="gpu-2") == 2
+    assert value(registry, GAPS, gleitzeit_instance="gpu-2") == 2
     tracker.start("run-2", "chat", "llama3.2")
     for _ in range(MAX_HELD_GAPS + 3):
         tracker.chunk("run-2")
-    assert value(registry, gaps, gleitzeit_instance="") == 2  # the held ones wait, the rest went out
+    assert value(registry, GAPS, gleitzeit_instance="") == 2  # the held ones wait, the rest went out
 
 
 def test_the_configured_server_is_the_address_until_the_pool_names_one() -> None:

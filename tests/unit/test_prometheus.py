@@ -24,8 +24,17 @@ def scrape(registry: CollectorRegistry) -> tuple[Samples, dict[str, str]]:
     return samples, {f.name: f.type for f in families}
 
 
+# Short names in the tests for the exported label names (the vocabulary the per-call metrics share).
+LABELS = {
+    "instance": "gleitzeit_instance",
+    "model": "gen_ai_request_model",
+    "type": "gen_ai_token_type",
+    "fallback_model": "gleitzeit_fallback_model",
+}
+
+
 def value(samples: Samples, name: str, **labels: str) -> float | None:
-    return samples.get((name, tuple(sorted(labels.items()))))
+    return samples.get((name, tuple(sorted((LABELS.get(k, k), v) for k, v in labels.items()))))
 
 
 def manager(**lb: object) -> OllamaPoolManager:
@@ -52,51 +61,25 @@ def test_live_state_is_read_at_scrape_time() -> None:
     instrument(pool, registry)
     lease = lease_on(pool, "gpu")
     samples, types = scrape(registry)
-    assert value(samples, "gleitzeit_instance_in_flight", gleitzeit_instance="gpu") == 1
-    assert (
-        value(
-            samples,
-            "gleitzeit_instance_model_in_flight",
-            gleitzeit_instance="gpu",
-            gen_ai_request_model="llama3.2:latest",
-        )
-        == 1
-    )
-    assert value(samples, "gleitzeit_instance_max_concurrent", gleitzeit_instance="gpu") == 3
-    assert value(samples, "gleitzeit_instance_state", gleitzeit_instance="gpu", state="unknown") == 1
-    assert value(samples, "gleitzeit_instance_state", gleitzeit_instance="gpu", state="healthy") == 0
-    assert value(samples, "gleitzeit_instance_circuit_state", gleitzeit_instance="cpu", state="closed") == 1
+    assert value(samples, "gleitzeit_instance_in_flight", instance="gpu") == 1
+    assert value(samples, "gleitzeit_instance_model_in_flight", instance="gpu", model="llama3.2:latest") == 1
+    assert value(samples, "gleitzeit_instance_max_concurrent", instance="gpu") == 3
+    assert value(samples, "gleitzeit_instance_state", instance="gpu", state="unknown") == 1
+    assert value(samples, "gleitzeit_instance_state", instance="gpu", state="healthy") == 0
+    assert value(samples, "gleitzeit_instance_circuit_state", instance="cpu", state="closed") == 1
     assert types["gleitzeit_instance_state"] == "gauge"
     assert types["gleitzeit_instance_health_checks"] == "counter"
 
     pool.finish(lease, None)  # type: ignore[arg-type]
     samples, _ = scrape(registry)
-    assert value(samples, "gleitzeit_instance_in_flight", gleitzeit_instance="gpu") == 0
+    assert value(samples, "gleitzeit_instance_in_flight", instance="gpu") == 0
     assert (
-        value(
-            samples,
-            "gleitzeit_instance_model_in_flight",
-            gleitzeit_instance="gpu",
-            gen_ai_request_model="llama3.2:latest",
-        )
-        is None
+        value(samples, "gleitzeit_instance_model_in_flight", instance="gpu", model="llama3.2:latest") is None
     )
-    assert (
-        value(samples, "gleitzeit_instance_state", gleitzeit_instance="gpu", state="healthy") == 1
-    )  # served: healthy
-    assert value(samples, "gleitzeit_instance_models_loaded", gleitzeit_instance="gpu") == 1
-    assert (
-        value(
-            samples,
-            "gleitzeit_instance_model_loaded",
-            gleitzeit_instance="gpu",
-            gen_ai_request_model="llama3.2:latest",
-        )
-        == 1
-    )
-    assert (
-        value(samples, "gleitzeit_instance_models_installed", gleitzeit_instance="gpu") is None
-    )  # never probed
+    assert value(samples, "gleitzeit_instance_state", instance="gpu", state="healthy") == 1  # served: healthy
+    assert value(samples, "gleitzeit_instance_models_loaded", instance="gpu") == 1
+    assert value(samples, "gleitzeit_instance_model_loaded", instance="gpu", model="llama3.2:latest") == 1
+    assert value(samples, "gleitzeit_instance_models_installed", instance="gpu") is None  # never probed
 
 
 def test_counters_count_each_event_once_however_often_scraped() -> None:
@@ -108,34 +91,17 @@ def test_counters_count_each_event_once_however_often_scraped() -> None:
     for _ in range(5):  # the guide's snippet would have added its running total on each of these
         samples, types = scrape(registry)
     requests = "gleitzeit_pool_requests_total"
-    assert (
-        value(
-            samples,
-            requests,
-            gleitzeit_instance="gpu",
-            gen_ai_request_model="llama3.2:latest",
-            outcome="success",
-        )
-        == 3
-    )
+    assert value(samples, requests, instance="gpu", model="llama3.2:latest", outcome="success") == 3
     assert types["gleitzeit_pool_requests"] == "counter"
     assert (
-        value(
-            samples,
-            "gleitzeit_pool_tokens_total",
-            gleitzeit_instance="gpu",
-            gen_ai_request_model="llama3.2:latest",
-            gen_ai_token_type="output",
-        )
+        value(samples, "gleitzeit_pool_tokens_total", instance="gpu", model="llama3.2:latest", type="output")
         == 36
     )
+    # The per-call metrics' token types (input, output), not "prompt" (#14: one vocabulary).
+    tokens = {"instance": "gpu", "model": "llama3.2:latest"}
+    assert value(samples, "gleitzeit_pool_tokens_total", **tokens, type="input") == 15
     assert (
-        value(
-            samples,
-            "gleitzeit_pool_attempt_duration_seconds_count",
-            gleitzeit_instance="gpu",
-            outcome="success",
-        )
+        value(samples, "gleitzeit_pool_attempt_duration_seconds_count", instance="gpu", outcome="success")
         == 3
     )
     assert types["gleitzeit_pool_attempt_duration_seconds"] == "histogram"
@@ -152,56 +118,16 @@ def test_outcomes_failovers_fallbacks_cold_loads_and_breaker_trips_are_counted()
     pool.events.emit(FallbackEvent("qwen3", "llama3.2", "missing"))
     samples, _ = scrape(registry)
     requests = "gleitzeit_pool_requests_total"
-    assert (
-        value(
-            samples,
-            requests,
-            gleitzeit_instance="cpu",
-            gen_ai_request_model="llama3.2:latest",
-            outcome="failure",
-        )
-        == 1
-    )
-    assert (
-        value(
-            samples,
-            requests,
-            gleitzeit_instance="gpu",
-            gen_ai_request_model="qwen3:latest",
-            outcome="model_missing",
-        )
-        == 1
-    )
-    assert (
-        value(
-            samples,
-            "gleitzeit_pool_cold_loads_total",
-            gleitzeit_instance="gpu",
-            gen_ai_request_model="llama3.2:latest",
-        )
-        == 1
-    )
-    assert value(samples, "gleitzeit_pool_failovers_total", gleitzeit_instance="cpu") == 1
-    assert (
-        value(
-            samples,
-            "gleitzeit_pool_fallbacks_total",
-            gen_ai_request_model="qwen3",
-            gleitzeit_fallback_model="llama3.2",
-        )
-        == 1
-    )
-    assert (
-        value(samples, "gleitzeit_pool_breaker_transitions_total", gleitzeit_instance="cpu", state="open")
-        == 1
-    )
-    assert (
-        value(samples, "gleitzeit_pool_health_transitions_total", gleitzeit_instance="cpu", state="unhealthy")
-        == 1
-    )
-    assert value(samples, "gleitzeit_instance_circuit_state", gleitzeit_instance="cpu", state="open") == 1
-    assert value(samples, "gleitzeit_instance_consecutive_failures", gleitzeit_instance="cpu") == 1
-    assert value(samples, "gleitzeit_instance_recent_error_ratio", gleitzeit_instance="cpu") == 1.0
+    assert value(samples, requests, instance="cpu", model="llama3.2:latest", outcome="failure") == 1
+    assert value(samples, requests, instance="gpu", model="qwen3:latest", outcome="model_missing") == 1
+    assert value(samples, "gleitzeit_pool_cold_loads_total", instance="gpu", model="llama3.2:latest") == 1
+    assert value(samples, "gleitzeit_pool_failovers_total", instance="cpu") == 1
+    assert value(samples, "gleitzeit_pool_fallbacks_total", model="qwen3", fallback_model="llama3.2") == 1
+    assert value(samples, "gleitzeit_pool_breaker_transitions_total", instance="cpu", state="open") == 1
+    assert value(samples, "gleitzeit_pool_health_transitions_total", instance="cpu", state="unhealthy") == 1
+    assert value(samples, "gleitzeit_instance_circuit_state", instance="cpu", state="open") == 1
+    assert value(samples, "gleitzeit_instance_consecutive_failures", instance="cpu") == 1
+    assert value(samples, "gleitzeit_instance_recent_error_ratio", instance="cpu") == 1.0
 
 
 def test_labels_never_carry_urls_and_model_names_are_capped() -> None:
@@ -215,19 +141,12 @@ def test_labels_never_carry_urls_and_model_names_are_capped() -> None:
     # URL and its credentials never are.
     assert "secret" not in text and "user" not in text and "http://" not in text and "127.0.0.1:" not in text
     samples, _ = scrape(registry)
-    info = {"gleitzeit_instance": "gpu", "version": "", "server_address": "127.0.0.1", "server_port": "20001"}
+    info = {"instance": "gpu", "version": "", "server_address": "127.0.0.1", "server_port": "20001"}
     assert value(samples, "gleitzeit_instance_info", **info) == 1
     samples, _ = scrape(registry)
     requests = "gleitzeit_pool_requests_total"
-    assert (
-        value(samples, requests, gleitzeit_instance="gpu", gen_ai_request_model="a", outcome="success") == 1
-    )
-    assert (
-        value(
-            samples, requests, gleitzeit_instance="gpu", gen_ai_request_model=OTHER_MODEL, outcome="success"
-        )
-        == 2
-    )
+    assert value(samples, requests, instance="gpu", model="a", outcome="success") == 1
+    assert value(samples, requests, instance="gpu", model=OTHER_MODEL, outcome="success") == 2
     metrics.close()
 
 
@@ -237,8 +156,8 @@ def test_removed_instances_leave_the_gauges() -> None:
     instrument(pool, registry)
     pool.remove_instance("cpu")
     samples, _ = scrape(registry)
-    assert value(samples, "gleitzeit_instance_in_flight", gleitzeit_instance="gpu") == 0
-    assert value(samples, "gleitzeit_instance_in_flight", gleitzeit_instance="cpu") is None
+    assert value(samples, "gleitzeit_instance_in_flight", instance="gpu") == 0
+    assert value(samples, "gleitzeit_instance_in_flight", instance="cpu") is None
 
 
 def test_instrument_is_idempotent_and_close_unregisters() -> None:
