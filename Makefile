@@ -12,15 +12,18 @@ PROJECTS := pyproject.toml \
 
 venv: $(STAMP)
 
-# Re-installs only when a pyproject changes, so a second `make test` starts at once.
+# Re-installs only when a pyproject changes, so a second `make test` starts at once. The test tools
+# are PEP 735 dependency groups (`--group`, pip >= 25.1: hence the pip upgrade first).
 $(STAMP): $(PROJECTS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	@$(PY) -m pip install --quiet --disable-pip-version-check \
-		-e '.[test,prometheus]' \
-		-e 'integrations/langchain-gleitzeit[test]' \
+		-e '.[prometheus]' \
+		-e integrations/langchain-gleitzeit \
 		-e integrations/llama-index-llms-gleitzeit \
-		-e integrations/llama-index-embeddings-gleitzeit
+		-e integrations/llama-index-embeddings-gleitzeit \
+		--group test \
+		--group integrations/langchain-gleitzeit/pyproject.toml:test
 	@touch $(STAMP)
 
 test: $(STAMP)

@@ -218,7 +218,8 @@ def status_from_metrics(text: str, source: str = "") -> dict[str, Any]:
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             labels, value = sample.labels, sample.value
-            inst = labels.get("instance", "")
+            # gleitzeit_instance since #14; `instance` from exporters of gleitzeit-llm before it.
+            inst = labels.get("gleitzeit_instance", labels.get("instance", ""))
             if sample.name == "gleitzeit_instance_state" and value == 1:
                 info(inst)["state"] = labels["state"]
             elif sample.name == "gleitzeit_instance_circuit_state" and value == 1:
@@ -228,7 +229,7 @@ def status_from_metrics(text: str, source: str = "") -> dict[str, Any]:
             elif sample.name == "gleitzeit_instance_max_concurrent":
                 info(inst)["max_concurrent"] = int(value)
             elif sample.name == "gleitzeit_instance_model_loaded" and value == 1:
-                info(inst)["models_loaded"].append(labels["model"])
+                info(inst)["models_loaded"].append(labels.get("gen_ai_request_model", labels.get("model")))
             elif sample.name == "gleitzeit_instance_models_installed":
                 info(inst)["models_installed_count"] = int(value)
             elif sample.name == "gleitzeit_pool_requests_total":

@@ -6,9 +6,11 @@ conventions' bucket boundaries); the pool's own per-call facts are ``gleitzeit_c
 LangChain callback handler and the LlamaIndex event handler both record through
 :class:`CallMetrics`, so the two frameworks produce the same series with the same meaning.
 
-Labels are bounded: operation, provider, the requested model (the operator's model set), the
-serving instance id (the pool's configuration) and the error class name. Never prompts, run
-ids or URLs.
+Labels are bounded: operation, provider, the requested and the answering model (the operator's
+model set, in the pool's normal form), the serving instance id and its host and port (the pool's
+configuration) and the error class name. Never prompts, run ids or URLs. The pool metrics of
+:mod:`~gleitzeit_llm.observability.prometheus` use the same label names and values
+(``gleitzeit_instance``, ``gen_ai_request_model``, ``gen_ai_token_type``), so the two join.
 
 Requires ``prometheus-client`` (``pip install gleitzeit-llm[prometheus]``).
 """
@@ -17,13 +19,17 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+
+from gleitzeit_llm.ollama.names import model_key
 
 __all__ = [
     "ATTEMPTS",
     "CALLS",
+    "CALL_LABELS",
     "DURATION_BUCKETS",
     "FAILOVERS",
     "FALLBACKS",
@@ -33,6 +39,7 @@ __all__ = [
     "TOKEN_BUCKETS",
     "TOKEN_USAGE",
     "CallMetrics",
+    "model_label",
 ]
 
 OPERATION_DURATION = "gen_ai_client_operation_duration_seconds"
@@ -44,10 +51,12 @@ ATTEMPTS = "gleitzeit_call_attempts"
 FAILOVERS = "gleitzeit_call_failovers"  # exposed as gleitzeit_call_failovers_total
 FALLBACKS = "gleitzeit_call_fallbacks"  # exposed as gleitzeit_call_fallbacks_total
 
-# Bucket boundaries the GenAI semantic conventions recommend.
+# Bucket boundaries the GenAI semantic conventions recommend for client metrics: every client
+# duration (operation, time to first chunk, time per output chunk) and the token usage. (The
+# conventions' server metrics, e.g. gen_ai.server.time_per_output_token, use finer ones up to 2.5 s:
+# not ours, this is the client side.)
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
-CHUNK_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
 ATTEMPT_BUCKETS = (1, 2, 3, 4, 5, 8)
 
 PROVIDER = "ollama"
@@ -61,7 +70,28 @@ _HELP = {
     FAILOVERS: "Attempts beyond the first: each is a failover to another instance.",
     FALLBACKS: "Calls answered by the fallback model instead of the requested one.",
 }
-_CALL_LABELS = ("gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "gleitzeit_instance")
+#: The labels of every per-call series, in this order (the pool metrics share the names they have).
+CALL_LABELS = (
+    "gen_ai_operation_name",
+    "gen_ai_provider_name",
+    "gen_ai_request_model",
+    "gen_ai_response_model",
+    "server_address",
+    "server_port",
+    "gleitzeit_instance",
+)
+
+
+@lru_cache(maxsize=1024)
+def model_label(name: str | None) -> str:
+    """A model name as a label value: the pool's normal form (``llama3.2`` -> ``llama3.2:latest``),
+    as the pool metrics write it, so the two families join; ``""`` for none."""
+    if not name:
+        return ""
+    try:
+        return model_key(name)
+    except ValueError:  # not a model name Ollama would accept: keep it as given
+        return name
 
 
 class CallMetrics:
@@ -77,15 +107,15 @@ class CallMetrics:
         self.registry = registry
 
         def histogram(name: str, buckets: Sequence[float], *labels: str) -> Histogram:
-            return Histogram(name, _HELP[name], [*_CALL_LABELS, *labels], buckets=buckets, registry=registry)
+            return Histogram(name, _HELP[name], [*CALL_LABELS, *labels], buckets=buckets, registry=registry)
 
         def counter(name: str, *labels: str) -> Counter:
-            return Counter(name, _HELP[name], [*_CALL_LABELS, *labels], registry=registry)
+            return Counter(name, _HELP[name], [*CALL_LABELS, *labels], registry=registry)
 
         self.duration = histogram(OPERATION_DURATION, DURATION_BUCKETS, "error_type")
         self.tokens = histogram(TOKEN_USAGE, TOKEN_BUCKETS, "gen_ai_token_type")
         self.ttfc = histogram(TIME_TO_FIRST_CHUNK, DURATION_BUCKETS)
-        self.tpoc = histogram(TIME_PER_OUTPUT_CHUNK, CHUNK_BUCKETS)
+        self.tpoc = histogram(TIME_PER_OUTPUT_CHUNK, DURATION_BUCKETS)
         self.calls = counter(CALLS, "outcome", "error_type")
         self.attempts = histogram(ATTEMPTS, ATTEMPT_BUCKETS)
         self.failovers = counter(FAILOVERS)
@@ -108,6 +138,9 @@ class CallMetrics:
         model: str | None,
         duration: float,
         instance: str | None = None,
+        response_model: str | None = None,
+        server_address: str | None = None,
+        server_port: int | str | None = None,
         error: BaseException | str | None = None,
         input_tokens: int | None = None,
         output_tokens: int | None = None,
@@ -116,7 +149,7 @@ class CallMetrics:
         fallback_model: str | None = None,
     ) -> None:
         """Record one finished call (success when ``error`` is None)."""
-        base = (operation, PROVIDER, model or "", instance or "")
+        base = self.labels(operation, model, instance, response_model, server_address, server_port)
         error_type = "" if error is None else (error if isinstance(error, str) else type(error).__name__)
         self.duration.labels(*base, error_type).observe(duration)
         self.calls.labels(*base, "error" if error is not None else "success", error_type).inc()
@@ -131,13 +164,33 @@ class CallMetrics:
             if attempts > 1:
                 self.failovers.labels(*base).inc(attempts - 1)
         if fallback_model:
-            self.fallbacks.labels(*base, fallback_model).inc()
+            self.fallbacks.labels(*base, model_label(fallback_model)).inc()
 
-    def record_chunk_gap(
-        self, *, operation: str, model: str | None, instance: str | None, gap: float
-    ) -> None:
-        """Record the time between two chunks of a streaming call."""
-        self.tpoc.labels(operation, PROVIDER, model or "", instance or "").observe(gap)
+    @staticmethod
+    def labels(
+        operation: str,
+        model: str | None,
+        instance: str | None = None,
+        response_model: str | None = None,
+        server_address: str | None = None,
+        server_port: int | str | None = None,
+    ) -> tuple[str, ...]:
+        """The values of :data:`CALL_LABELS` for one call (``""`` for what is unknown)."""
+        return (
+            operation,
+            PROVIDER,
+            model_label(model),
+            model_label(response_model),
+            server_address or "",
+            "" if server_port is None else str(server_port),
+            instance or "",
+        )
+
+    def record_chunk_gaps(self, labels: Sequence[str], gaps: Iterable[float]) -> None:
+        """Record the times between chunks of a streaming call (``labels`` from :meth:`labels`)."""
+        histogram = self.tpoc.labels(*labels)
+        for gap in gaps:
+            histogram.observe(gap)
 
     def __repr__(self) -> str:
         return f"CallMetrics(registry={self.registry!r})"

@@ -44,6 +44,7 @@ from gleitzeit_llm.observability.events import (
     PoolEvent,
     RequestFinished,
 )
+from gleitzeit_llm.observability.framework import server_of
 from gleitzeit_llm.observability.metrics import DURATION_BUCKETS
 
 __all__ = [
@@ -60,6 +61,13 @@ __all__ = [
 #: (callers choose model names, and a typo must not grow the series without bound).
 MAX_MODEL_LABELS = 100
 OTHER_MODEL = "__other__"
+
+# The label names the per-call metrics (metrics.CALL_LABELS) use for the same things, so the two
+# families join without label_replace. Not ``instance``: Prometheus sets that label on every scraped
+# series (the exporter's address) and renames a clashing one to ``exported_instance``.
+INSTANCE = "gleitzeit_instance"
+MODEL = "gen_ai_request_model"
+TOKEN_TYPE = "gen_ai_token_type"
 
 _INSTANCE_STATES = ("healthy", "degraded", "unhealthy", "unknown")
 _CIRCUIT_STATES = ("closed", "open", "half_open")
@@ -126,7 +134,10 @@ class PoolCollector(Collector):
             if snap["ttft_estimate"] is not None:
                 ttft.add_metric([instance], snap["ttft_estimate"])
             error_ratio.add_metric([instance], snap["error_rate"] / 100.0)
-            info.add_metric([instance, snap["version"] or ""], 1.0)
+            address, port = server_of(snap.get("url"))
+            info.add_metric(
+                [instance, snap["version"] or "", address, "" if port is None else str(port)], 1.0
+            )
             probes, probe_failures = self._probe_counts(instance)
             checks.add_metric([instance, "ok"], probes - probe_failures)
             checks.add_metric([instance, "failed"], probe_failures)
@@ -147,63 +158,63 @@ class PoolCollector(Collector):
             g(
                 "gleitzeit_instance_state",
                 "Health state of the instance (1 for the current state, 0 for the others).",
-                labels=["instance", "state"],
+                labels=[INSTANCE, "state"],
             ),
             g(
                 "gleitzeit_instance_circuit_state",
                 "Circuit breaker state of the instance (1 for the current state, 0 for the others).",
-                labels=["instance", "state"],
+                labels=[INSTANCE, "state"],
             ),
-            g("gleitzeit_instance_in_flight", "Requests in flight on the instance.", labels=["instance"]),
+            g("gleitzeit_instance_in_flight", "Requests in flight on the instance.", labels=[INSTANCE]),
             g(
                 "gleitzeit_instance_model_in_flight",
                 "Requests in flight on the instance, per model (only models with requests in flight).",
-                labels=["instance", "model"],
+                labels=[INSTANCE, MODEL],
             ),
             g(
                 "gleitzeit_instance_max_concurrent",
                 "Configured limit of requests in flight on the instance.",
-                labels=["instance"],
+                labels=[INSTANCE],
             ),
             g(
                 "gleitzeit_instance_models_loaded",
                 "Models resident in the instance's memory, as /api/ps and served requests say.",
-                labels=["instance"],
+                labels=[INSTANCE],
             ),
             g(
                 "gleitzeit_instance_model_loaded",
                 "1 for each model resident on the instance.",
-                labels=["instance", "model"],
+                labels=[INSTANCE, MODEL],
             ),
             g(
                 "gleitzeit_instance_models_installed",
                 "Models installed on the instance (/api/tags); absent until the first health check.",
-                labels=["instance"],
+                labels=[INSTANCE],
             ),
             g(
                 "gleitzeit_instance_consecutive_failures",
                 "Failures in a row that the instance's circuit breaker has counted.",
-                labels=["instance"],
+                labels=[INSTANCE],
             ),
             g(
                 "gleitzeit_instance_ttft_estimate_seconds",
                 "The pool's decaying estimate of time to first token (peak-EWMA); absent without data.",
-                labels=["instance"],
+                labels=[INSTANCE],
             ),
             g(
                 "gleitzeit_instance_recent_error_ratio",
                 "Failed share (0..1) of the instance's last 100 counted attempts.",
-                labels=["instance"],
+                labels=[INSTANCE],
             ),
             g(
                 "gleitzeit_instance_info",
                 "Always 1; the Ollama version the instance reports.",
-                labels=["instance", "version"],
+                labels=[INSTANCE, "version", "server_address", "server_port"],
             ),
             c(
                 "gleitzeit_instance_health_checks",
                 "Health checks of the instance by outcome (ok or failed).",
-                labels=["instance", "outcome"],
+                labels=[INSTANCE, "outcome"],
             ),
             g(
                 "gleitzeit_pool_waiting_requests",
@@ -257,7 +268,7 @@ class PoolMetrics:
                     "gleitzeit_pool_requests",
                     "Attempts on an instance by outcome: success, failure, busy, model_missing, "
                     "caller_error or cancelled (a call that failed over counts once per instance tried).",
-                    ["instance", "model", "outcome"],
+                    [INSTANCE, MODEL, "outcome"],
                     registry=None,
                 )
             )
@@ -265,7 +276,7 @@ class PoolMetrics:
                 Histogram(
                     "gleitzeit_pool_attempt_duration_seconds",
                     "Duration of one attempt on one instance, from the reserved slot to the last chunk.",
-                    ["instance", "outcome"],
+                    [INSTANCE, "outcome"],
                     buckets=DURATION_BUCKETS,
                     registry=None,
                 )
@@ -274,7 +285,7 @@ class PoolMetrics:
                 Histogram(
                     "gleitzeit_pool_time_to_first_chunk_seconds",
                     "Reserved slot to first chunk, for successful attempts (cold loads included).",
-                    ["instance", "model"],
+                    [INSTANCE, MODEL],
                     buckets=DURATION_BUCKETS,
                     registry=None,
                 )
@@ -282,8 +293,8 @@ class PoolMetrics:
             self.tokens = self._register(
                 Counter(
                     "gleitzeit_pool_tokens",
-                    "Tokens of successful attempts as Ollama counted them, by type (prompt or output).",
-                    ["instance", "model", "type"],
+                    "Tokens of successful attempts as Ollama counted them, by type (input or output).",
+                    [INSTANCE, MODEL, TOKEN_TYPE],
                     registry=None,
                 )
             )
@@ -291,7 +302,7 @@ class PoolMetrics:
                 Counter(
                     "gleitzeit_pool_cold_loads",
                     "Successful attempts that had to load the model first (load_duration above 0.5 s).",
-                    ["instance", "model"],
+                    [INSTANCE, MODEL],
                     registry=None,
                 )
             )
@@ -299,7 +310,7 @@ class PoolMetrics:
                 Counter(
                     "gleitzeit_pool_failovers",
                     "Attempts that failed on the instance with an instance error (pool failover events).",
-                    ["instance"],
+                    [INSTANCE],
                     registry=None,
                 )
             )
@@ -307,7 +318,7 @@ class PoolMetrics:
                 Counter(
                     "gleitzeit_pool_fallbacks",
                     "Calls switched to their fallback model after the requested model failed everywhere.",
-                    ["model", "fallback_model"],
+                    [MODEL, "gleitzeit_fallback_model"],
                     registry=None,
                 )
             )
@@ -315,7 +326,7 @@ class PoolMetrics:
                 Counter(
                     "gleitzeit_pool_breaker_transitions",
                     "Circuit breaker transitions by the state entered (closed, open, half_open).",
-                    ["instance", "state"],
+                    [INSTANCE, "state"],
                     registry=None,
                 )
             )
@@ -323,7 +334,7 @@ class PoolMetrics:
                 Counter(
                     "gleitzeit_pool_health_transitions",
                     "Health state transitions by the state entered (healthy, degraded, unhealthy, unknown).",
-                    ["instance", "state"],
+                    [INSTANCE, "state"],
                     registry=None,
                 )
             )
@@ -355,7 +366,7 @@ class PoolMetrics:
                 if event.ttft is not None:
                     self.time_to_first_chunk.labels(event.instance, model).observe(event.ttft)
                 if event.prompt_tokens:
-                    self.tokens.labels(event.instance, model, "prompt").inc(event.prompt_tokens)
+                    self.tokens.labels(event.instance, model, "input").inc(event.prompt_tokens)
                 if event.output_tokens:
                     self.tokens.labels(event.instance, model, "output").inc(event.output_tokens)
                 if event.cold_load:

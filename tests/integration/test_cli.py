@@ -233,7 +233,7 @@ def test_metrics_serves_the_pool_and_status_reads_it(ollama_emulators: Any) -> N
         assert url.startswith("http://127.0.0.1:") and url.endswith("/metrics")
         families = {f.name: f for f in text_string_to_metric_families(httpx.get(url, timeout=5).text)}
         state = {
-            (s.labels["instance"], s.labels["state"]): s.value
+            (s.labels["gleitzeit_instance"], s.labels["state"]): s.value
             for s in families["gleitzeit_instance_state"].samples
         }
         assert state[("a", "healthy")] == 1 and state[("b", "unhealthy")] == 1

@@ -11,6 +11,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from gleitzeit_llm.observability.prometheus import instrument, start_metrics_server
 from gleitzeit_llm.provider import OllamaPoolProvider
 
+# Short names in the tests for the exported label names.
+LABELS = {"instance": "gleitzeit_instance", "model": "gen_ai_request_model"}
+
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     response = httpx.get(url, timeout=5)
@@ -44,7 +47,7 @@ async def test_a_failover_shows_in_the_scraped_metrics(ollama_emulators: Any) ->
         metrics.close()
 
     def at(samples: dict[Any, float], name: str, **labels: str) -> float | None:
-        return samples.get((name, tuple(sorted(labels.items()))))
+        return samples.get((name, tuple(sorted((LABELS.get(k, k), v) for k, v in labels.items()))))
 
     def counted(samples: dict[Any, float]) -> dict[Any, float]:
         return {k: v for k, v in samples.items() if k[0].startswith("gleitzeit_pool_")}
@@ -66,7 +69,8 @@ async def test_a_failover_shows_in_the_scraped_metrics(ollama_emulators: Any) ->
     assert at(first, "gleitzeit_instance_state", instance="good", state="healthy") == 1
     assert at(first, "gleitzeit_instance_models_installed", instance="good") == 1
     assert at(first, "gleitzeit_instance_model_loaded", instance="good", model="llama3.2:latest") == 1
-    assert at(first, "gleitzeit_instance_info", instance="good", version="0.12.6") == 1
+    info = {"instance": "good", "version": "0.12.6", "server_address": "127.0.0.1"}
+    assert at(first, "gleitzeit_instance_info", **info, server_port=str(good.port)) == 1
     assert at(first, "gleitzeit_instance_health_checks_total", instance="good", outcome="ok") >= 1  # type: ignore[operator]
     assert at(first, "gleitzeit_pool_waiting_requests") == 0
 

@@ -56,7 +56,7 @@ def test_an_invoke_records_duration_tokens_instance_and_outcome(emulated_pool: A
     call = {
         "gen_ai_operation_name": "chat",
         "gen_ai_provider_name": "ollama",
-        "gen_ai_request_model": "llama3.2",
+        "gen_ai_request_model": "llama3.2:latest",
         "gleitzeit_instance": instance,
     }
     assert value(got, "gen_ai_client_operation_duration_seconds_count", **call, error_type="") == 1
@@ -122,14 +122,14 @@ def test_failovers_and_fallbacks(emulated_pool: Any, registry: Any) -> None:
         "big question", config={"callbacks": [handler]}
     )
     got = samples(registry)
-    assert value(got, "gleitzeit_call_failovers_total", gen_ai_request_model="llama3.2") == failovers
-    assert value(got, "gleitzeit_call_attempts_count", gen_ai_request_model="llama3.2") == 3
+    assert value(got, "gleitzeit_call_failovers_total", gen_ai_request_model="llama3.2:latest") == failovers
+    assert value(got, "gleitzeit_call_attempts_count", gen_ai_request_model="llama3.2:latest") == 3
     assert (
         value(
             got,
             "gleitzeit_call_fallbacks_total",
             gen_ai_request_model="llama3.3:70b",
-            gleitzeit_fallback_model="llama3.2",
+            gleitzeit_fallback_model="llama3.2:latest",
             gleitzeit_instance="ollama-2",
         )
         == 1
@@ -178,5 +178,29 @@ def test_plain_chatollama_runs_are_recorded_without_an_instance(ollama_emulator:
     finally:
         llm._client._client.close()
     got = samples(registry)
-    assert value(got, "gleitzeit_calls_total", gleitzeit_instance="", gen_ai_request_model="llama3.2") == 1
+    assert (
+        value(got, "gleitzeit_calls_total", gleitzeit_instance="", gen_ai_request_model="llama3.2:latest")
+        == 1
+    )
     assert value(got, "gen_ai_client_token_usage_count", gen_ai_token_type="output") == 1
+
+
+def test_chunk_gaps_carry_the_serving_instance_and_server(emulated_pool: Any, registry: Any) -> None:
+    # As the LlamaIndex handler's: the gaps of a stream are labelled like its duration.
+    provider, _ = emulated_pool(2, health_checks=False)
+    handler = PrometheusCallbackHandler(registry=registry)
+    llm = ChatOllamaPool(model="llama3.2", pool=provider, callbacks=[handler])
+    chunks = list(llm.stream("hi"))
+    pool = chunks[-1].response_metadata["pool"]
+    port = pool["instance_url"].rsplit(":", 1)[1].rstrip("/")
+    where = {
+        "gleitzeit_instance": pool["instance_id"],
+        "server_address": "127.0.0.1",
+        "server_port": port,
+        "gen_ai_request_model": "llama3.2:latest",
+        "gen_ai_response_model": "llama3.2:latest",
+    }
+    got = samples(registry)
+    gaps = "gen_ai_client_operation_time_per_output_chunk_seconds_count"
+    assert value(got, gaps, **where) == len(chunks) - 1 > 0
+    assert value(got, "gen_ai_client_operation_duration_seconds_count", **where) == 1

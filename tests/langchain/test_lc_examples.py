@@ -30,10 +30,10 @@ EXPECTED = {
     r"bind\(instance_tags=\['cpu'\]\)\s+cpu-[12]=\d(, cpu-2=\d)?\n"
     r"[\s\S]*overridden per call with \['gpu'\]\)?\s+gpu-1=4\n"
     r"asked for llama3\.3:70b, answered by llama3\.2 on \S+ \(fallback_used=True\)",
-    "prometheus_metrics.py": r"gleitzeit_calls_total\{[^}]*gen_ai_request_model=\"llama3\.2\"[^}]*"
-    r"outcome=\"success\"\} \d[\s\S]*"
-    r"gleitzeit_call_fallbacks_total\{[^}]*gleitzeit_fallback_model=\"llama3\.2\"[\s\S]*"
-    r"gleitzeit_pool_failovers_total\{instance=\"ollama-1\"\} [1-9]",
+    "prometheus_metrics.py": r"gleitzeit_calls_total\{[^}]*gen_ai_request_model=\"llama3\.2:latest\"[^}]*"
+    r"outcome=\"success\"[^}]*\} \d[\s\S]*"
+    r"gleitzeit_call_fallbacks_total\{[^}]*gleitzeit_fallback_model=\"llama3\.2:latest\"[\s\S]*"
+    r"gleitzeit_pool_failovers_total\{gleitzeit_instance=\"ollama-1\"\} [1-9]",
     "embeddings.py": r"24 documents, 768 dimensions, batches per instance: "
     r"\{'ollama-1': 2, 'ollama-2': 2, 'ollama-3': 2\}\n"
     r"closest to 'Why is the sky blue\?': 'The blue sky",

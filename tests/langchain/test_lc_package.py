@@ -76,6 +76,7 @@ def test_the_package_builds_its_own_wheel(tmp_path: Path) -> None:
     for module in ("__init__", "chat_models", "embeddings", "callbacks", "_utils", "_pool"):
         assert f"langchain_gleitzeit/{module}.py" in names
     assert "langchain_gleitzeit/py.typed" in names
-    assert "Requires-Dist: gleitzeit-llm>=0.1.0" in metadata
+    assert "Requires-Dist: gleitzeit-llm<0.2,>=0.1" in metadata
+    assert "License-File: LICENSE" in metadata
     assert "Requires-Dist: langchain-core" in metadata
     assert "Provides-Extra: prometheus" in metadata

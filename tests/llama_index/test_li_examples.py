@@ -26,7 +26,7 @@ EXPECTED = {
     r"  the same with thinking=False\s+-> cpu-\d\s+model qwen3, thinking=False\n"
     r".*fallback llama3\.3:70b -> llama3\.2",
     "prometheus_metrics.py": r"embeddings\s+ollama-\d\s+success[\s\S]*"
-    r"fallbacks: \{\('llama3\.3:70b', 'llama3\.2'\): 1\.0\}[\s\S]*'failover': [1-9]",
+    r"fallbacks: \{\('llama3\.3:70b', 'llama3\.2:latest'\): 1\.0\}[\s\S]*'failover': [1-9]",
 }
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from llama_index.core.base.llms.types import ChatMessage
+from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.events.llm import LLMChatStartEvent, LLMCompletionStartEvent
 from llama_index.llms.ollama import Ollama
 from prometheus_client import CollectorRegistry
@@ -148,8 +149,11 @@ def test_metrics_of_chat_completion_and_streams(
     llm.complete("Hello!", model="qwen3", think=False)
     chunks = list(llm.stream_chat(HELLO))
     base = {"gen_ai_provider_name": "ollama", "gleitzeit_instance": "e0", "outcome": "success"}
-    assert calls(registry, gen_ai_operation_name="chat", gen_ai_request_model="llama3.2", **base) == 2
-    assert calls(registry, gen_ai_operation_name="text_completion", gen_ai_request_model="qwen3", **base) == 1
+    assert calls(registry, gen_ai_operation_name="chat", gen_ai_request_model="llama3.2:latest", **base) == 2
+    assert (
+        calls(registry, gen_ai_operation_name="text_completion", gen_ai_request_model="qwen3:latest", **base)
+        == 1
+    )
     chat = {"gen_ai_operation_name": "chat", "gleitzeit_instance": "e0"}
     assert value(registry, "gen_ai_client_operation_duration_seconds_count", **chat) == 2
     assert value(registry, "gen_ai_client_token_usage_count", gen_ai_token_type="output", **chat) == 2
@@ -192,7 +196,7 @@ def test_failovers_fallbacks_and_errors(
     llm.chat(HELLO)  # round robin starts at e0: one failover to e1
     assert value(registry, "gleitzeit_call_failovers_total", gleitzeit_instance="e1") == 1
     llm.chat(HELLO, model="mixtral", fallback_model="llama3.2")
-    fallback = {"gen_ai_request_model": "mixtral", "gleitzeit_fallback_model": "llama3.2"}
+    fallback = {"gen_ai_request_model": "mixtral:latest", "gleitzeit_fallback_model": "llama3.2:latest"}
     assert value(registry, "gleitzeit_call_fallbacks_total", **fallback) == 1
     emulators[1].stop()
     with pytest.raises(AllInstancesFailedError):
@@ -224,7 +228,7 @@ def test_embedding_metrics(
     embedding = make_embedding(instances=instances)
     embedding.get_text_embedding_batch([f"text {i}" for i in range(6)])
     asyncio.run(embedding.aget_query_embedding("query"))
-    labels = {"gen_ai_operation_name": "embeddings", "gen_ai_request_model": "nomic-embed-text"}
+    labels = {"gen_ai_operation_name": "embeddings", "gen_ai_request_model": "nomic-embed-text:latest"}
     assert calls(registry, outcome="success", **labels) == 3
     assert value(registry, "gen_ai_client_token_usage_count", gen_ai_token_type="input", **labels) == 3
 
@@ -235,9 +239,99 @@ def test_upstream_ollama_is_recorded_once_per_call(
     llm = Ollama(model="llama3.2", base_url=ollama_emulator.url, context_window=4096)
     try:
         llm.chat(HELLO)
-        llm.complete("Hello!")  # Ollama completes through chat: counted as the chat it is
+        llm.complete("Hello!")  # Ollama completes through a chat inside: one text_completion, as OllamaPool
     finally:
         llm.client._client.close()
     assert len(recorder.of(LLMCompletionStartEvent)) == 1
-    assert calls(registry, gen_ai_operation_name="chat", gleitzeit_instance="", outcome="success") == 2
-    assert calls(registry, gen_ai_operation_name="text_completion") == 0
+    assert calls(registry, gen_ai_operation_name="chat", gleitzeit_instance="", outcome="success") == 1
+    assert calls(registry, gen_ai_operation_name="text_completion", outcome="success") == 1
+
+
+def series(registry: CollectorRegistry, name: str, *drop: str) -> list[dict[str, str]]:
+    """The label sets of ``name``'s samples, without the labels in ``drop``."""
+    return sorted(
+        (
+            {k: v for k, v in s.labels.items() if k not in drop}
+            for m in registry.collect()
+            for s in m.samples
+            if s.name == name
+        ),
+        key=lambda labels: sorted(labels.items()),
+    )
+
+
+# What only the pool knows: Ollama's payload (to_payload) leaves out base_url, by design.
+WHERE = ("gleitzeit_instance", "server_address", "server_port", "gen_ai_response_model")
+
+
+def test_complete_is_labelled_alike_for_ollama_pool_and_ollama(
+    ollama_emulator: Any, make_llm: Callable[..., OllamaPool], attach: Any
+) -> None:
+    # Side by side on one server: every completion form is one text_completion call for both classes.
+    recorded = []
+    for make in (
+        lambda: make_llm(base_url=ollama_emulator.url),
+        lambda: Ollama(model="llama3.2", base_url=ollama_emulator.url, context_window=4096),
+    ):
+        registry = CollectorRegistry()
+        handler = attach(PrometheusEventHandler(registry=registry))
+        llm = make()
+        llm.complete("Hello!")
+        list(llm.stream_complete("Hello!"))
+        asyncio.run(acomplete_and_close(llm))
+        llm.chat(HELLO)
+        get_dispatcher().event_handlers.remove(handler)
+        recorded.append(series(registry, "gleitzeit_calls_total", *WHERE))
+        if isinstance(llm, Ollama):
+            llm.client._client.close()
+    pool, upstream = recorded
+    assert pool == upstream
+    by_operation = {labels["gen_ai_operation_name"]: labels for labels in pool}
+    assert set(by_operation) == {"chat", "text_completion"}
+    assert len(pool) == 2  # one series each, 3 completions in one
+
+
+async def acomplete_and_close(llm: Any) -> None:
+    await llm.acomplete("Hello!")
+    if isinstance(llm, Ollama):
+        await llm.async_client._client.aclose()  # upstream never closes it
+
+
+def test_calls_carry_the_answering_model_and_the_servers_address(
+    pool: Callable[..., Any], make_llm: Callable[..., OllamaPool], registry: CollectorRegistry
+) -> None:
+    emulators, instances = pool(1)
+    make_llm(instances=instances).chat(HELLO)
+    list(make_llm(instances=instances).stream_chat(HELLO))
+    port = str(emulators[0].port)
+    where = {"server_address": "127.0.0.1", "server_port": port, "gleitzeit_instance": "e0"}
+    answered = {"gen_ai_request_model": "llama3.2:latest", "gen_ai_response_model": "llama3.2:latest"}
+    assert calls(registry, **where, **answered) == 2
+    gaps = "gen_ai_client_operation_time_per_output_chunk_seconds_count"
+    assert value(registry, gaps, **where, **answered) >= 1
+
+
+def test_upstream_ollama_embedding_calls_are_recorded(
+    ollama_emulator: Any, registry: CollectorRegistry
+) -> None:
+    from llama_index.embeddings.ollama import OllamaEmbedding
+
+    embedding = OllamaEmbedding(
+        model_name="nomic-embed-text", base_url=ollama_emulator.url, embed_batch_size=2
+    )
+    embedding.get_text_embedding_batch([f"text {i}" for i in range(6)])  # 3 batches under one span
+    embedding.get_query_embedding("query")
+
+    async def batch() -> None:
+        await embedding.aget_text_embedding_batch([f"text {i}" for i in range(4)])  # 2, concurrently
+        await embedding._async_client._client.aclose()
+
+    asyncio.run(batch())
+    embedding._client._client.close()
+    labels = {
+        "gen_ai_operation_name": "embeddings",
+        "gen_ai_request_model": "nomic-embed-text:latest",
+        "gleitzeit_instance": "",
+    }
+    assert calls(registry, outcome="success", **labels) == 6
+    assert value(registry, "gen_ai_client_operation_duration_seconds_count", **labels) == 6

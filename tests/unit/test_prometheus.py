@@ -24,8 +24,17 @@ def scrape(registry: CollectorRegistry) -> tuple[Samples, dict[str, str]]:
     return samples, {f.name: f.type for f in families}
 
 
+# Short names in the tests for the exported label names (the vocabulary the per-call metrics share).
+LABELS = {
+    "instance": "gleitzeit_instance",
+    "model": "gen_ai_request_model",
+    "type": "gen_ai_token_type",
+    "fallback_model": "gleitzeit_fallback_model",
+}
+
+
 def value(samples: Samples, name: str, **labels: str) -> float | None:
-    return samples.get((name, tuple(sorted(labels.items()))))
+    return samples.get((name, tuple(sorted((LABELS.get(k, k), v) for k, v in labels.items()))))
 
 
 def manager(**lb: object) -> OllamaPoolManager:
@@ -88,6 +97,9 @@ def test_counters_count_each_event_once_however_often_scraped() -> None:
         value(samples, "gleitzeit_pool_tokens_total", instance="gpu", model="llama3.2:latest", type="output")
         == 36
     )
+    # The per-call metrics' token types (input, output), not "prompt" (#14: one vocabulary).
+    tokens = {"instance": "gpu", "model": "llama3.2:latest"}
+    assert value(samples, "gleitzeit_pool_tokens_total", **tokens, type="input") == 15
     assert (
         value(samples, "gleitzeit_pool_attempt_duration_seconds_count", instance="gpu", outcome="success")
         == 3
@@ -125,7 +137,12 @@ def test_labels_never_carry_urls_and_model_names_are_capped() -> None:
     for model in ("a", "b", "c", "d"):
         pool.events.emit(RequestFinished("gpu", model, "success", 0.1))
     text = generate_latest(registry).decode()
-    assert "secret" not in text and "127.0.0.1" not in text
+    # Host and port are labels (server_address, server_port on gleitzeit_instance_info, #14); the
+    # URL and its credentials never are.
+    assert "secret" not in text and "user" not in text and "http://" not in text and "127.0.0.1:" not in text
+    samples, _ = scrape(registry)
+    info = {"instance": "gpu", "version": "", "server_address": "127.0.0.1", "server_port": "20001"}
+    assert value(samples, "gleitzeit_instance_info", **info) == 1
     samples, _ = scrape(registry)
     requests = "gleitzeit_pool_requests_total"
     assert value(samples, requests, instance="gpu", model="a", outcome="success") == 1

@@ -12,9 +12,15 @@ frameworks produce the same series:
   ``gleitzeit_call_failovers_total`` and ``gleitzeit_call_fallbacks_total``.
 
 Labels: ``gen_ai_operation_name`` (``chat`` or ``text_completion``), ``gen_ai_provider_name``,
-``gen_ai_request_model`` (the model asked for, per-call overrides included) and
-``gleitzeit_instance`` (the instance id that served the call, from ``ChatOllamaPool``'s
-``response_metadata["pool"]``). Never prompts, run ids or URLs.
+``gen_ai_request_model`` (the model asked for, per-call overrides included),
+``gen_ai_response_model`` (the model that answered), ``server_address``, ``server_port`` and
+``gleitzeit_instance`` (the instance that served the call and its host and port, from
+``ChatOllamaPool``'s ``response_metadata["pool"]``; empty for ``ChatOllama``, whose callbacks are
+not told its ``base_url``). Never prompts, run ids or URLs.
+
+Embeddings are not recorded: LangChain's ``Embeddings`` interface runs no callbacks, so no handler
+sees ``OllamaEmbeddings`` or ``OllamaPoolEmbeddings`` calls (the pool metrics count the latter's
+attempts).
 
 Requires ``prometheus-client`` (``pip install gleitzeit-llm[prometheus]``).
 """
@@ -107,7 +113,8 @@ class PrometheusCallbackHandler(BaseCallbackHandler):
     # -- chunks ----------------------------------------------------------------------------------
 
     def on_llm_new_token(self, token: str, *, run_id: UUID, **kwargs: Any) -> None:
-        # The serving instance is known only at the end; gaps are per model.
+        # The serving instance is known only at the end: the tracker holds the gaps until then, so
+        # they carry the instance as the LlamaIndex handler's do.
         self._tracker.chunk(run_id, record_gap=self.chunk_gaps)
 
     # -- end -------------------------------------------------------------------------------------
@@ -120,6 +127,7 @@ class PrometheusCallbackHandler(BaseCallbackHandler):
         self._tracker.record_success(
             run,
             pool_of(metadata),
+            response_model=metadata.get("model_name") or metadata.get("model"),
             input_tokens=usage.get("input_tokens") if usage else metadata.get("prompt_eval_count"),
             output_tokens=usage.get("output_tokens") if usage else metadata.get("eval_count"),
         )

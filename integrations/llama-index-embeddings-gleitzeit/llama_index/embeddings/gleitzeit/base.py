@@ -231,6 +231,8 @@ class OllamaPoolEmbedding(BaseEmbedding, PoolFields, ProviderOwner):
                 texts=len(texts),
                 duration=time.perf_counter() - started,
                 instance=info.instance_id if info is not None else getattr(error, "instance", None),
+                instance_url=info.url if info is not None else None,
+                response_model=info.model if info is not None else None,
                 attempts=attempts,
                 fallback_model=info.model if info is not None and info.fallback_used else None,
                 input_tokens=getattr(response, "prompt_eval_count", None),

@@ -132,7 +132,8 @@ class PoolEmbeddingCallEvent(PoolEvent):
     """One ``/api/embed`` call of ``OllamaPoolEmbedding`` through the pool, failovers included.
 
     ``model`` is the requested model; ``fallback_model`` is set when another model answered.
-    ``error_type`` is the exception's class name when the call failed.
+    ``error_type`` is the exception's class name when the call failed. ``instance_url`` is the
+    serving instance's URL (for the metrics' server address and port, never a label itself).
     """
 
     kind: str = "embedding_call"
@@ -140,6 +141,8 @@ class PoolEmbeddingCallEvent(PoolEvent):
     texts: int
     duration: float
     instance: str | None = None
+    instance_url: str | None = None
+    response_model: str | None = None
     attempts: int | None = None
     fallback_model: str | None = None
     input_tokens: int | None = None

@@ -14,20 +14,25 @@ meaning:
   ``gleitzeit_call_failovers_total`` and ``gleitzeit_call_fallbacks_total``.
 
 Labels: ``gen_ai_operation_name`` (``chat``, ``text_completion`` or ``embeddings``), the model
-asked for (per-call ``model=`` included) and ``gleitzeit_instance`` (the instance that served
-the call, from ``response.raw["pool"]``). Never prompts, span ids or URLs.
+asked for (per-call ``model=`` included) and the one that answered, ``server_address`` and
+``server_port`` and ``gleitzeit_instance`` (the instance that served the call, from
+``response.raw["pool"]``). Upstream classes leave ``base_url`` out of the payload their events
+carry, so their server labels are empty. Never prompts, span ids or URLs.
 
 Requires ``prometheus-client`` (``pip install gleitzeit-llm[prometheus]``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Hashable, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
+from llama_index.core.instrumentation.events.embedding import EmbeddingEndEvent, EmbeddingStartEvent
 from llama_index.core.instrumentation.events.exception import ExceptionEvent
 from llama_index.core.instrumentation.events.llm import (
     LLMChatEndEvent,
@@ -39,16 +44,23 @@ from llama_index.core.instrumentation.events.llm import (
 )
 from llama_index.core.instrumentation.events.span import SpanDropEvent
 
-from gleitzeit_llm.observability.framework import CallTracker, pool_of
+from gleitzeit_llm.observability.framework import CallTracker, pool_of, server_of
 from gleitzeit_llm.observability.metrics import CallMetrics
 from llama_index.llms.gleitzeit.events import PoolEmbeddingCallEvent
 
 __all__ = ["PrometheusEventHandler"]
 
 # LLM classes (their class_name()) served by Ollama, so the provider label stays true. Ollama's
-# own LLM implements completion as a chat, whose events are recorded: its completion events are not.
+# own LLM implements completion as a chat inside the completion: the completion is recorded (as
+# OllamaPool's is), the chat inside it is not.
 OLLAMA_LLMS = frozenset({"OllamaPool_llm", "Ollama_llm"})
 _COMPLETION_VIA_CHAT = frozenset({"Ollama_llm"})
+# Embedding classes whose calls the framework's embedding events describe. OllamaPoolEmbedding is
+# not one: it reports each pool call itself (PoolEmbeddingCallEvent), with tokens and attempts.
+OLLAMA_EMBEDDINGS = frozenset({"OllamaEmbedding"})
+# The span of an upstream completion whose inner chat is still to come, in the caller's context
+# (the chat starts in the same thread or task, right after the completion).
+_completion_span: ContextVar[str | None] = ContextVar("gleitzeit_completion_span", default=None)
 # OpenTelemetry's error.type when the error's class is unknown (a span dropped without an ExceptionEvent).
 UNKNOWN_ERROR = "_OTHER"
 
@@ -79,6 +91,8 @@ class PrometheusEventHandler(BaseEventHandler):
     # Open calls, their timing and what a finished call records live in the core, shared with
     # LangChain's callback handler; this class only reads LlamaIndex's events.
     _tracker: CallTracker = PrivateAttr()
+    # Upstream embedding calls open under one span (a batch is several), matched first in first out.
+    _embedding_calls: dict[str, deque[Hashable]] = PrivateAttr(default_factory=dict)
 
     def __init__(self, registry: Any = None, **kwargs: Any) -> None:
         super().__init__(registry=registry, **kwargs)
@@ -103,11 +117,20 @@ class PrometheusEventHandler(BaseEventHandler):
         elif isinstance(event, (LLMChatEndEvent, LLMCompletionEndEvent)):
             self._end(event)
         elif isinstance(event, ExceptionEvent):
-            self._tracker.fail(event.span_id, event.exception)
+            self._fail(event.span_id, event.exception)
         elif isinstance(event, SpanDropEvent):
-            self._tracker.fail(event.span_id, UNKNOWN_ERROR)
+            self._fail(event.span_id, UNKNOWN_ERROR)
         elif isinstance(event, PoolEmbeddingCallEvent):
             self._embedding(event)
+        elif isinstance(event, EmbeddingStartEvent):
+            self._embedding_start(event)
+        elif isinstance(event, EmbeddingEndEvent):
+            self._embedding_end(event)
+
+    def _fail(self, span_id: str | None, error: BaseException | str) -> None:
+        self._tracker.fail(span_id, error)
+        for key in self._embedding_calls.pop(span_id, ()) if span_id is not None else ():
+            self._tracker.fail(key, error)
 
     # -- LLM calls --------------------------------------------------------------------------------
 
@@ -116,10 +139,23 @@ class PrometheusEventHandler(BaseEventHandler):
             return
         model_dict = event.model_dict or {}
         llm_class = model_dict.get("class_name")
-        if llm_class not in OLLAMA_LLMS or (operation != "chat" and llm_class in _COMPLETION_VIA_CHAT):
+        if llm_class not in OLLAMA_LLMS:
             return
+        if llm_class in _COMPLETION_VIA_CHAT:
+            if operation == "text_completion":
+                _completion_span.set(event.span_id)
+            elif (outer := _completion_span.get()) is not None:
+                _completion_span.set(None)
+                if self._tracker.is_open(outer):
+                    return  # the chat an upstream completion runs: the completion is the call
         model = event.additional_kwargs.get("model") or model_dict.get("model_name") or ""
-        self._tracker.start(event.span_id, operation, str(model), keep_at_most=self.max_open_calls)
+        self._tracker.start(
+            event.span_id,
+            operation,
+            str(model),
+            server_url=model_dict.get("base_url"),  # where a payload names it (upstream's do not)
+            keep_at_most=self.max_open_calls,
+        )
 
     def _end(self, event: LLMChatEndEvent | LLMCompletionEndEvent) -> None:
         call = self._tracker.pop(event.span_id)
@@ -133,6 +169,7 @@ class PrometheusEventHandler(BaseEventHandler):
             call,
             pool,
             model=pool.get("requested_model"),
+            response_model=_get(raw, "model"),
             input_tokens=_first(_get(raw, "prompt_eval_count"), usage.get("prompt_tokens")),
             output_tokens=_first(_get(raw, "eval_count"), usage.get("completion_tokens")),
         )
@@ -141,18 +178,55 @@ class PrometheusEventHandler(BaseEventHandler):
 
     def _embedding(self, event: PoolEmbeddingCallEvent) -> None:
         # One event per finished pool call: nothing is open, so it goes straight to the metrics.
+        address, port = server_of(event.instance_url)
         self._tracker.metrics.record_call(
             operation="embeddings",
             error=event.error_type,
+            server_address=address,
+            server_port=port,
             **{name: getattr(event, name) for name in _EMBEDDING_FACTS},
         )
+
+    def _embedding_start(self, event: EmbeddingStartEvent) -> None:
+        model_dict = event.model_dict or {}
+        if event.span_id is None or model_dict.get("class_name") not in OLLAMA_EMBEDDINGS:
+            return
+        calls = self._embedding_calls.setdefault(event.span_id, deque())
+        key = (event.span_id, event.id_)
+        calls.append(key)
+        self._tracker.start(
+            key,
+            "embeddings",
+            str(model_dict.get("model_name") or ""),
+            server_url=model_dict.get("base_url"),  # where a payload names it (upstream's do not)
+            keep_at_most=self.max_open_calls,
+        )
+
+    def _embedding_end(self, event: EmbeddingEndEvent) -> None:
+        calls = self._embedding_calls.get(event.span_id) if event.span_id is not None else None
+        if not calls:
+            return
+        call = self._tracker.pop(calls.popleft())
+        if not calls:
+            del self._embedding_calls[event.span_id]
+        if call is not None:
+            # Upstream OllamaEmbedding returns vectors only: no token counts, no serving instance.
+            self._tracker.record_success(call, {})
 
     def __repr__(self) -> str:
         return f"PrometheusEventHandler(registry={self._tracker.metrics.registry!r})"
 
 
 # PoolEmbeddingCallEvent's fields that CallMetrics.record_call takes under the same name.
-_EMBEDDING_FACTS = ("model", "duration", "instance", "input_tokens", "attempts", "fallback_model")
+_EMBEDDING_FACTS = (
+    "model",
+    "response_model",
+    "duration",
+    "instance",
+    "input_tokens",
+    "attempts",
+    "fallback_model",
+)
 
 
 def _get(raw: Any, key: str) -> Any:
