@@ -1,8 +1,9 @@
-"""Routing hints per call, through bind() and as constructor defaults.
+"""Routing hints per call, through with_routing() and as constructor defaults.
 
 Hints steer the pool and are never sent to Ollama: ``instance_tags``, ``require_gpu``,
 ``load_balancing_strategy``, ``fallback_model`` and ``max_latency`` (ms). Per-call values win
-over ``bind(...)`` values, which win over the constructor's.
+over the model's own. ``llm.with_routing(...)`` is a copy of the model with other hints on the same
+pool; unlike ``bind(...)``, its hints survive ``bind_tools``, ``with_structured_output`` and agents.
 
     .venv/bin/python examples/langchain/routing_hints.py
 
@@ -44,9 +45,13 @@ def main() -> None:
         where("no hints", llm, calls=6)
         where("per call: instance_tags=['gpu']", llm, instance_tags=["gpu"])
         where("per call: require_gpu=True", llm, require_gpu=True)
-        where("bind(instance_tags=['cpu'])", llm.bind(instance_tags=["cpu"]))
-        cpu_default = ChatOllamaPool(model=MODEL, pool=llm.provider, instance_tags=["cpu"])
-        where("constructor instance_tags=['cpu']", cpu_default)
+        cpu_default = llm.with_routing(instance_tags=["cpu"])
+        where("with_routing(instance_tags=['cpu'])", cpu_default)
+        where("...and through bind_tools([])", cpu_default.bind_tools([]))
+        where(
+            "constructor instance_tags=['cpu']",
+            ChatOllamaPool(model=MODEL, pool=llm.provider, instance_tags=["cpu"]),
+        )
         where("...overridden per call with ['gpu']", cpu_default, instance_tags=["gpu"])
 
         # A model no server has: the pool answers with the fallback model instead.

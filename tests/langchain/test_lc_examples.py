@@ -27,7 +27,8 @@ EXPECTED = {
     "structured_output.py": r"parsed: City\(name=[\s\S]*City object from ollama-\d",
     "routing_hints.py": r"per call: instance_tags=\['gpu'\]\s+gpu-1=4\n"
     r"per call: require_gpu=True\s+gpu-1=4\n"
-    r"bind\(instance_tags=\['cpu'\]\)\s+cpu-[12]=\d(, cpu-2=\d)?\n"
+    r"with_routing\(instance_tags=\['cpu'\]\)\s+cpu-[12]=\d(, cpu-2=\d)?\n"
+    r"\.\.\.and through bind_tools\(\[\]\)\s+cpu-[12]=\d(, cpu-2=\d)?\n"
     r"[\s\S]*overridden per call with \['gpu'\]\)?\s+gpu-1=4\n"
     r"asked for llama3\.3:70b, answered by llama3\.2 on \S+ \(fallback_used=True\)",
     "prometheus_metrics.py": r"gleitzeit_calls_total\{[^}]*gen_ai_request_model=\"llama3\.2:latest\"[^}]*"
