@@ -32,40 +32,32 @@ def ollama_host(ollama_emulator: OllamaEmulator, monkeypatch: pytest.MonkeyPatch
     return ollama_emulator
 
 
-def test_chat_models_find_the_server_through_ollama_host(
-    ollama_host: OllamaEmulator, closing: Closing
+# (upstream class, pool class, a call, the path it posts to): each built with a model only
+PAIRS = {
+    "chat": (ChatOllama, ChatOllamaPool, lambda m: m.invoke("hi"), "/api/chat", "llama3.2"),
+    "embeddings": (
+        OllamaEmbeddings,
+        OllamaPoolEmbeddings,
+        lambda m: m.embed_query("hi"),
+        "/api/embed",
+        "nomic-embed-text",
+    ),
+}
+
+
+@pytest.mark.parametrize("pair", PAIRS)
+def test_langchain_classes_find_the_server_through_ollama_host(
+    pair: str, ollama_host: OllamaEmulator, closing: Closing
 ) -> None:
-    closing(ChatOllama(model="llama3.2")).invoke("hi")
-    assert len(ollama_host.requests_for("/api/chat")) == 1
-    pooled = ChatOllamaPool(model="llama3.2", health_checks=False)
-    try:
-        pooled.invoke("hi")
-    finally:
-        pooled.close()
-    assert len(ollama_host.requests_for("/api/chat")) == 2
+    upstream, pooled, use, path, model = PAIRS[pair]
+    use(closing(upstream(model=model)))
+    assert len(ollama_host.requests_for(path)) == 1
+    use(closing(pooled(model=model, health_checks=False)))
+    assert len(ollama_host.requests_for(path)) == 2
 
 
-def test_embeddings_find_the_server_through_ollama_host(
-    ollama_host: OllamaEmulator, closing: Closing
-) -> None:
-    closing(OllamaEmbeddings(model="nomic-embed-text")).embed_query("hi")
-    assert len(ollama_host.requests_for("/api/embed")) == 1
-    pooled = OllamaPoolEmbeddings(model="nomic-embed-text", health_checks=False)
-    try:
-        pooled.embed_query("hi")
-    finally:
-        pooled.close()
-    assert len(ollama_host.requests_for("/api/embed")) == 2
-
-
-def test_llama_index_pool_classes_read_ollama_host(ollama_host: OllamaEmulator) -> None:
-    llm = OllamaPool(model="llama3.2")
-    embedding = OllamaPoolEmbedding(model_name="nomic-embed-text")
-    try:
-        llm.chat([ChatMessage(role="user", content="hi")])
-        embedding.get_query_embedding("hi")
-    finally:
-        llm.close()
-        embedding.close()
+def test_llama_index_pool_classes_read_ollama_host(ollama_host: OllamaEmulator, closing: Closing) -> None:
+    closing(OllamaPool(model="llama3.2")).chat([ChatMessage(role="user", content="hi")])
+    closing(OllamaPoolEmbedding(model_name="nomic-embed-text")).get_query_embedding("hi")
     assert len(ollama_host.requests_for("/api/chat")) == 1
     assert len(ollama_host.requests_for("/api/embed")) == 1

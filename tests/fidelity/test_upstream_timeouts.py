@@ -51,11 +51,10 @@ def test_chat_ollama_pool_on_one_hung_server_sends_one_request_like_chat_ollama(
     assert _fails_within_bound(lambda: upstream.invoke("hi")) < BOUND
     assert _chats(hung) == 1
 
-    pooled = ChatOllamaPool(model="llama3.2", base_url=hung.url, timeout=TIMEOUT, health_checks=False)
-    try:
-        assert _fails_within_bound(lambda: pooled.invoke("hi")) < BOUND
-    finally:
-        pooled.close()
+    pooled = closing(
+        ChatOllamaPool(model="llama3.2", base_url=hung.url, timeout=TIMEOUT, health_checks=False)
+    )
+    assert _fails_within_bound(lambda: pooled.invoke("hi")) < BOUND
     assert _chats(hung) == 2  # one more: the pool's single attempt
 
 
@@ -67,9 +66,16 @@ def test_ollama_pool_on_one_hung_server_sends_one_request_like_ollama(
     assert _fails_within_bound(lambda: upstream.chat(hello)) < BOUND
     assert _chats(hung) == 1
 
-    pooled = OllamaPool(model="llama3.2", base_url=hung.url, request_timeout=TIMEOUT)
-    try:
-        assert _fails_within_bound(lambda: pooled.chat(hello)) < BOUND
-    finally:
-        pooled.close()
+    pooled = closing(OllamaPool(model="llama3.2", base_url=hung.url, request_timeout=TIMEOUT))
+    assert _fails_within_bound(lambda: pooled.chat(hello)) < BOUND
     assert _chats(hung) == 2
+
+
+def test_an_explicit_max_retries_retries_on_the_one_server(
+    ollama_emulator: OllamaEmulator, closing: Closing
+) -> None:
+    ollama_emulator.set_faults(fail_next=1)
+    pooled = closing(
+        ChatOllamaPool(model="llama3.2", base_url=ollama_emulator.url, max_retries=1, health_checks=False)
+    )
+    assert pooled.invoke("hi").response_metadata["pool"]["attempts"] == 2
