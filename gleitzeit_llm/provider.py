@@ -419,8 +419,8 @@ class _Call:
 
 
 class _StopAtDeadline(stop_base):
-    """tenacity stop: the backoff about to start would end at or past the call's deadline
-    (tenacity computes the wait before it asks the stop)."""
+    """tenacity stop: the backoff about to start would end at or past the call's deadline, so
+    the attempt after it would have no time (tenacity >= 8.3 computes the wait before it asks)."""
 
     def __init__(self, call: _Call) -> None:
         self.call = call
@@ -429,12 +429,14 @@ class _StopAtDeadline(stop_base):
         return retry_state.upcoming_sleep >= self.call.time_left()
 
 
-@dataclass(frozen=True)
 class _CappedWait:
     """tenacity wait: the backoff, never past the call's deadline."""
 
-    wait: Any
-    call: _Call
+    __slots__ = ("call", "wait")
+
+    def __init__(self, wait: Any, call: _Call) -> None:
+        self.wait = wait
+        self.call = call
 
     def __call__(self, retry_state: RetryCallState) -> float:
         return max(min(self.wait(retry_state), self.call.time_left()), 0.0)
