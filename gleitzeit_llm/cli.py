@@ -660,8 +660,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gleitzeit-llm",
         description="A pool of Ollama servers, routed well.",
-        epilog="The pool comes from --config, else the GLEITZEIT_OLLAMA_* environment "
-        "(default: http://localhost:11434). See docs/cli.md.",
+        epilog="The pool comes from --config, else the GLEITZEIT_OLLAMA_* environment, else "
+        "OLLAMA_HOST (default: http://localhost:11434). See docs/cli.md.",
     )
     parser.add_argument("--version", action="version", version=f"gleitzeit-llm {__version__}")
     parser.add_argument(

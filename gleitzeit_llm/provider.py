@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import random
 import re
 import time
@@ -30,7 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from pydantic import Field
-from tenacity import retry_if_exception, stop_after_attempt, wait_random_exponential
+from tenacity import RetryCallState, retry_if_exception, stop_after_attempt, wait_random_exponential
+from tenacity.stop import stop_base
 
 from gleitzeit_llm._async.calls import AsyncSendChain
 from gleitzeit_llm._sync.calls import SendChain
@@ -79,6 +81,8 @@ __all__ = [
 METHODS = ("llm/chat", "llm/generate", "llm/embed")
 # A load_duration above this (seconds) means the model was loaded for this request.
 COLD_LOAD_THRESHOLD = 0.5
+# The shortest budget an attempt is given: a timeout of 0 would make a socket non-blocking.
+_MIN_BUDGET = 0.001
 
 _R = TypeVar("_R")
 
@@ -178,10 +182,27 @@ class _Call:
     model: str = ""
     first_route: Any = None  # the RouteRequest validated by _call(), used by the first attempt
     queue_waited: float = 0.0  # seconds this call spent waiting for slots, over all its attempts
+    # timeouts.total as a budget for the whole call (attempts, slot waits, backoff), or None.
+    deadline: float | None = None
 
     def __post_init__(self) -> None:
         self.requested_model = self.request.model
         self.model = self.request.model
+        total = self.provider._timeouts.total
+        if total is not None:
+            self.deadline = self.started + total
+
+    def time_left(self) -> float:
+        """Seconds left of the call's budget (``timeouts.total``); infinite without one."""
+        return math.inf if self.deadline is None else self.deadline - time.monotonic()
+
+    def attempt_timeouts(self) -> Timeouts | None:
+        """The next attempt's timeouts: None (the transport's own) unless the call has a budget,
+        then its total is what is left of it, so no wait of the attempt goes past the deadline."""
+        if self.deadline is None:
+            return None
+        left = max(self.deadline - time.monotonic(), _MIN_BUDGET)
+        return dataclasses.replace(self.provider._timeouts, total=left)
 
     def models(self) -> list[str]:
         fallback = self.hints.fallback_model
@@ -215,12 +236,16 @@ class _Call:
         )
 
     def queue_left(self) -> float:
-        """What is left of the call's one queue timeout: every acquire in the call shares it."""
-        return max(self.provider.config.load_balancing.queue_timeout - self.queue_waited, 0.0)
+        """What is left of the call's one queue timeout: every acquire in the call shares it
+        (and never waits past the call's budget)."""
+        left = max(self.provider.config.load_balancing.queue_timeout - self.queue_waited, 0.0)
+        return left if self.deadline is None else max(min(left, self.time_left()), 0.0)
 
     def max_attempts(self) -> int:
         lb = self.provider.config.load_balancing
-        return 1 + lb.retry_attempts if lb.failover else 1
+        if not lb.failover or (not lb.retry_same_instance and len(self.provider.manager.instances) < 2):
+            return 1  # one server: a retry could only go back to the server that just failed
+        return 1 + lb.retry_attempts
 
     def retryable(self, exc: BaseException) -> bool:
         return isinstance(exc, InstanceError) and not (
@@ -274,7 +299,7 @@ class _Call:
 
     def open_stream(self, transport: Any) -> Any:
         opener = transport.stream_chat if self.kind == "chat" else transport.stream_generate
-        return opener(self.request)
+        return opener(self.request, timeouts=self.attempt_timeouts())
 
     def result(self, lease: Lease, answer: Any) -> Any:
         """The typed result of a one-shot call, with ``pool`` filled in."""
@@ -353,10 +378,15 @@ class _Call:
         """tenacity arguments for the attempts after a first one failed: the rest of the per-model
         budget, full-jitter backoff, retry only instance errors."""
         lb = self.provider.config.load_balancing
+        stop: Any = stop_after_attempt(self.max_attempts() - 1)
+        # tenacity counts from the second attempt: its n-th wait is the call's (n+1)-th
+        wait: Any = wait_random_exponential(multiplier=2 * lb.retry_backoff_base, max=lb.retry_backoff_max)
+        if self.deadline is not None:  # no backoff ends, and no attempt starts, past the budget
+            stop = stop | _StopAtDeadline(self)
+            wait = _CappedWait(wait, self)
         return {
-            "stop": stop_after_attempt(self.max_attempts() - 1),
-            # tenacity counts from the second attempt: its n-th wait is the call's (n+1)-th
-            "wait": wait_random_exponential(multiplier=2 * lb.retry_backoff_base, max=lb.retry_backoff_max),
+            "stop": stop,
+            "wait": wait,
             "retry": retry_if_exception(self.retryable),
             "reraise": True,
         }
@@ -366,7 +396,8 @@ class _Call:
         if self.max_attempts() < 2 or not self.retryable(exc):
             return None
         lb = self.provider.config.load_balancing
-        return random.uniform(0, min(lb.retry_backoff_max, lb.retry_backoff_base))
+        wait = random.uniform(0, min(lb.retry_backoff_max, lb.retry_backoff_base))
+        return None if self.deadline is not None and wait >= self.time_left() else wait
 
     @staticmethod
     def delivered(exc: BaseException, chunks: int) -> BaseException:
@@ -386,6 +417,30 @@ class _Call:
         if isinstance(exc, StreamInterruptedError):
             exc.delivered = True
         return exc
+
+
+class _StopAtDeadline(stop_base):
+    """tenacity stop: the backoff about to start would end at or past the call's deadline, so
+    the attempt after it would have no time (tenacity >= 8.3 computes the wait before it asks)."""
+
+    def __init__(self, call: _Call) -> None:
+        self.call = call
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return retry_state.upcoming_sleep >= self.call.time_left()
+
+
+class _CappedWait:
+    """tenacity wait: the backoff, never past the call's deadline."""
+
+    __slots__ = ("call", "wait")
+
+    def __init__(self, wait: Any, call: _Call) -> None:
+        self.wait = wait
+        self.call = call
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        return max(min(self.wait(retry_state), self.call.time_left()), 0.0)
 
 
 class PoolStream(Generic[_R]):

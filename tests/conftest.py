@@ -13,6 +13,13 @@ import pytest
 pytest_plugins = ["gleitzeit_llm.testing.pytest_plugin"]
 
 
+@pytest.fixture(autouse=True)
+def _no_ollama_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pool with no configuration reads OLLAMA_HOST (as Ollama's client does): the suite must
+    not depend on the one of the machine it runs on. Tests of it set their own."""
+    monkeypatch.delenv("OLLAMA_HOST", raising=False)
+
+
 def openssl(*args: str) -> None:
     subprocess.run(["openssl", *args], check=True, capture_output=True)
 

@@ -47,6 +47,8 @@ class AsyncSendChain:
         last: BaseException | None = None
         for index, model in enumerate(call.models()):
             if index:
+                if call.time_left() <= 0:
+                    break  # the call's budget is spent: the fallback model gets no attempt
                 call.switch_to(model, f"{call.requested_model!r} failed: {last}")
             try:
                 return await self._attempts_async(call, once)
@@ -94,14 +96,16 @@ class AsyncSendChain:
         call.begin_attempt()  # counted once an instance was found: a failed route is no attempt
         try:
             transport = await self._async_transport(lease)
+            # None (the transport's own) unless the call has a budget: then what is left of it.
+            timeouts = None if call.deadline is None else call.attempt_timeouts()
             if call.kind == "embed":
-                final = await transport.embed(call.request)
+                final = await transport.embed(call.request, timeouts=timeouts)
                 lease.mark_first_chunk()
             else:
                 # Streamed on the wire (per-chunk idle timeouts), folded and validated once:
                 # validating every chunk cost about 5 us per token.
                 collect = transport.collect_chat if call.kind == "chat" else transport.collect_generate
-                final = await collect(call.request, on_first=lease.mark_first_chunk)
+                final = await collect(call.request, timeouts=timeouts, on_first=lease.mark_first_chunk)
             result = call.result(lease, final)
         except BaseException as exc:
             call.attempt_failed(lease, exc)

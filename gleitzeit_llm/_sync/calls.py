@@ -48,6 +48,8 @@ class SendChain:
         last: BaseException | None = None
         for index, model in enumerate(call.models()):
             if index:
+                if call.time_left() <= 0:
+                    break  # the call's budget is spent: the fallback model gets no attempt
                 call.switch_to(model, f"{call.requested_model!r} failed: {last}")
             try:
                 return self._attempts_sync(call, once)
@@ -95,14 +97,16 @@ class SendChain:
         call.begin_attempt()  # counted once an instance was found: a failed route is no attempt
         try:
             transport = self._sync_transport(lease)
+            # None (the transport's own) unless the call has a budget: then what is left of it.
+            timeouts = None if call.deadline is None else call.attempt_timeouts()
             if call.kind == "embed":
-                final = transport.embed(call.request)
+                final = transport.embed(call.request, timeouts=timeouts)
                 lease.mark_first_chunk()
             else:
                 # Streamed on the wire (per-chunk idle timeouts), folded and validated once:
                 # validating every chunk cost about 5 us per token.
                 collect = transport.collect_chat if call.kind == "chat" else transport.collect_generate
-                final = collect(call.request, on_first=lease.mark_first_chunk)
+                final = collect(call.request, timeouts=timeouts, on_first=lease.mark_first_chunk)
             result = call.result(lease, final)
         except BaseException as exc:
             call.attempt_failed(lease, exc)

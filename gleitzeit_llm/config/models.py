@@ -295,6 +295,9 @@ class LoadBalancingConfig(_ConfigModel):
     failover: bool = True
     retry_attempts: _NonNegInt = 3
     """Attempts beyond the first; each goes to an instance not yet tried when there is one."""
+    retry_same_instance: bool = False
+    """Whether a pool of one instance retries on it: off, such a pool makes one attempt per model
+    (a retry could only go back to the server that just failed), as a single-server client does."""
     retry_backoff_base: _NonNegSeconds = 0.05
     retry_backoff_max: _NonNegSeconds = 2.0
     queue_timeout: _NonNegSeconds = 60.0

@@ -8,11 +8,13 @@ back at it (the ``providers:`` entry, the file and line, the variable). :class:`
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import logging
 import os
 import types
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from gleitzeit_llm.config.errors import _Invalid, _Origin, _show
 from gleitzeit_llm.config.models import (
@@ -26,7 +28,14 @@ from gleitzeit_llm.config.yamlfile import read_yaml
 from gleitzeit_llm.errors import ConfigError
 from gleitzeit_llm.ollama.urls import redact_url
 
-__all__ = ["ENV_CONFIG", "ENV_INSTANCES", "ENV_MAX_CONCURRENT", "ENV_VARIABLES"]
+__all__ = [
+    "ENV_CONFIG",
+    "ENV_INSTANCES",
+    "ENV_MAX_CONCURRENT",
+    "ENV_OLLAMA_HOST",
+    "ENV_VARIABLES",
+    "ollama_host_url",
+]
 
 logger = logging.getLogger("gleitzeit_llm.config")  # the documented name, whichever module warns
 
@@ -34,6 +43,8 @@ _ENV_PREFIX = "GLEITZEIT_OLLAMA_"
 ENV_CONFIG = "GLEITZEIT_OLLAMA_CONFIG"
 ENV_INSTANCES = "GLEITZEIT_OLLAMA_INSTANCES"
 ENV_MAX_CONCURRENT = "GLEITZEIT_OLLAMA_MAX_CONCURRENT"
+#: Ollama's own variable, read as its client reads it when no GLEITZEIT_OLLAMA_* names the servers.
+ENV_OLLAMA_HOST = "OLLAMA_HOST"
 
 
 def _env_table() -> dict[str, tuple[str, ...]]:
@@ -85,8 +96,15 @@ def env_source(environ: Mapping[str, str] | None) -> tuple[dict[str, Any], _Orig
         data["instances"] = _split_entries(values[ENV_INSTANCES])
         origin.env.append((("instances",), ENV_INSTANCES))
     elif "instances" not in data:
-        logger.info("no %s or %s: using http://localhost:11434", ENV_INSTANCES, ENV_CONFIG)
-        data["instances"] = ["http://localhost:11434"]
+        host = env.get(ENV_OLLAMA_HOST, "").strip()
+        if host:
+            data["instances"] = [ollama_host_url(host)]
+            origin.env.append((("instances",), ENV_OLLAMA_HOST))
+        else:
+            logger.info(
+                "no %s, %s or %s: using http://localhost:11434", ENV_INSTANCES, ENV_CONFIG, ENV_OLLAMA_HOST
+            )
+            data["instances"] = ["http://localhost:11434"]
     for var, loc in ENV_VARIABLES.items():
         if var in values and loc[:1] in (("load_balancing",), ("timeouts",)):
             data = _set_path(data, loc, values[var].strip())
@@ -98,6 +116,40 @@ def env_source(environ: Mapping[str, str] | None) -> tuple[dict[str, Any], _Orig
         ]
         origin.env.append((("instances", "*", "max_concurrent"), ENV_MAX_CONCURRENT))
     return data, origin
+
+
+def ollama_host_url(host: str) -> str:
+    """The server URL an ``OLLAMA_HOST`` value means, by the rules of the ``ollama`` client
+    (``ollama._client._parse_host``): no scheme is ``http://``; the port defaults to 11434 without
+    a scheme, else to 80/443; no host is ``127.0.0.1``; a path is kept without its end ``/``; an
+    IPv6 address gets its brackets.
+
+    >>> ollama_host_url("gpu1"), ollama_host_url(":8080"), ollama_host_url("https://h/ollama/")
+    ('http://gpu1:11434', 'http://127.0.0.1:8080', 'https://h:443/ollama')
+    """
+    port = 11434
+    scheme, _, hostport = host.partition("://")
+    if not hostport:
+        scheme, hostport = "http", host
+    elif scheme == "http":
+        port = 80
+    elif scheme == "https":
+        port = 443
+    split = urlsplit(f"{scheme}://{hostport}")
+    name = split.hostname or "127.0.0.1"
+    try:
+        port = split.port or port
+    except ValueError as exc:  # a port out of range or not a number: the variable's fault
+        raise ConfigError(
+            f"{ENV_OLLAMA_HOST} = {redact_url(host)!r}: {exc}", field="instances", value=redact_url(host)
+        ) from None
+    try:
+        if isinstance(ipaddress.ip_address(name), ipaddress.IPv6Address):
+            name = f"[{name}]"
+    except ValueError:
+        pass
+    path = split.path.strip("/")
+    return f"{scheme}://{name}:{port}/{path}" if path else f"{scheme}://{name}:{port}"
 
 
 def _is_pool_type(value: Any) -> bool:

@@ -12,6 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
+from gleitzeit_llm.ownership import ProviderOwner
+
 _ATTRIBUTES = ("_client", "_async_client")
 
 
@@ -32,7 +34,8 @@ def _http_clients(owner: Any, depth: int = 0) -> list[httpx.Client | httpx.Async
 
 @pytest.fixture
 async def closing() -> AsyncIterator[Callable[[Any], Any]]:
-    """``closing(obj)`` registers an ollama/LangChain/LlamaIndex object; its clients close after the test."""
+    """``closing(obj)`` registers an ollama/LangChain/LlamaIndex object; its clients close after the
+    test (and a pool class of ours closes the pool it built)."""
     owners: list[Any] = []
 
     def register(owner: Any) -> Any:
@@ -41,6 +44,9 @@ async def closing() -> AsyncIterator[Callable[[Any], Any]]:
 
     yield register
     for owner in owners:
+        if isinstance(owner, ProviderOwner):
+            await owner.aclose()
+            continue
         for client in _http_clients(owner):
             if isinstance(client, httpx.AsyncClient):
                 await client.aclose()

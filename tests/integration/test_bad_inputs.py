@@ -101,7 +101,7 @@ def test_a_bad_hint_is_the_callers_error_before_any_request(ollama_emulators: An
 
 
 def test_an_unreachable_url_fails_with_connection_refused() -> None:
-    with pool(f"http://127.0.0.1:{free_port()}", retry_attempts=1) as provider:
+    with pool(f"http://127.0.0.1:{free_port()}", retry_attempts=1, retry_same_instance=True) as provider:
         with pytest.raises(
             AllInstancesFailedError, match=r"i0.*cannot connect.*Connection refused"
         ) as caught:

@@ -122,7 +122,7 @@ async def test_streams_fail_over_before_the_first_chunk_unnoticed(ollama_emulato
 async def test_a_stream_that_breaks_after_output_raises_and_releases(ollama_emulators: Any) -> None:
     (emu,) = ollama_emulators(1, models=["llama3.2"], time_scale=0)
     emu.set_faults(error_after_chunks=2)
-    async with provider([emu]) as pool:
+    async with provider([emu], retry_same_instance=True) as pool:  # a pool of one retries when asked (#14)
         seen = []
         with pytest.raises(StreamInterruptedError, match="error was encountered"):
             async for chunk in pool.stream_chat("llama3.2", MESSAGES):

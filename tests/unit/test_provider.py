@@ -187,7 +187,10 @@ async def test_retry_after_is_honoured_before_the_same_instance_is_tried_again()
         return chat_stream("after the wait")
 
     respx.post(f"{A}/api/chat").mock(side_effect=answer)
-    pool = OllamaPoolProvider(instances=[{"id": "a", "url": A}], health_checks=False)
+    # a pool of one retries only when asked to (#14)
+    pool = OllamaPoolProvider(
+        instances=[{"id": "a", "url": A}], load_balancing={"retry_same_instance": True}, health_checks=False
+    )
     async with pool:
         reply = await pool.chat("llama3.2", [{"role": "user", "content": "hi"}])
     assert reply.message.content == "after the wait"

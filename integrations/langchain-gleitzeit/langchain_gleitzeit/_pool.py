@@ -152,7 +152,10 @@ def open_pool(
         "instances": instances,
         "config": config,
         "base_url": base_url,
-        "load_balancing": None if max_retries is None else {"retry_attempts": max_retries},
+        # An explicit max_retries asks for retries, on the one server of a base_url pool too.
+        "load_balancing": None
+        if max_retries is None
+        else {"retry_attempts": max_retries, "retry_same_instance": True},
         "timeouts": None if timeout is None else {"total": timeout},
         "health_checks": health_checks,
     }

@@ -46,6 +46,7 @@ from typing_extensions import Self, is_typeddict
 from gleitzeit_llm import RequestError
 from gleitzeit_llm.blocking import run_blocking, sync_stream
 from gleitzeit_llm.ownership import ProviderOwner
+from gleitzeit_llm.upstream_errors import UPSTREAM_ERRORS
 from langchain_gleitzeit._configurable import PoolConfigurableFields
 from langchain_gleitzeit._pool import PoolFields, PoolHandle, open_pool, refuse_client_kwargs
 from langchain_gleitzeit._utils import (
@@ -186,9 +187,11 @@ class ChatOllamaPool(BaseChatModel, PoolFields, ProviderOwner):
 
     # instances, config, base_url, pool, health_checks and the routing hints: see PoolFields
     timeout: float | None = Field(default=None, gt=0)
-    """Seconds one attempt may take, stream included (the built pool's ``timeouts.total``)."""
+    """Seconds the whole call may take, stream, failover and backoff included (the built pool's
+    ``timeouts.total``)."""
     max_retries: int | None = Field(default=None, ge=0)
-    """Attempts on other instances after a failure (the built pool's ``load_balancing.retry_attempts``)."""
+    """Attempts after a failure (the built pool's ``load_balancing.retry_attempts``); a pool of one
+    server makes one attempt unless this is given."""
 
     _handle: PoolHandle = PrivateAttr()
 
@@ -335,7 +338,8 @@ class ChatOllamaPool(BaseChatModel, PoolFields, ProviderOwner):
     ) -> ChatResult:
         call = self._prepare(messages, stop, kwargs)
         # On an event-loop thread (invoke() inside async code) the sync call runs in a worker.
-        response = run_blocking(self.provider.chat_sync, call.model, call.messages, **call.params)
+        with UPSTREAM_ERRORS:  # also an ollama.ResponseError, as ChatOllama raises
+            response = run_blocking(self.provider.chat_sync, call.model, call.messages, **call.params)
         return _chat_result(response)
 
     async def _agenerate(
@@ -346,7 +350,8 @@ class ChatOllamaPool(BaseChatModel, PoolFields, ProviderOwner):
         **kwargs: Any,
     ) -> ChatResult:
         call = self._prepare(messages, stop, kwargs)
-        response = await self.provider.chat(call.model, call.messages, **call.params)
+        with UPSTREAM_ERRORS:
+            response = await self.provider.chat(call.model, call.messages, **call.params)
         return _chat_result(response)
 
     def _stream(
@@ -361,8 +366,9 @@ class ChatOllamaPool(BaseChatModel, PoolFields, ProviderOwner):
         started = time.monotonic()
         stream = sync_stream(lambda: self.provider.stream_chat_sync(call.model, call.messages, **call.params))
         try:
-            for chunk in stream:
-                yield _chunk(chunk, stream.pool, started)
+            with UPSTREAM_ERRORS:
+                for chunk in stream:
+                    yield _chunk(chunk, stream.pool, started)
         finally:
             stream.close()
 
@@ -377,8 +383,9 @@ class ChatOllamaPool(BaseChatModel, PoolFields, ProviderOwner):
         started = time.monotonic()
         stream = self.provider.stream_chat(call.model, call.messages, **call.params)
         try:
-            async for chunk in stream:
-                yield _chunk(chunk, stream.pool, started)
+            with UPSTREAM_ERRORS:
+                async for chunk in stream:
+                    yield _chunk(chunk, stream.pool, started)
         finally:
             await stream.aclose()
 

@@ -14,6 +14,7 @@ from typing_extensions import Self
 from gleitzeit_llm.blocking import run_blocking
 from gleitzeit_llm.ownership import ProviderOwner
 from gleitzeit_llm.tasks import gather_or_cancel
+from gleitzeit_llm.upstream_errors import UPSTREAM_ERRORS
 from langchain_gleitzeit._pool import PoolFields, PoolHandle, open_pool, refuse_client_kwargs
 from langchain_gleitzeit._utils import HINT_FIELDS, option_fields
 
@@ -132,10 +133,12 @@ class OllamaPoolEmbeddings(PoolFields, Embeddings, ProviderOwner):
         return vectors
 
     def _embed_batch(self, batch: list[str], params: Mapping[str, Any]) -> list[list[float]]:
-        return self._checked(batch, run_blocking(self.provider.embed_sync, self.model, batch, **params))
+        with UPSTREAM_ERRORS:  # also an ollama.ResponseError, as OllamaEmbeddings raises
+            return self._checked(batch, run_blocking(self.provider.embed_sync, self.model, batch, **params))
 
     async def _aembed_batch(self, batch: list[str], params: Mapping[str, Any]) -> list[list[float]]:
-        return self._checked(batch, await self.provider.embed(self.model, batch, **params))
+        with UPSTREAM_ERRORS:
+            return self._checked(batch, await self.provider.embed(self.model, batch, **params))
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """One vector per text, in order; batches are embedded in parallel across the pool."""

@@ -17,6 +17,7 @@ from gleitzeit_llm.ollama.names import model_key
 from gleitzeit_llm.ownership import ProviderHandle, ProviderOwner, provider_of
 from gleitzeit_llm.provider import HINT_NAMES, OllamaPoolProvider
 from gleitzeit_llm.tasks import gather_or_cancel
+from gleitzeit_llm.upstream_errors import as_response_error
 
 __all__ = ["OllamaPoolEmbedding"]
 
@@ -201,7 +202,7 @@ class OllamaPoolEmbedding(BaseEmbedding, PoolFields, ProviderOwner):
         try:
             response = run_blocking(self._provider.embed_sync, self.model_name, texts, **self._params())
         except BaseException as exc:
-            self._report(texts, started, None, exc)
+            self._report(texts, started, None, as_response_error(exc))
             raise
         self._report(texts, started, response, None)
         return _checked(response.embeddings, texts)
@@ -211,7 +212,7 @@ class OllamaPoolEmbedding(BaseEmbedding, PoolFields, ProviderOwner):
         try:
             response = await self._provider.embed(self.model_name, texts, **self._params())
         except BaseException as exc:
-            self._report(texts, started, None, exc)
+            self._report(texts, started, None, as_response_error(exc))
             raise
         self._report(texts, started, response, None)
         return _checked(response.embeddings, texts)

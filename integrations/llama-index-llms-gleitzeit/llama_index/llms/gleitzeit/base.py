@@ -40,6 +40,7 @@ from gleitzeit_llm.blocking import run_blocking, sync_stream
 from gleitzeit_llm.ollama.models import OPTION_NAMES
 from gleitzeit_llm.ownership import ProviderHandle, ProviderOwner, provider_of
 from gleitzeit_llm.provider import HINT_NAMES, OllamaPoolProvider
+from gleitzeit_llm.upstream_errors import as_response_error
 from llama_index.llms.gleitzeit import events
 from llama_index.llms.gleitzeit._convert import StreamState, chat_response, to_ollama_messages
 from llama_index.llms.gleitzeit._kwargs import drop_unused
@@ -455,6 +456,7 @@ def _reported() -> Iterator[None]:
     try:
         yield
     except BaseException as exc:
+        as_response_error(exc)  # also an ollama.ResponseError, as Ollama raises
         dispatcher.event(ExceptionEvent(exception=exc))
         raise
 
@@ -465,6 +467,9 @@ def _in_span(span_id: str | None) -> Iterator[None]:
     token = active_span_id.set(span_id)
     try:
         yield
+    except BaseException as exc:
+        as_response_error(exc)  # a stream's error, as Ollama raises it
+        raise
     finally:
         active_span_id.reset(token)
 
