@@ -3,12 +3,18 @@ certificates for TLS tests (pki, server_tls)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import ssl
 import subprocess
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
 
 pytest_plugins = ["gleitzeit_llm.testing.pytest_plugin"]
 
@@ -56,3 +62,47 @@ def server_tls(pki: dict[str, str]) -> Callable[..., ssl.SSLContext]:
         return context
 
     return make
+
+
+@contextlib.contextmanager
+def _examples_running(
+    directory: Path, scripts: Iterable[str], *, merge_stderr: bool = False
+) -> Iterator[dict[str, subprocess.CompletedProcess[str]]]:
+    """Every script in ``directory`` run at once, as a user runs it (no ``GLEITZEIT_*`` settings,
+    no OpenAI key to fall back on): script -> finished process. No child and no pipe outlives the
+    block, also when pytest-timeout interrupts it (a leaked pipe would surface as a
+    ResourceWarning in whichever test collects garbage next)."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("GLEITZEIT_OLLAMA_", "GLEITZEIT_EXAMPLE_"))
+    }
+    env.pop("OPENAI_API_KEY", None)
+    running = {
+        script: subprocess.Popen(
+            [sys.executable, str(directory / script)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
+            text=True,
+        )
+        for script in scripts
+    }
+    try:
+        done = {}
+        for script, process in running.items():
+            out, err = process.communicate(timeout=90)
+            done[script] = subprocess.CompletedProcess(process.args, process.returncode, out, err or "")
+        yield done
+    finally:
+        for process in running.values():
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+
+
+@pytest.fixture(scope="session")
+def examples_running() -> Callable[
+    ..., contextlib.AbstractContextManager[dict[str, subprocess.CompletedProcess[str]]]
+]:
+    """``with examples_running(directory, scripts) as done:`` (see :func:`_examples_running`)."""
+    return _examples_running

@@ -6,12 +6,11 @@ each must exit 0, print no traceback and print the line that shows it did its jo
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,37 +48,14 @@ def test_every_example_is_tested_and_listed() -> None:
 
 
 @pytest.fixture(scope="module")
-def outputs() -> Iterator[dict[str, subprocess.CompletedProcess[str]]]:
+def outputs(examples_running: Any) -> Iterator[dict[str, subprocess.CompletedProcess[str]]]:
     """Run all examples at once (without GLEITZEIT_* settings): script -> finished process."""
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("GLEITZEIT_OLLAMA_", "GLEITZEIT_EXAMPLE_"))
-    }
-    running = {
-        script: subprocess.Popen(
-            [sys.executable, str(EXAMPLES / script)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for script in EXPECTED
-    }
-    done: dict[str, subprocess.CompletedProcess[str]] = {}
-    try:
-        for script, process in running.items():
-            out, _ = process.communicate(timeout=90)
-            done[script] = subprocess.CompletedProcess(process.args, process.returncode, out, "")
+    with examples_running(EXAMPLES, EXPECTED, merge_stderr=True) as done:
         yield done
-    finally:
-        for process in running.values():
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
 
 
 # The fixture runs all examples at once inside the first of these tests: on two busy cores that
-# can take longer than the suite\'s default 60 s per test, so the bound is the fixture\'s own.
+# can take longer than the suite's default 60 s per test, so the bound is the fixture\'s own.
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("script", sorted(EXPECTED))
 def test_example_runs_against_emulators(

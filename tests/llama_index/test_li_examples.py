@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,40 +36,10 @@ def test_every_example_is_tested_and_listed() -> None:
 
 
 @pytest.fixture(scope="module")
-def outputs() -> Iterator[dict[str, tuple[int, str, str]]]:
+def outputs(examples_running: Any) -> Iterator[dict[str, tuple[int, str, str]]]:
     """Every example run once, all at the same time (each spends most of its time importing)."""
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("GLEITZEIT_OLLAMA_", "GLEITZEIT_EXAMPLE_"))
-    }
-    env.pop("OPENAI_API_KEY", None)  # nothing may fall back to OpenAI
-    running = {
-        script: subprocess.Popen(
-            [sys.executable, str(EXAMPLES / script)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for script in EXPECTED
-    }
-    results = {}
-    try:
-        for script, process in running.items():
-            try:
-                stdout, stderr = process.communicate(timeout=90)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                stdout, stderr = process.communicate()
-            results[script] = (process.returncode, stdout, stderr)
-        yield results
-    finally:
-        # Also when pytest-timeout interrupts the setup: no child and no pipe outlives the module
-        # (a leaked pipe surfaces as a ResourceWarning in whichever test collects garbage next).
-        for process in running.values():
-            if process.poll() is None:
-                process.kill()
-                process.communicate()
+    with examples_running(EXAMPLES, EXPECTED) as done:
+        yield {script: (p.returncode, p.stdout, p.stderr) for script, p in done.items()}
 
 
 # The fixture runs all examples at once inside the first of these tests: on two busy cores that
