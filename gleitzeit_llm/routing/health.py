@@ -134,6 +134,11 @@ class HealthMonitor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop: asyncio.Event | None = None
+        # One probe round at a time: a round closes the transports of instances no longer
+        # probed, and httpcore answers a request still running in a closed pool by opening a
+        # new connection there that nothing ever closes. Made on the monitor's loop.
+        self._round_lock: asyncio.Lock | None = None
+        self._closing = False  # the monitor's transports were closed: no more rounds
         self._wake: asyncio.Event | None = None
         self._ready = threading.Event()
         self._transports = ProbeTransports(timeout)  # on the monitor's own loop
@@ -186,19 +191,24 @@ class HealthMonitor:
             loop.call_soon_threadsafe(self._start_requested_round)
 
     def _start_requested_round(self) -> None:
+        if self._closing:  # asked while the monitor stopped: its transports are closed
+            return
         task = asyncio.ensure_future(self._requested_round())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _requested_round(self) -> None:
-        self._round_pending = False
-        await self._safe_round()
+        await self._safe_round(requested=True)
 
-    async def _safe_round(self) -> None:
-        try:
-            await self._round()
-        except Exception:  # a bug in a probe must not end health checking
-            logger.exception("health check round failed")
+    async def _safe_round(self, *, requested: bool = False) -> None:
+        assert self._round_lock is not None
+        async with self._round_lock:
+            if requested:  # requests from now on ask for the next round
+                self._round_pending = False
+            try:
+                await self._locked_round()
+            except Exception:  # a bug in a probe must not end health checking
+                logger.exception("health check round failed")
 
     @property
     def running(self) -> bool:
@@ -217,6 +227,8 @@ class HealthMonitor:
 
     async def _main(self) -> None:
         self._stop = asyncio.Event()
+        self._round_lock = asyncio.Lock()
+        self._closing = self._round_pending = False
         self._ready.set()
         try:
             while not self._stop.is_set():
@@ -229,9 +241,18 @@ class HealthMonitor:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
-            await self._transports.aclose()
+            async with self._round_lock:  # after a check_now() round still running; none after
+                self._closing = True
+                await self._transports.aclose()
 
     async def _round(self) -> None:
+        assert self._round_lock is not None  # runs on the monitor's loop, after _main began
+        async with self._round_lock:
+            await self._locked_round()
+
+    async def _locked_round(self) -> None:
+        if self._closing:
+            return
         targets = list(self._targets())
         await self._transports.keep_only({target.instance_id for target in targets})
         probes = [self._bounded(target.instance_id, self._transports.get(target)) for target in targets]
