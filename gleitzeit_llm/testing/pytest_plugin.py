@@ -6,18 +6,23 @@ Enable with ``pytest_plugins = ["gleitzeit_llm.testing.pytest_plugin"]`` in a ``
   (``llama3.2``, ``qwen3``, ``nomic-embed-text``) running 100x faster than modelled time.
 * ``ollama_emulators``: a factory ``make(n=1, **kwargs) -> list[OllamaEmulator]``; every
   emulator it made is closed after the test.
+* ``redis_server``: a real, empty ``redis-server`` on a free loopback port for one test
+  (:class:`~gleitzeit_llm.testing.redis_server.RedisServer`: ``.url``, ``.kill()``,
+  ``.restart()``); skipped with the reason when no binary exists.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from gleitzeit_llm.testing.emulator import OllamaEmulator
+from gleitzeit_llm.testing.redis_server import RedisServer, RedisServerUnavailable, find_redis_server
 
-__all__ = ["FAST_TIME_SCALE", "ollama_emulator", "ollama_emulators"]
+__all__ = ["FAST_TIME_SCALE", "ollama_emulator", "ollama_emulators", "redis_server"]
 
 #: Modelled seconds run 100x faster in fixtures: a cold load of 1 s takes 10 ms.
 FAST_TIME_SCALE = 0.01
@@ -51,3 +56,20 @@ def ollama_emulators() -> Iterator[EmulatorFactory]:
     finally:
         for emulator in made:
             emulator.close()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A started, empty ``redis-server`` on 127.0.0.1 for this test; stopped after it.
+
+    Fails (not skips) when the suite requires Redis (``GLEITZEIT_TEST_REQUIRE_REDIS=1``, set by
+    ``make test``) and no binary exists, so CI cannot pass by skipping the shared-state tests.
+    """
+    try:
+        find_redis_server()
+    except RedisServerUnavailable as exc:
+        if os.environ.get("GLEITZEIT_TEST_REQUIRE_REDIS") == "1":
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+    with RedisServer() as server:
+        yield server
