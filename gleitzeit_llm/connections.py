@@ -49,6 +49,7 @@ class Reachable(Protocol):
     id: str
     connect_url: str  # with credentials
     config: Any  # headers, verify, client_cert, client_key
+    in_flight: int  # calls holding a slot on it (a replaced transport waits for them)
 
 
 def probe_timeouts(timeout: float) -> Timeouts:
@@ -115,6 +116,30 @@ def _keep(table: dict[str, tuple[str, _T]], instance_id: str, url: str, transpor
     return transport
 
 
+class _Retired:
+    """Transports of instances re-added under another URL, closed once their calls are done.
+
+    The old instance may still drain calls that hold its transport (a stream being read), so
+    closing it at once would cut them; keeping it forever would leave its connections open.
+    Each replacement closes every retired transport whose instance has nothing in flight; the
+    rest close with the provider.
+    """
+
+    def __init__(self) -> None:
+        self._held: list[tuple[Reachable, Any]] = []
+
+    def retire(self, old: Reachable | None, transport: Any) -> list[Any]:
+        """Add one; return the retired transports that may be closed now (the caller closes them)."""
+        self._held.append((old, transport))
+        done = [t for i, t in self._held if i is None or i.in_flight == 0]
+        self._held = [(i, t) for i, t in self._held if i is not None and i.in_flight > 0]
+        return done
+
+    def take_all(self) -> list[Any]:
+        held, self._held = self._held, []
+        return [t for _, t in held]
+
+
 class Probed(Protocol):
     """What the health monitor knows of an instance it probes (``routing.health.ProbeTarget``)."""
 
@@ -164,12 +189,27 @@ class _LoopTransports:
 
     def __init__(self) -> None:
         self.by_instance: dict[str, tuple[str, AsyncOllamaTransport]] = {}
+        self.owners: dict[str, Reachable] = {}  # the handle each transport was built for
+        self.retired = _Retired()
         self.closer: Any = None
         self.warm = False  # a probe round ran through these transports
 
+    async def replace(self, inst: Reachable, transport: AsyncOllamaTransport) -> AsyncOllamaTransport:
+        """Keep ``transport`` for ``inst``; the one it replaces is closed once its calls are done."""
+        known = self.by_instance.get(inst.id)
+        old_owner = self.owners.get(inst.id)
+        self.owners[inst.id] = inst
+        _keep(self.by_instance, inst.id, inst.connect_url, transport)
+        if known is not None:
+            for done in self.retired.retire(old_owner, known[1]):
+                with contextlib.suppress(Exception):
+                    await done.aclose()
+        return transport
+
     async def aclose(self) -> None:
-        transports = [t for _, t in self.by_instance.values()]
+        transports = [t for _, t in self.by_instance.values()] + self.retired.take_all()
         self.by_instance.clear()
+        self.owners.clear()
         for transport in transports:
             with contextlib.suppress(Exception):
                 await transport.aclose()
@@ -196,6 +236,8 @@ class Connections:
         self.timeouts = timeouts
         self._lock = threading.Lock()
         self._sync: dict[str, tuple[str, OllamaTransport]] = {}
+        self._sync_owners: dict[str, Reachable] = {}
+        self._sync_retired = _Retired()
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopTransports] = (
             weakref.WeakKeyDictionary()
         )
@@ -219,7 +261,7 @@ class Connections:
         known = per_loop.by_instance.get(inst.id)
         if known is not None and known[0] == inst.connect_url:
             return known[1]
-        return _keep(per_loop.by_instance, inst.id, inst.connect_url, async_transport(inst, self.timeouts))
+        return await per_loop.replace(inst, async_transport(inst, self.timeouts))
 
     def sync_transport(self, inst: Reachable) -> OllamaTransport:
         """``inst``'s sync transport."""
@@ -227,7 +269,13 @@ class Connections:
             known = self._sync.get(inst.id)
             if known is not None and known[0] == inst.connect_url:
                 return known[1]
-            return _keep(self._sync, inst.id, inst.connect_url, sync_transport(inst, self.timeouts))
+            transport = _keep(self._sync, inst.id, inst.connect_url, sync_transport(inst, self.timeouts))
+            old_owner = self._sync_owners.get(inst.id)
+            self._sync_owners[inst.id] = inst
+            done = self._sync_retired.retire(old_owner, known[1]) if known is not None else []
+        for old in done:
+            old.close()
+        return transport
 
     def loop_is_warm(self) -> bool:
         """Whether a probe round ran through the running event loop's transports already."""
@@ -250,6 +298,8 @@ class Connections:
         """Close the sync transports."""
         with self._lock:
             transports, self._sync = self._sync, {}
+            self._sync_owners = {}
+            retired = self._sync_retired.take_all()
             self.sync_warm = False
-        for _, transport in transports.values():
+        for transport in [t for _, t in transports.values()] + retired:
             transport.close()

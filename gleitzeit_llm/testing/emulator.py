@@ -173,6 +173,11 @@ class OllamaEmulator:
         return self._http.accepted
 
     @property
+    def open_connections(self) -> int:
+        """TCP connections open now: shows whether a client closed the ones it no longer uses."""
+        return self._http.open_connections
+
+    @property
     def running(self) -> bool:
         """Whether it is listening now."""
         return self._http.listening

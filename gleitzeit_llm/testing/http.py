@@ -232,6 +232,11 @@ class HttpServer:
     def listening(self) -> bool:
         return bool(self._listeners)
 
+    @property
+    def open_connections(self) -> int:
+        """TCP connections open now (a client that closed its socket no longer counts)."""
+        return len(self._connections)
+
     async def start(self) -> None:
         """Listen (again); the first start with port 0 picks a free port that later starts reuse."""
         if self._listeners:

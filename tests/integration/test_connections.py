@@ -391,3 +391,51 @@ def test_no_ssl_context_is_built_for_http_urls(monkeypatch: pytest.MonkeyPatch) 
     finally:
         monkeypatch.undo()
         pool.close_sync()
+
+
+# ---------------------------------------------------------------------------------------------
+# An instance re-added under another URL: the old connections are closed, not dropped
+
+
+def _readd_elsewhere(pool: OllamaPoolProvider, new_url: str) -> None:
+    pool.manager.remove_instance("e0")
+    pool.manager.add_instance({"id": "e0", "url": new_url})
+
+
+def test_a_sync_transport_replaced_by_a_new_url_is_closed(ollama_emulators: Any) -> None:
+    old, new = ollama_emulators(2)
+    pool = OllamaPoolProvider(instances=[{"id": "e0", "url": old.url}], health_checks=False)
+    with pool:
+        pool.chat_sync(model="llama3.2", messages=MESSAGES)
+        _readd_elsewhere(pool, new.url)
+        pool.chat_sync(model="llama3.2", messages=MESSAGES)
+        # The old server sees its connection closed at once, not when the provider closes.
+        old.wait_for(lambda: old.open_connections == 0, timeout=5)
+        assert new.open_connections == 1
+
+
+async def test_an_async_transport_replaced_by_a_new_url_is_closed(ollama_emulators: Any) -> None:
+    old, new = ollama_emulators(2)
+    pool = OllamaPoolProvider(instances=[{"id": "e0", "url": old.url}], health_checks=False)
+    async with pool:
+        await pool.chat(model="llama3.2", messages=MESSAGES)
+        _readd_elsewhere(pool, new.url)
+        await pool.chat(model="llama3.2", messages=MESSAGES)
+        await asyncio.to_thread(old.wait_for, lambda: old.open_connections == 0, 5)
+        assert new.open_connections == 1
+
+
+def test_a_stream_still_reading_from_the_old_url_is_not_cut(ollama_emulators: Any) -> None:
+    old, new = ollama_emulators(2)
+    pool = OllamaPoolProvider(instances=[{"id": "e0", "url": old.url}], health_checks=False)
+    with pool:
+        with pool.stream_chat_sync(
+            model="llama3.2", messages=MESSAGES, options={"num_predict": 20}
+        ) as stream:
+            first = next(stream)
+            _readd_elsewhere(pool, new.url)
+            pool.chat_sync(model="llama3.2", messages=MESSAGES)  # builds the new URL's transport
+            rest = list(stream)
+        assert first.message.content and rest[-1].done
+        assert old.open_connections == 1  # retired, not cut: closed with the provider
+    old.wait_for(lambda: old.open_connections == 0, timeout=5)
