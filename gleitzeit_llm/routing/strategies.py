@@ -382,13 +382,14 @@ class Router:
 
         if degraded:
             # Degraded instances only take overflow, except one whose breaker wants a probe
-            # request: recovery is proven with real traffic, so it must get some.
-            preferred = [
+            # request: recovery is proven with real traffic, so it gets the next requests (up to
+            # its half_open_requests; a strategy favouring faster instances would starve it).
+            probing = [
                 (p, i)
                 for p, i in free
-                if i.state is not InstanceState.DEGRADED or i.breaker.state_at(now) is CircuitState.HALF_OPEN
+                if i.state is InstanceState.DEGRADED and i.breaker.state_at(now) is CircuitState.HALF_OPEN
             ]
-            free = preferred or free
+            free = probing or [(p, i) for p, i in free if i.state is not InstanceState.DEGRADED] or free
 
         chosen = self._pick(free, req, now, size)
         # "panic" tells the caller to bypass the breaker: nothing routable was chosen on purpose.

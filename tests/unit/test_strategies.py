@@ -109,6 +109,35 @@ def test_degraded_is_used_only_when_nothing_better_has_room() -> None:
     assert pick(Router(), [a, b]).id == "a"  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("strategy", ["least_loaded", "latency_based", "round_robin", "weighted"])
+def test_a_recovering_instance_gets_the_probe_request_before_healthy_ones(strategy: str) -> None:
+    # docs/routing.md: "a degraded instance whose breaker is half-open is preferred for probe
+    # requests". Without the preference a strategy that favours the healthy (or faster) ones
+    # never sends it traffic, and it never proves its recovery.
+    clock = [NOW - 100.0]
+    a, b, c = (instance(n, max_concurrent=4) for n in "abc")
+    a.breaker = CircuitBreaker(failure_threshold=1, recovery_timeout=30, clock=lambda: clock[0])
+    a.breaker.record_failure(clock[0])
+    a.state = InstanceState.DEGRADED  # a health check answered again
+    a.metrics.ttft.observe(5.0, NOW - 100.0)  # it was slow before it failed
+    router = Router(random.Random(5))
+    for _ in range(20):
+        assert pick(router, [a, b, c], strategy=strategy).id == "a"  # type: ignore[union-attr]
+
+
+def test_a_recovering_instance_whose_probes_are_taken_gets_no_more() -> None:
+    clock = [NOW - 100.0]
+    a, b = instance("a"), instance("b")
+    a.breaker = CircuitBreaker(
+        failure_threshold=1, recovery_timeout=30, half_open_requests=1, clock=lambda: clock[0]
+    )
+    a.breaker.record_failure(clock[0])
+    a.state = InstanceState.DEGRADED
+    assert a.breaker.admit(NOW)[0]  # the one probe is out
+    a.acquire(None)
+    assert pick(Router(), [a, b]).id == "b"  # type: ignore[union-attr]
+
+
 def test_all_full_reports_saturated() -> None:
     pool = [instance(n, max_concurrent=1) for n in "ab"]
     for inst in pool:
