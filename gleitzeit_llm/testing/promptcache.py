@@ -18,6 +18,12 @@ Modelled on Ollama's Go runner as of the version the emulator reports by default
 * embeddings take a slot without reusing it (``LoadCacheSlot(inputs, false)``), so the slot then
   holds the embedded text.
 
+From 0.30 Ollama runs llama.cpp's ``llama-server`` instead (``llm/llama_server.go`` starts it with
+``-c num_ctx*num_parallel -np num_parallel``), whose ``get_available_slot`` picks the free,
+non-empty slot whose common prefix is the largest fraction of the prompt, if above 0.1
+(``slot_prompt_similarity``), else the least recently released free slot (the last one on ties):
+the ``"similarity"`` policy, used when the emulator reports such a version.
+
 Tokens are strings (special markers, newlines, words with their leading space, punctuation);
 nothing here knows about HTTP or time.
 """
@@ -29,6 +35,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from gleitzeit_llm.testing.names import version_tuple
 
 __all__ = [
     "CacheSlot",
@@ -44,6 +52,18 @@ __all__ = [
 
 #: Ollama's default ``num_keep`` (``api.DefaultOptions``).
 DEFAULT_NUM_KEEP = 4
+#: llama-server's default ``--slot-prompt-similarity``.
+SLOT_PROMPT_SIMILARITY = 0.1
+#: Slot choices: the Go runner's ``findLongestCacheSlot`` / ``findBestCacheSlot``, llama-server's.
+POLICIES = ("longest", "multiuser", "similarity")
+
+
+def slot_policy(version: str, multiuser: bool) -> str:
+    """The slot choice of an Ollama server reporting ``version``."""
+    if version_tuple(version) >= (0, 30, 0):
+        return "similarity"
+    return "multiuser" if multiuser else "longest"
+
 
 # Special markers, a newline, a word with at most one leading space, one punctuation character
 # with at most one leading space, other whitespace runs. Newlines stand alone, so the text after a
@@ -175,8 +195,9 @@ class CacheSlot:
     id: int
     tokens: list[str] = field(default_factory=list)
     in_use: bool = False
-    #: A counter, not a clock: the order in which slots were taken (0: never).
+    #: Counters, not clocks: when the slot was last taken / given back (0: never).
     last_used: int = 0
+    last_released: int = 0
     #: Requests served from this slot, and prompt tokens they found cached.
     requests: int = 0
     cached_tokens: int = 0
@@ -201,12 +222,14 @@ class PromptCache:
     Args:
         slots: number of slots (the runner's ``num_parallel``).
         num_ctx: tokens each slot holds.
-        multiuser: ``OLLAMA_MULTIUSER_CACHE``: LRU slot choice instead of longest prefix.
+        policy: how a slot is chosen, one of :data:`POLICIES` (see :func:`slot_policy`).
     """
 
-    def __init__(self, slots: int, num_ctx: int, multiuser: bool = False) -> None:
+    def __init__(self, slots: int, num_ctx: int, policy: str = "longest") -> None:
+        if policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, not {policy!r}")
         self.num_ctx = num_ctx
-        self.multiuser = multiuser
+        self.policy = policy
         self.slots = [CacheSlot(i) for i in range(slots)]
         self._capacity = slots
         self._clock = 0
@@ -233,7 +256,12 @@ class PromptCache:
         The slot is marked in use and keeps only the reused prefix (the caller appends the rest).
         """
         self._clock += 1
-        slot, cached = self._best(prompt) if self.multiuser else self._longest(prompt)
+        if self.policy == "multiuser":
+            slot, cached = self._best(prompt)
+        elif self.policy == "similarity":
+            slot, cached = self._similar(prompt)
+        else:
+            slot, cached = self._longest(prompt)
         if not reuse:
             cached = 0
         if cached == len(prompt) and cached > 0:
@@ -249,6 +277,8 @@ class PromptCache:
         """Free ``slot`` holding ``tokens`` (prompt plus generated), shifted to fit ``num_ctx``."""
         slot.tokens = shift_tokens(tokens, self.num_ctx, num_keep)
         slot.in_use = False
+        self._clock += 1
+        slot.last_released = self._clock
         self._trim()
 
     def _free(self) -> list[CacheSlot]:
@@ -279,6 +309,20 @@ class PromptCache:
         if longest > 0 and longest_slot is not oldest:
             oldest.tokens = list(longest_slot.tokens[:longest])  # fork the prefix into the LRU slot
         return oldest, max(longest, 0)
+
+    def _similar(self, prompt: Sequence[str]) -> tuple[CacheSlot, int]:
+        free = self._free()
+        chosen, best = None, 0.0
+        for slot in free:
+            if not slot.tokens or not prompt:
+                continue
+            similarity = common_prefix(slot.tokens, prompt) / len(prompt)
+            if similarity > best and similarity > SLOT_PROMPT_SIMILARITY:
+                chosen, best = slot, similarity
+        if chosen is None:
+            oldest = min(s.last_released for s in free)
+            chosen = [s for s in free if s.last_released == oldest][-1]
+        return chosen, common_prefix(chosen.tokens, prompt)
 
     def describe(self) -> list[dict[str, Any]]:
         """Every slot as a dict (for tests and the admin API)."""

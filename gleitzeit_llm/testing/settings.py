@@ -31,7 +31,8 @@ class Settings:
     #: uncached tokens cost prompt time. ``False`` evaluates every prompt in full.
     prompt_cache: bool = True
     #: ``OLLAMA_MULTIUSER_CACHE``: pick the least recently used free slot (forking the longest
-    #: cached prefix into it) instead of the free slot with the longest common prefix.
+    #: cached prefix into it) instead of the free slot with the longest common prefix. Applies to
+    #: versions before 0.30; from 0.30 (llama-server) the slot choice follows ``version``.
     multiuser_cache: bool = False
     #: Output speed; ``0`` means instantaneous.
     tokens_per_second: float = 50.0

@@ -146,6 +146,20 @@ def test_multiuser_cache_keeps_two_conversations_and_a_third_evicts_the_least_re
         assert last_record(emu).cached_tokens < 10  # alpha's cache is gone
 
 
+def test_from_0_30_llama_server_keeps_similar_prompts_apart_and_evicts_the_lru(client: httpx.Client) -> None:
+    with emulator(num_parallel=2, version="0.30.0") as emu:
+        a, b, c = conversation("alpha"), conversation("beta"), conversation("gamma")
+        for messages in (a, b, a, b):
+            ask(client, emu, messages)
+        records = emu.requests_for("/api/chat")
+        assert [r.cache_slot for r in records] == [1, 0, 1, 0]  # never-used slots: the last first
+        assert all(r.cached_tokens == r.prompt_eval_count - 1 for r in records[2:])
+        ask(client, emu, c)  # similar to neither (the template head is under 10%): the LRU slot, alpha's
+        assert last_record(emu).cache_slot == 1
+        full = ask(client, emu, b)
+        assert last_record(emu).cached_tokens == full["prompt_eval_count"] - 1
+
+
 async def test_concurrent_conversations_keep_their_own_slots() -> None:
     # Under concurrency single-user mode spreads too: a busy slot is never chosen.
     with emulator(num_parallel=2, time_scale=0.001) as emu:
