@@ -34,6 +34,8 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
+from itertools import chain
 from typing import Any
 
 from gleitzeit_llm.testing.names import version_tuple
@@ -98,23 +100,36 @@ def render_assistant(content: str, tool_calls: Sequence[Any] | None = None) -> s
     return text
 
 
-def render_messages(messages: Sequence[Mapping[str, Any]], tools: Sequence[Any] = ()) -> str:
-    """The rendered prompt of a conversation, ending with the generation prompt.
-
-    Thinking in earlier assistant messages is left out, as reasoning models' templates do.
-    """
-    parts: list[str] = []
+def _blocks(messages: Sequence[Mapping[str, Any]], tools: Sequence[Any]) -> tuple[str, list[str], str]:
+    """The tools block ('' without tools), one block per message, and the generation prompt."""
+    head = ""
     if tools:
         tools_json = json.dumps(list(tools), ensure_ascii=False)
-        parts.append(f"<|im_start|>system\n# Tools\n{tools_json}<|im_end|>\n")
+        head = f"<|im_start|>system\n# Tools\n{tools_json}<|im_end|>\n"
+    blocks = []
     for message in messages:
         role = str(message.get("role") or "user")
         content = str(message.get("content") or "")
         if role == "assistant":
             content = render_assistant(content, message.get("tool_calls"))
-        parts.append(f"<|im_start|>{role}\n{content}<|im_end|>\n")
-    parts.append("<|im_start|>assistant\n")
-    return "".join(parts)
+        blocks.append(f"<|im_start|>{role}\n{content}<|im_end|>\n")
+    return head, blocks, "<|im_start|>assistant\n"
+
+
+def render_messages(messages: Sequence[Mapping[str, Any]], tools: Sequence[Any] = ()) -> str:
+    """The rendered prompt of a conversation, ending with the generation prompt.
+
+    Thinking in earlier assistant messages is left out, as reasoning models' templates do.
+    """
+    head, blocks, tail = _blocks(messages, tools)
+    return head + "".join(blocks) + tail
+
+
+@lru_cache(maxsize=2048)
+def _block_tokens(block: str) -> tuple[str, ...]:
+    # Blocks end with "<|im_end|>\n", both tokens of their own, so no token spans two blocks and a
+    # conversation's history is tokenized once, not again at every turn.
+    return tuple(_TOKEN.findall(block))
 
 
 def chat_prompt_tokens(
@@ -125,17 +140,26 @@ def chat_prompt_tokens(
     As ``server/prompt.go``: the last message is always kept, and so are the system messages
     before the first kept one; without ``truncate`` nothing is dropped.
     """
-    tokens = tokenize(render_messages(messages, tools))
-    if not truncate or len(tokens) <= num_ctx or len(messages) < 2:
-        return tokens
-    first = len(messages) - 1
-    for start in range(len(messages) - 2, -1, -1):
-        kept = [m for m in messages[:start] if m.get("role") == "system"] + list(messages[start:])
-        if len(tokenize(render_messages(kept, tools))) > num_ctx:
-            break
-        first = start
-    kept = [m for m in messages[:first] if m.get("role") == "system"] + list(messages[first:])
-    return tokenize(render_messages(kept, tools))
+    head, blocks, tail = _blocks(messages, tools)
+    pieces = [_block_tokens(b) for b in blocks]
+    fixed = len(_block_tokens(head)) + len(_block_tokens(tail))
+    first = 0
+    if truncate and len(messages) > 1 and fixed + sum(map(len, pieces)) > num_ctx:
+        first = len(messages) - 1
+        for start in range(len(messages) - 2, -1, -1):
+            systems = sum(
+                len(p) for m, p in zip(messages[:start], pieces, strict=False) if m.get("role") == "system"
+            )
+            if fixed + systems + sum(map(len, pieces[start:])) > num_ctx:
+                break
+            first = start
+    kept = [p for m, p in zip(messages[:first], pieces, strict=False) if m.get("role") == "system"]
+    return [
+        *_block_tokens(head),
+        *chain.from_iterable(kept),
+        *chain.from_iterable(pieces[first:]),
+        *_block_tokens(tail),
+    ]
 
 
 def truncate_tokens(tokens: list[str], num_ctx: int, num_keep: int) -> list[str]:
@@ -176,12 +200,18 @@ def shift_tokens(tokens: list[str], num_ctx: int, num_keep: int) -> list[str]:
 
 def common_prefix(a: Sequence[str], b: Sequence[str]) -> int:
     """``countCommonPrefix``: how many leading tokens ``a`` and ``b`` share."""
-    count = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        count += 1
-    return count
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    # Bisect with slice comparisons (done in C): a[:low] == b[:low], a[:high] != b[:high].
+    low, high = 0, n
+    while high - low > 1:
+        mid = (low + high) // 2
+        if a[low:mid] == b[low:mid]:
+            low = mid
+        else:
+            high = mid
+    return low
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,6 +285,7 @@ class PromptCache:
 
         The slot is marked in use and keeps only the reused prefix (the caller appends the rest).
         """
+        prompt = list(prompt)
         self._clock += 1
         if self.policy == "multiuser":
             slot, cached = self._best(prompt)
@@ -268,7 +299,7 @@ class PromptCache:
             cached -= 1  # leave one input to sample, so there is a next token
         slot.in_use = True
         slot.last_used = self._clock
-        slot.tokens = list(prompt[:cached])
+        slot.tokens = prompt[:cached]
         slot.requests += 1
         slot.cached_tokens += cached
         return slot, cached

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from gleitzeit_llm.testing.promptcache import (
     PromptCache,
     Vocabulary,
     chat_prompt_tokens,
+    common_prefix,
     render_messages,
     shift_tokens,
     slot_policy,
@@ -53,6 +56,30 @@ def test_chat_truncation_drops_the_oldest_messages_but_keeps_system_and_the_last
     assert len(tokens) <= 60 and text.startswith("<|im_start|>system\nrules")
     assert "last question" in text and "q09" not in text
     assert len(chat_prompt_tokens(messages, [], num_ctx=60, truncate=False)) > 60
+
+
+def test_common_prefix_agrees_with_a_token_by_token_count() -> None:
+    rng = random.Random(7)
+    for _ in range(500):
+        a = [rng.choice("ab") for _ in range(rng.randrange(12))]
+        b = [rng.choice("ab") for _ in range(rng.randrange(12))]
+        naive = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+        assert common_prefix(a, b) == naive
+
+
+def test_chat_tokens_equal_the_tokens_of_the_rendered_text() -> None:
+    messages = [
+        {"role": "system", "content": "rules, rules."},
+        {"role": "user", "content": "Hi\n\nthere"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"function": {"name": "f", "arguments": {"x": 1}}}],
+        },
+        {"role": "tool", "content": "42"},
+    ]
+    tools = [{"type": "function", "function": {"name": "f"}}]
+    assert chat_prompt_tokens(messages, tools, 10_000, True) == tokenize(render_messages(messages, tools))
 
 
 def test_runner_truncation_keeps_num_keep_and_the_newest_tokens() -> None:
