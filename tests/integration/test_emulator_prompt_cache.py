@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from gleitzeit_llm.testing import OllamaEmulator
+from gleitzeit_llm.testing.promptcache import render_assistant, tokenize
 
 MODEL = "llama3.2"
 TTFT = 0.02
@@ -287,3 +288,30 @@ def test_caches_can_be_inspected_and_cleared(client: httpx.Client) -> None:
         assert [s["tokens"] for s in emu.prompt_caches()["llama3.2:latest"]] == [0, 0]
         ask(client, emu, conversation("alpha"))
         assert last_record(emu).cached_tokens == 0
+
+
+def test_a_thinking_reply_is_cached_only_up_to_the_reply(client: httpx.Client) -> None:
+    # Thinking templates leave earlier reasoning out of the history, so the cached reasoning
+    # does not match the next turn's prompt: only the previous prompt is reused.
+    with emulator(models=["qwen3"], loaded=["qwen3"]) as emu:
+        messages = conversation("epsilon")
+        body = {"model": "qwen3", "messages": messages, "think": True, "stream": False}
+        first = client.post(f"{emu.url}/api/chat", json=body).json()
+        assert first["message"]["thinking"]
+        messages += [first["message"], {"role": "user", "content": "Why?"}]
+        client.post(f"{emu.url}/api/chat", json={**body, "messages": messages})
+        assert last_record(emu).cached_tokens == first["prompt_eval_count"]
+
+
+def test_a_tool_call_and_its_result_extend_the_cached_prefix(client: httpx.Client) -> None:
+    tools = [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}]
+    with emulator() as emu:
+        emu.script_tool_calls([{"name": "weather", "arguments": {"city": "Paris"}}])
+        messages = conversation("zeta")
+        first = ask(client, emu, messages, tools=tools)
+        assert first["message"]["tool_calls"]
+        messages += [first["message"], {"role": "tool", "content": "sunny"}]
+        ask(client, emu, messages, tools=tools)
+        # The call as the runner generated it is exactly what the template renders back.
+        call_tokens = tokenize(render_assistant("", first["message"]["tool_calls"]))
+        assert last_record(emu).cached_tokens == first["prompt_eval_count"] + len(call_tokens)
