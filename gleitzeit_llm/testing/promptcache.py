@@ -276,9 +276,10 @@ class PromptCache:
             self.slots.pop()
 
     def clear(self) -> None:
-        """Empty every slot (requests in flight keep theirs until done)."""
+        """Empty every slot and zero its counts (a request in flight refills its slot when done)."""
         for slot in self.slots:
             slot.tokens = []
+            slot.requests = slot.cached_tokens = 0
 
     def take(self, prompt: Sequence[str], reuse: bool = True) -> tuple[CacheSlot, int]:
         """``LoadCacheSlot``: a free slot for ``prompt`` and how many prompt tokens it reuses.

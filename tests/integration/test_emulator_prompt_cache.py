@@ -286,6 +286,12 @@ def test_caches_can_be_inspected_and_cleared(client: httpx.Client) -> None:
         assert admin["llama3.2:latest"][0]["tokens"] == slots[0]["tokens"]
         client.request("DELETE", f"{emu.url}/__emulator__/prompt_cache", json={})
         assert [s["tokens"] for s in emu.prompt_caches()["llama3.2:latest"]] == [0, 0]
+        bad = client.post(f"{emu.url}/__emulator__/settings", json={"prompt_cache": "no"})
+        assert (bad.status_code, bad.json()) == (
+            400,
+            {"error": "prompt_cache must be true or false, not 'no'"},
+        )
+        assert emu.settings.prompt_cache is True  # a refused change leaves the setting as it was
         ask(client, emu, conversation("alpha"))
         assert last_record(emu).cached_tokens == 0
 
