@@ -6,7 +6,7 @@ Modelled on Ollama's Go runner as of the version the emulator reports by default
 * a loaded model has ``num_parallel`` cache slots, each holding up to ``num_ctx`` tokens;
 * a request takes a free slot (``LoadCacheSlot``). By default (``OLLAMA_MULTIUSER_CACHE`` off) that
   is the free slot with the longest common prefix with the prompt, the lowest index on ties
-  (``findLongestCacheSlot``: an empty slot only wins when no slot shares a token). With
+  (``findLongestCacheSlot``; with no shared token at all, the first free slot, full or not). With
   ``multiuser_cache`` (``findBestCacheSlot``) a free slot whose whole content is a prefix of the
   prompt is reused; otherwise the least recently used free slot is taken and the longest
   matching prefix of any slot is copied into it;
@@ -45,9 +45,11 @@ __all__ = [
     "PromptCache",
     "Vocabulary",
     "chat_prompt_tokens",
+    "common_prefix",
     "render_assistant",
     "render_messages",
     "shift_tokens",
+    "slot_policy",
     "tokenize",
     "truncate_tokens",
 ]
