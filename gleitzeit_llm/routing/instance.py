@@ -55,6 +55,9 @@ class InstanceMetrics:
     last_error: str | None = None
     last_failure_at: float | None = None
     last_success_at: float | None = None
+    # Prompt tokens served and the share the server had cached, decaying (see observe_prompt_cache).
+    prompt_tokens_seen: float = 0.0
+    prompt_tokens_cached: float = 0.0
 
     @property
     def avg_response_time(self) -> float:
@@ -66,6 +69,29 @@ class InstanceMetrics:
         ordered = sorted(self.durations)
         index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
         return ordered[index]
+
+    def observe_prompt_cache(self, evaluated: int, cached: int | None, estimate: int | None) -> None:
+        """Learn the prompt-cache hit rate from a final chunk.
+
+        With the server's cached-token count (``prompt_eval_cached_count``, where ``prompt_eval_count``
+        is the whole prompt), that; without it, servers count only the tokens they evaluated, so
+        the cached share is what the prompt's estimated size has beyond them. Older samples fade
+        (each new one weighs 5%), so the rate follows what the instance holds now.
+        """
+        if cached is not None:
+            total, hit = max(evaluated, cached), cached
+        elif estimate:
+            total = max(estimate, evaluated)
+            hit = total - evaluated
+        else:
+            return
+        self.prompt_tokens_seen = self.prompt_tokens_seen * 0.95 + total
+        self.prompt_tokens_cached = self.prompt_tokens_cached * 0.95 + hit
+
+    @property
+    def prompt_cache_hit_rate(self) -> float | None:
+        """Share of recent prompt tokens the server had cached (0..1), None before any sample."""
+        return self.prompt_tokens_cached / self.prompt_tokens_seen if self.prompt_tokens_seen else None
 
     @property
     def error_rate(self) -> float:
@@ -284,6 +310,7 @@ class OllamaInstance:
             "p50_response_time": round(m.percentile(0.5), 6),
             "p99_response_time": round(m.percentile(0.99), 6),
             "ttft_estimate": m.ttft.value_at(now),
+            "prompt_cache_hit_rate": None if (rate := m.prompt_cache_hit_rate) is None else round(rate, 3),
             "models_installed": sorted(self.installed_models) if self.installed_models is not None else None,
             "models_configured": sorted(self.configured_models),
             "tags": sorted(self.tags),
