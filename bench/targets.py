@@ -25,6 +25,13 @@ TARGETS = {
     ),
     "failover": ("Failed requests when an instance is stopped", "0", "requests"),
     "residency": ("Cold loads while a loaded replica has a free slot (model_affinity)", "0", "loads"),
+    "cache_ttft": ("cache_aware TTFT p50 vs least_loaded, multi-turn RAG chat", "<= 1/2", "ratio"),
+    "cache_throughput": ("cache_aware throughput vs least_loaded, multi-turn RAG chat", ">= 1", "ratio"),
+    "cache_skew": (
+        "cache_aware with one hot prefix: TTFT p99 vs least_loaded, and busiest share vs fair",
+        "<= 1 and <= 1.5x",
+        "ratio",
+    ),
     "import": ("import gleitzeit_llm", "< 150 ms", "ms"),
     "memory": ("Memory growth over 100,000 requests", "< 10 MB", "MB"),
 }
@@ -147,6 +154,55 @@ def _residency(sc: dict[str, Any]) -> tuple[Any, bool | None, str] | None:
     return worst, worst == 0, detail
 
 
+def _cache_rows(sc: dict[str, Any], part: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    block = _get(sc, "promptcache", part) or {}
+    mine, base = block.get("cache_aware"), block.get("least_loaded")
+    if not mine or not base:
+        return None
+    return mine, base
+
+
+def _cache_ttft(sc: dict[str, Any]) -> tuple[Any, bool | None, str] | None:
+    rows = _cache_rows(sc, "chat")
+    if rows is None:
+        return None
+    mine, base = rows
+    ratio = mine["ttft_p50_ms"]["median"] / base["ttft_p50_ms"]["median"]
+    detail = (
+        f"TTFT p50 cache_aware {mine['ttft_p50_ms']['median']:.0f} ms, least_loaded "
+        f"{base['ttft_p50_ms']['median']:.0f} ms; cached prompt tokens {mine['hit_rate']['median']:.0%} "
+        f"vs {base['hit_rate']['median']:.0%}"
+    )
+    return ratio, ratio <= 0.5, detail
+
+
+def _cache_throughput(sc: dict[str, Any]) -> tuple[Any, bool | None, str] | None:
+    rows = _cache_rows(sc, "chat")
+    if rows is None:
+        return None
+    mine, base = rows
+    ratio = mine["throughput_cps"]["median"] / base["throughput_cps"]["median"]
+    detail = (
+        f"calls/s cache_aware {mine['throughput_cps']['median']:.2f}, least_loaded "
+        f"{base['throughput_cps']['median']:.2f} (open-loop arrivals: the gain is the shorter tail)"
+    )
+    return ratio, ratio >= 1.0, detail
+
+
+def _cache_skew(sc: dict[str, Any]) -> tuple[Any, bool | None, str] | None:
+    rows = _cache_rows(sc, "skew")
+    if rows is None:
+        return None
+    mine, base = rows
+    ratio = mine["ttft_p99_ms"]["median"] / base["ttft_p99_ms"]["median"]
+    share = mine["max_share_vs_fair"]["median"]
+    detail = (
+        f"TTFT p99 cache_aware {mine['ttft_p99_ms']['median']:.0f} ms, least_loaded "
+        f"{base['ttft_p99_ms']['median']:.0f} ms; busiest instance {share:.2f}x its fair share"
+    )
+    return ratio, ratio <= 1.0 and share <= 1.5, detail
+
+
 def _import(sc: dict[str, Any]) -> tuple[Any, bool | None, str] | None:
     imp = _get(sc, "footprint", "import_ms", "gleitzeit_llm")
     if not imp:
@@ -184,6 +240,9 @@ CHECKS: dict[str, Callable[[dict[str, Any]], tuple[Any, bool | None, str] | None
     "coldstart": _coldstart,
     "failover": _failover,
     "residency": _residency,
+    "cache_ttft": _cache_ttft,
+    "cache_throughput": _cache_throughput,
+    "cache_skew": _cache_skew,
     "import": _import,
     "memory": _memory,
 }
