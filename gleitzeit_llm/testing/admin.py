@@ -15,6 +15,8 @@ it are never logged and never affected by faults. JSON in, JSON out:
 ``POST   /__emulator__/tool_calls``      ``{"calls": [...], "persistent": false}``
 ``POST   /__emulator__/load``            ``{"model": "llama3.2", "keep_alive": "5m"}``
 ``POST   /__emulator__/unload``          ``{"model": "llama3.2"}`` (no model: all)
+``GET    /__emulator__/prompt_cache``    ``{name:tag: [slot, ...]}`` of the loaded models
+``DELETE /__emulator__/prompt_cache``    empty the caches (``{"model": ...}``: one model's)
 =======================================  ==========================================================
 """
 
@@ -113,3 +115,10 @@ class AdminApi:
     def _post_unload(self, body: dict[str, Any]) -> dict[str, Any]:
         self.state.unload(body.get("model"))
         return {"loaded": self.state.loaded_models()}
+
+    def _get_prompt_cache(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.state.prompt_caches(body.get("model"))
+
+    def _delete_prompt_cache(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.state.clear_prompt_caches(body.get("model"))
+        return {"ok": True}

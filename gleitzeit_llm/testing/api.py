@@ -30,6 +30,14 @@ from gleitzeit_llm.testing.generation import (
 from gleitzeit_llm.testing.http import ConnectionDropped, Exchange, Handler, HttpRequest
 from gleitzeit_llm.testing.models import EmulatedModel, resolve
 from gleitzeit_llm.testing.names import folds_case, parse_name
+from gleitzeit_llm.testing.promptcache import (
+    DEFAULT_NUM_KEEP,
+    chat_prompt_tokens,
+    render_assistant,
+    render_messages,
+    tokenize,
+    truncate_tokens,
+)
 from gleitzeit_llm.testing.requestlog import RequestRecord
 from gleitzeit_llm.testing.scheduler import Lease, Runner
 from gleitzeit_llm.testing.state import EmulatorState
@@ -132,7 +140,12 @@ class _Piece:
 class _Plan:
     pieces: list[_Piece]
     done_reason: str
-    prompt_tokens: int
+    #: The prompt's tokens as the runner evaluates them (after truncation).
+    prompt: list[str]
+
+
+#: ``fn(num_ctx) -> tokens`` of a request's rendered prompt.
+_PromptTokens = Callable[[int], list[str]]
 
 
 class _StreamEnded(Exception):
@@ -310,17 +323,18 @@ class OllamaApi:
             raise ApiError(400, "model is required")
         _check_top_logprobs(body)
 
-        def generation() -> tuple[list[dict[str, Any]], str, int]:
+        def generation() -> tuple[list[dict[str, Any]], str, _PromptTokens]:
             prompt = ""
             for message in reversed(messages):
                 if message.get("role") == "user":
                     prompt = message.get("content") or ""
                     break
-            chars = sum(
-                len(str(m.get("content") or "")) + len(str(m.get("role") or "")) + 4 for m in messages
-            )
-            chars += len(dumps(tools)) if tools else 0
-            return messages, prompt, chars
+            truncate = body.get("truncate") is not False
+
+            def tokens(num_ctx: int) -> list[str]:
+                return chat_prompt_tokens(messages, tools, num_ctx, truncate)
+
+            return messages, prompt, tokens
 
         await self._complete(
             "chat", ex, record, body, keep_alive, stream, think, tools, not messages, generation
@@ -341,18 +355,28 @@ class OllamaApi:
         _check_top_logprobs(body)
         prompt = body.get("prompt") or ""
 
-        def generation() -> tuple[list[dict[str, Any]], str, int]:
+        def generation() -> tuple[list[dict[str, Any]], str, _PromptTokens]:
             system = body.get("system") or ""
             messages: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
             messages.append({"role": "user", "content": prompt})
-            chars = (
-                len(prompt) + len(system) + len(body.get("suffix") or "") + 4 * len(body.get("context") or [])
-            )
-            return messages, prompt, chars
+            text = self._generate_prompt(body, messages)
+            return messages, prompt, lambda num_ctx: tokenize(text)
 
         await self._complete(
             "generate", ex, record, body, keep_alive, stream, think, [], not prompt, generation
         )
+
+    def _generate_prompt(self, body: Mapping[str, Any], messages: list[dict[str, Any]]) -> str:
+        """The rendered prompt of /api/generate: ``context`` (detokenized), then the template."""
+        prompt = body.get("prompt") or ""
+        if body.get("raw"):
+            return prompt
+        suffix = body.get("suffix")
+        if suffix:
+            rendered = f"<|fim_prefix|>{prompt}<|fim_suffix|>{suffix}<|fim_middle|>"
+        else:
+            rendered = render_messages(messages)
+        return self.state.vocab.text(body.get("context") or []) + rendered
 
     async def _complete(
         self,
@@ -365,13 +389,13 @@ class OllamaApi:
         think: bool | str | None,
         tools: list[Any],
         empty: bool,
-        generation: Callable[[], tuple[list[dict[str, Any]], str, int]],
+        generation: Callable[[], tuple[list[dict[str, Any]], str, _PromptTokens]],
     ) -> None:
         """What /api/chat and /api/generate (``route``) share after parsing, in Ollama's order.
 
         ``empty`` (no messages, no prompt) makes the request a bare load, or an unload with
         ``keep_alive: 0``; ``generation()`` gives the conversation, the prompt (what a responder
-        sees as ``prompt``) and the prompt's size in characters.
+        sees as ``prompt``) and a function from the runner's ``num_ctx`` to the prompt's tokens.
         """
         name = body.get("model") or ""
         model = self._find(name, route)
@@ -395,7 +419,7 @@ class OllamaApi:
                 record.action = "load"
                 await self._send_json(ex, 200, done(name, "load"))
                 return
-            messages, prompt, chars = generation()
+            messages, prompt, prompt_tokens = generation()
             gen = GenerationRequest(
                 endpoint=route,
                 model=name,
@@ -407,7 +431,7 @@ class OllamaApi:
                 tools=tuple(tools),
                 body=body,
             )
-            await self._run(ex, record, lease, gen, stream, chars, model)
+            await self._run(ex, record, lease, gen, stream, prompt_tokens, model)
         finally:
             self.state.scheduler.release(lease.runner)
 
@@ -428,7 +452,7 @@ class OllamaApi:
 
     # -- the generation itself -------------------------------------------------------------
 
-    def _plan(self, gen: GenerationRequest, prompt_chars: int, model: EmulatedModel) -> _Plan:
+    def _plan(self, gen: GenerationRequest, prompt: list[str], model: EmulatedModel) -> _Plan:
         settings = self.state.settings
         seed_text = f"{model.name}\x1f{gen.endpoint}\x1f{gen.prompt}"
         pieces: list[_Piece] = []
@@ -472,7 +496,7 @@ class OllamaApi:
                 kept.append(piece)
                 budget -= piece.tokens
             pieces = kept
-        return _Plan(pieces, done_reason, max(1, count_tokens("x" * prompt_chars)))
+        return _Plan(pieces, done_reason, prompt)
 
     def _tool_call(self, call: Mapping[str, Any], index: int) -> dict[str, Any]:
         call_id = "call_" + "".join(self._ids.choice(_CALL_ID_CHARS) for _ in range(8))
@@ -488,44 +512,59 @@ class OllamaApi:
         lease: Lease,
         gen: GenerationRequest,
         stream: bool,
-        prompt_chars: int,
+        prompt_tokens: _PromptTokens,
         model: EmulatedModel,
     ) -> None:
         settings = self.state.settings
         scale = settings.time_scale
-        async with self._generation_slot(record, lease.runner) as queue_s:
+        runner = lease.runner
+        async with self._generation_slot(record, runner) as queue_s:
+            num_keep = _num_keep(gen.options)
+            tokens = _fit_context(prompt_tokens(runner.context_length), runner.context_length, gen, num_keep)
             faults = self.state.faults.current
-            plan = self._plan(gen, prompt_chars, model)
-            ttft = (model.ttft if model.ttft is not None else settings.ttft) + faults.extra_latency
-            prefill = settings.prompt_tokens_per_second
-            ttft += plan.prompt_tokens / prefill if prefill > 0 else 0.0
-            ttft *= faults.slow_factor
-            tps = (
-                model.tokens_per_second if model.tokens_per_second is not None else settings.tokens_per_second
-            )
-            per_token = faults.slow_factor / tps if tps > 0 else 0.0
-            eval_count = sum(p.tokens for p in plan.pieces)
-            metrics = {
-                "load_ns": lease.load_ns if lease.cold else 0,
-                "queue_ns": int(queue_s * 1e9),
-                "prompt_eval_count": plan.prompt_tokens,
-                "prompt_eval_duration": max(1, int(ttft * 1e9)),
-                "eval_count": eval_count,
-                "eval_duration": max(1, int(eval_count * per_token * 1e9)) if eval_count else 0,
-            }
-            record.queue_duration = metrics["queue_ns"]
-            if ttft > 0 and scale > 0:
-                await asyncio.sleep(ttft * scale)
-            if stream:
-                await self._stream(ex, record, gen, plan, per_token * scale, faults, metrics)
-                return
-            # Not streamed: the whole reply once the last token would have been generated.
-            if per_token * scale > 0 and eval_count:
-                await asyncio.sleep(per_token * scale * eval_count)
-            if faults.hang_after_chunks is not None:
-                await self._mid_stream_fault(ex, record, 0, None, None, 0, faults)
-            _whole_reply_faults(ex, record, faults)
-            await self._send_json(ex, 200, self._final(gen, plan, record, metrics, whole=True))
+            plan = self._plan(gen, tokens, model)
+            # The runner reuses the slot's longest common prefix: only the rest costs prompt time.
+            slot, cached = runner.cache.take(tokens, reuse=settings.prompt_cache)
+            record.cached_tokens, record.cache_slot = cached, slot.id
+            kept = tokens  # what the slot holds afterwards: the prompt, plus the reply once generated
+            try:
+                ttft = (model.ttft if model.ttft is not None else settings.ttft) + faults.extra_latency
+                prefill = settings.prompt_tokens_per_second
+                ttft += (len(tokens) - cached) / prefill if prefill > 0 else 0.0
+                ttft *= faults.slow_factor
+                tps = (
+                    model.tokens_per_second
+                    if model.tokens_per_second is not None
+                    else settings.tokens_per_second
+                )
+                per_token = faults.slow_factor / tps if tps > 0 else 0.0
+                eval_count = sum(p.tokens for p in plan.pieces)
+                metrics = {
+                    "load_ns": lease.load_ns if lease.cold else 0,
+                    "queue_ns": int(queue_s * 1e9),
+                    # Ollama counts the whole prompt, cached or not (numPromptInputs; cache_n +
+                    # prompt_n since 0.30): only the duration shows the cache.
+                    "prompt_eval_count": len(tokens),
+                    "prompt_eval_duration": max(1, int(ttft * 1e9)),
+                    "eval_count": eval_count,
+                    "eval_duration": max(1, int(eval_count * per_token * 1e9)) if eval_count else 0,
+                }
+                record.queue_duration = metrics["queue_ns"]
+                if ttft > 0 and scale > 0:
+                    await asyncio.sleep(ttft * scale)
+                if stream:
+                    await self._stream(ex, record, gen, plan, per_token * scale, faults, metrics)
+                else:
+                    # Not streamed: the whole reply once the last token would have been generated.
+                    if per_token * scale > 0 and eval_count:
+                        await asyncio.sleep(per_token * scale * eval_count)
+                    if faults.hang_after_chunks is not None:
+                        await self._mid_stream_fault(ex, record, 0, None, None, 0, faults)
+                    _whole_reply_faults(ex, record, faults)
+                    await self._send_json(ex, 200, self._final(gen, plan, record, metrics, whole=True))
+                kept = tokens + tokenize(_generated_text(plan))
+            finally:
+                runner.cache.give_back(slot, kept, num_keep)
 
     @contextlib.asynccontextmanager
     async def _generation_slot(self, record: RequestRecord, runner: Runner) -> AsyncIterator[float]:
@@ -580,9 +619,9 @@ class OllamaApi:
         out["done"] = True
         out["done_reason"] = plan.done_reason
         if gen.endpoint == "generate" and not gen.body.get("raw"):
-            count = metrics["prompt_eval_count"] + metrics["eval_count"]
-            base = hash(gen.prompt) & 0xFFFF
-            out["context"] = [(base + i * 2_654_435_761) % 128_000 for i in range(count)]
+            # Tokenize(prompt + response): sent back as ``context``, it renders the cached tokens.
+            reply = tokenize("".join(p.content for p in plan.pieces))
+            out["context"] = self.state.vocab.ids(plan.prompt + reply)
         out["total_duration"] = total
         out["load_duration"] = load
         for key in ("prompt_eval_count", "prompt_eval_duration", "eval_count", "eval_duration"):
@@ -758,6 +797,11 @@ class OllamaApi:
                 await asyncio.sleep(seconds * settings.time_scale)
             dim = model.embedding_dim or 768
             vectors = [list(embed_text(text, dim)) for text in inputs]
+            # The runner embeds without reusing a cache (LoadCacheSlot(inputs, false)); the slot
+            # it took then holds the embedded text.
+            slot, _ = runner.cache.take((), reuse=False)
+            runner.cache.give_back(slot, tokenize(inputs[-1])[:limit])
+            record.cached_tokens, record.cache_slot = 0, slot.id
             record.queue_duration = int(queue_s * 1e9)
             return vectors, {
                 "load_ns": lease.load_ns if lease.cold else 0,
@@ -793,6 +837,29 @@ class OllamaApi:
             await self._send_json(ex, 200, {"embedding": vectors[0]})
         finally:
             self.state.scheduler.release(lease.runner)
+
+
+def _num_keep(options: Mapping[str, Any]) -> int:
+    value = options.get("num_keep")
+    return value if isinstance(value, int) and not isinstance(value, bool) else DEFAULT_NUM_KEEP
+
+
+def _fit_context(tokens: list[str], num_ctx: int, gen: GenerationRequest, num_keep: int) -> list[str]:
+    """The runner's ``NewSequence``: a prompt over ``num_ctx`` is cut, or refused without ``truncate``."""
+    if len(tokens) <= num_ctx:
+        return tokens
+    if gen.body.get("truncate") is False:
+        raise ApiError(400, "the input length exceeds the context length")
+    return truncate_tokens(tokens, num_ctx, num_keep)
+
+
+def _generated_text(plan: _Plan) -> str:
+    """What the model generated, as the runner's cache holds it (thinking first, in its tags)."""
+    thinking = "".join(p.thinking for p in plan.pieces if p.thinking)
+    content = "".join(p.content for p in plan.pieces)
+    calls = [c for p in plan.pieces if p.tool_calls for c in p.tool_calls]
+    body = render_assistant(content, calls)
+    return f"<think>\n{thinking}\n</think>\n\n{body}" if thinking else body
 
 
 def _whole_reply_faults(ex: Exchange, record: RequestRecord, faults: Faults) -> None:

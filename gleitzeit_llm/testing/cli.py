@@ -25,6 +25,15 @@ def _names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
+def _flag(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed so that the project CLI can show the same help)."""
     parser = argparse.ArgumentParser(
@@ -45,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--load-time", type=float, default=1.0, help="cold-load seconds (default 1.0)")
     add("--ttft", type=float, default=0.02, help="base time to first token, seconds (default 0.02)")
     add("--prompt-tps", type=float, default=2000.0, help="prompt tokens per second (default 2000)")
+    add("--prompt-cache", type=_flag, default=True, help="reuse cached prompt prefixes (default true)")
+    add("--multiuser-cache", type=_flag, default=False, help="LRU slot choice (default false)")
     add("--tokens-per-second", type=float, default=50.0, help="output tokens per second (default 50)")
     add("--reply-tokens", type=int, default=12, help="length of the built-in reply (default 12)")
     add("--time-scale", type=float, default=1.0, help="real seconds per modelled second (default 1)")
@@ -67,6 +78,8 @@ def emulator_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "load_time": args.load_time,
         "ttft": args.ttft,
         "prompt_tokens_per_second": args.prompt_tps,
+        "prompt_cache": args.prompt_cache,
+        "multiuser_cache": args.multiuser_cache,
         "tokens_per_second": args.tokens_per_second,
         "reply_tokens": args.reply_tokens,
         "time_scale": args.time_scale,

@@ -57,11 +57,15 @@ class OllamaEmulator:
     ``expires_at`` in ``/api/ps`` is the wall clock plus the modelled ``keep_alive``.
 
     **Behaviour.** ``num_parallel`` requests per loaded model generate at once; more wait without
-    bound (visible in ``total_duration``). At most ``max_loaded_models`` models are resident; a
-    load evicts the least recently used idle one, or waits while all are busy. More than
-    ``max_queue`` requests waiting for a load get 503. Replies are deterministic (seeded by model
-    and prompt); set :attr:`responder` for specific text, :meth:`script_tool_calls` for tool calls,
-    :meth:`set_faults` for failures. All knobs can change at run time (:meth:`configure`).
+    bound (visible in ``total_duration``). Each of those slots keeps a prompt cache: a request
+    reuses the longest prefix its slot holds and only the rest costs prompt time
+    (``prompt_eval_duration``; ``prompt_eval_count`` counts the whole prompt, as Ollama does; the
+    request log has ``cached_tokens``; see :mod:`~gleitzeit_llm.testing.promptcache`). At most
+    ``max_loaded_models`` models are resident; a load evicts the least recently used idle one, or
+    waits while all are busy. More than ``max_queue`` requests waiting for a load get 503. Replies
+    are deterministic (seeded by model and prompt); set :attr:`responder` for specific text,
+    :meth:`script_tool_calls` for tool calls, :meth:`set_faults` for failures. All knobs can change
+    at run time (:meth:`configure`).
 
     Args:
         models: installed models: names (``"llama3.2"`` means ``llama3.2:latest``),
@@ -92,6 +96,8 @@ class OllamaEmulator:
         load_time: float = 1.0,
         ttft: float = 0.02,
         prompt_tokens_per_second: float = 2000.0,
+        prompt_cache: bool = True,
+        multiuser_cache: bool = False,
         tokens_per_second: float = 50.0,
         reply_tokens: int = 12,
         thinking_tokens: int = 8,
@@ -111,6 +117,8 @@ class OllamaEmulator:
             load_time=load_time,
             ttft=ttft,
             prompt_tokens_per_second=prompt_tokens_per_second,
+            prompt_cache=prompt_cache,
+            multiuser_cache=multiuser_cache,
             tokens_per_second=tokens_per_second,
             reply_tokens=reply_tokens,
             thinking_tokens=thinking_tokens,
@@ -377,6 +385,14 @@ class OllamaEmulator:
     def generating(self, model: str | None = None) -> int:
         """Requests generating right now (holding a slot)."""
         return self.state.generating(model)
+
+    def prompt_caches(self, model: str | None = None) -> dict[str, list[dict[str, Any]]]:
+        """The loaded models' prompt-cache slots: ``{name:tag: [{"slot", "tokens", "in_use", ...}]}``."""
+        return self.state.prompt_caches(model)
+
+    def clear_prompt_caches(self, model: str | None = None) -> None:
+        """Empty the prompt caches (of one model, or all) without unloading."""
+        self.state.clear_prompt_caches(model)
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         """Block until ``predicate()`` holds (re-checked whenever the server state changes).

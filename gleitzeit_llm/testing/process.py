@@ -34,6 +34,8 @@ _FLAGS = {
     "load_time": "--load-time",
     "ttft": "--ttft",
     "prompt_tokens_per_second": "--prompt-tps",
+    "prompt_cache": "--prompt-cache",
+    "multiuser_cache": "--multiuser-cache",
     "tokens_per_second": "--tokens-per-second",
     "reply_tokens": "--reply-tokens",
     "time_scale": "--time-scale",
@@ -254,3 +256,10 @@ class EmulatorProcess:
 
     def unload(self, model: str | None = None) -> list[str]:
         return self._admin("POST", "unload", {"model": model})["loaded"]
+
+    def prompt_caches(self, model: str | None = None) -> dict[str, list[dict[str, Any]]]:
+        """The loaded models' prompt-cache slots (as ``OllamaEmulator.prompt_caches``)."""
+        return self._admin("GET", "prompt_cache", {"model": model})
+
+    def clear_prompt_caches(self, model: str | None = None) -> None:
+        self._admin("DELETE", "prompt_cache", {"model": model})

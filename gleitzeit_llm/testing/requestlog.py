@@ -54,7 +54,13 @@ class RequestRecord:
     eval_count: int | None = None
     total_duration: int | None = None
     load_duration: int | None = None
+    #: Modelled nanoseconds waiting for a free slot (``total - load - prompt_eval - eval``, less
+    #: the server's own overhead of a millisecond or two).
     queue_duration: int | None = None
+    #: Prompt tokens found in the runner's prompt cache (not evaluated again; Ollama reports them
+    #: only through a shorter ``prompt_eval_duration``) and the cache slot the request used.
+    cached_tokens: int | None = None
+    cache_slot: int | None = None
     prompt_eval_duration: int | None = None
     eval_duration: int | None = None
     #: The client went away before the response ended.

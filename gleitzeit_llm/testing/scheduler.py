@@ -6,7 +6,8 @@ Mirrors Ollama's scheduler (``server/sched.go``) closely enough for routing test
   that is not resident wait for its load, and at most ``max_queue`` may wait (one more gets 503);
 * at most ``max_loaded_models`` runners are resident; a load waits until some resident model is
   idle, then evicts the least recently used idle one (loads are served first come, first served);
-* each runner has ``num_parallel`` slots; requests beyond them wait without bound, FIFO;
+* each runner has ``num_parallel`` slots; requests beyond them wait without bound, FIFO (as on
+  ``llm/server.go``'s semaphore); each slot keeps a prompt cache (:mod:`.promptcache`);
 * an idle runner expires ``keep_alive`` after its last use (the timer does not run while any
   request holds it); ``keep_alive`` 0 unloads when the last request ends, negative never.
 
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 
 from gleitzeit_llm.testing.faults import BUSY_MESSAGE
 from gleitzeit_llm.testing.models import EmulatedModel
+from gleitzeit_llm.testing.promptcache import PromptCache
 from gleitzeit_llm.testing.settings import Settings
 from gleitzeit_llm.testing.wire import FOREVER, ApiError, forever_ns, format_local
 
@@ -97,6 +99,8 @@ class Runner:
     load_started: float = 0.0
     load_real: float = 0.0
     load_modelled: float = 0.0
+    #: The runner's per-slot prompt caches (``num_parallel`` slots of ``context_length`` tokens).
+    cache: PromptCache = field(default_factory=lambda: PromptCache(1, 2048))
 
 
 @dataclass
@@ -236,6 +240,7 @@ class Scheduler:
             keep_alive=self.settings.keep_alive,
             context_length=min(num_ctx or self.settings.default_num_ctx, model.context_length or 2048),
         )
+        runner.cache = self._new_cache(runner.context_length)
         self.runners[model.key] = runner
         self._pending.append(runner)
         runner.task = loop.create_task(self._load(runner))
@@ -275,6 +280,10 @@ class Scheduler:
                 runner.ready.set_exception(ApiError(500, _LOAD_ABORTED))
                 runner.ready.exception()  # retrieved: no "never retrieved" noise if nobody waits
             raise
+
+    def _new_cache(self, context_length: int) -> PromptCache:
+        # Ollama's KV cache is num_ctx * num_parallel split into num_parallel slots of num_ctx.
+        return PromptCache(self.settings.num_parallel, context_length, self.settings.multiuser_cache)
 
     def _lru_idle(self) -> Runner | None:
         idle = [r for r in self.runners.values() if r.state == "ready" and r.refcount == 0]
@@ -330,6 +339,7 @@ class Scheduler:
         )
         if runner.keep_alive < 0:
             runner.keep_alive = FOREVER
+        runner.cache = self._new_cache(runner.context_length)
         runner.ready.set_result(None)
         self.runners[model.key] = runner
         while self._resident() > self.settings.max_loaded_models:
@@ -372,6 +382,8 @@ class Scheduler:
         """Take changed settings (slot counts, room for models) into account."""
         for runner in self.runners.values():
             runner.slots.set_capacity(self.settings.num_parallel)
+            runner.cache.resize(self.settings.num_parallel)
+            runner.cache.multiuser = self.settings.multiuser_cache
         while self._resident() > self.settings.max_loaded_models:
             victim = self._lru_idle()
             if victim is None:

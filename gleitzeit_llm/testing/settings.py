@@ -27,6 +27,12 @@ class Settings:
     #: Prompt evaluation speed; each prompt token adds ``1/prompt_tokens_per_second`` to the TTFT.
     #: ``0`` makes TTFT independent of the prompt length.
     prompt_tokens_per_second: float = 2000.0
+    #: Reuse the longest cached prompt prefix of a slot, as Ollama's runner always does: only
+    #: uncached tokens cost prompt time. ``False`` evaluates every prompt in full.
+    prompt_cache: bool = True
+    #: ``OLLAMA_MULTIUSER_CACHE``: pick the least recently used free slot (forking the longest
+    #: cached prefix into it) instead of the free slot with the longest common prefix.
+    multiuser_cache: bool = False
     #: Output speed; ``0`` means instantaneous.
     tokens_per_second: float = 50.0
     #: Length of the built-in reply, in tokens (short, so tests are fast).

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from gleitzeit_llm.testing.faults import FaultState
 from gleitzeit_llm.testing.generation import Responder
 from gleitzeit_llm.testing.models import EmulatedModel, ModelSpec, as_model, lookup_key
+from gleitzeit_llm.testing.promptcache import Vocabulary
 from gleitzeit_llm.testing.requestlog import RequestLog, RequestRecord
 from gleitzeit_llm.testing.scheduler import Scheduler
 from gleitzeit_llm.testing.settings import Settings
@@ -78,6 +79,8 @@ class EmulatorState:
         self.faults = FaultState(seed, on_change=self._signal_faults)
         self.scheduler = Scheduler(settings, on_change=self.log.notify)
         self.tools = ToolScripts()
+        #: Token ids of ``/api/generate``'s ``context`` (see :class:`.promptcache.Vocabulary`).
+        self.vocab = Vocabulary()
         self._faults_event: asyncio.Event | None = None
 
     @property
@@ -230,3 +233,29 @@ class EmulatorState:
             return self.scheduler.generating
         runner = self.scheduler.runners.get(lookup_key(model))
         return runner.generating if runner else 0
+
+    # -- prompt caches ---------------------------------------------------------------------
+
+    def prompt_caches(self, model: str | None = None) -> dict[str, list[dict[str, Any]]]:
+        """``{name:tag: [slot, ...]}`` of the loaded models' prompt caches (or one model's)."""
+
+        def read() -> dict[str, list[dict[str, Any]]]:
+            key = None if model is None else lookup_key(model)
+            return {
+                r.model.name: r.cache.describe()
+                for r in self.scheduler.runners.values()
+                if r.state != "pending" and key in (None, r.model.key)
+            }
+
+        return self.call(read) or {}
+
+    def clear_prompt_caches(self, model: str | None = None) -> None:
+        """Empty the prompt caches of every loaded model (or one), as a runner restart would."""
+
+        def clear() -> None:
+            key = None if model is None else lookup_key(model)
+            for runner in self.scheduler.runners.values():
+                if key in (None, runner.model.key):
+                    runner.cache.clear()
+
+        self.call(clear)

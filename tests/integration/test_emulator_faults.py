@@ -134,9 +134,12 @@ def test_extra_latency_and_slow_factor_show_in_the_durations(
     body = {**CHAT, "stream": False}
     base = client.post("/api/chat", json=body).json()
     emu.set_faults(extra_latency=2.0)
+    # The same prompt again would be cached (as on Ollama): compare cold prompts.
+    emu.clear_prompt_caches()
     late = client.post("/api/chat", json=body).json()
     assert late["prompt_eval_duration"] - base["prompt_eval_duration"] == pytest.approx(2e9, rel=1e-3)
     emu.set_faults(extra_latency=0.0, slow_factor=3.0)
+    emu.clear_prompt_caches()
     slow = client.post("/api/chat", json=body).json()
     assert slow["eval_duration"] == pytest.approx(3 * base["eval_duration"], rel=1e-3)
     assert slow["prompt_eval_duration"] == pytest.approx(3 * base["prompt_eval_duration"], rel=1e-3)
