@@ -696,6 +696,7 @@ class OllamaPoolManager(GuideApi, Lifecycle):
         output_tokens: int | None = None,
         prompt_tokens: int | None = None,
         cached_tokens: int | None = None,
+        prompt_duration: float | None = None,
         keep_alive: float | None = None,
         cold_load: bool = False,
         response_time: float | None = None,
@@ -708,8 +709,9 @@ class OllamaPoolManager(GuideApi, Lifecycle):
         the time per token is learned from it when present. ``caller_paced`` says the wall time
         after the first chunk followed the caller's reading (a stream), so without the server's
         figures no time per token is learned from it. ``prompt_tokens`` and ``cached_tokens`` are
-        the server's ``prompt_eval_count`` and ``prompt_eval_cached_count``: the instance's prompt
-        cache hit rate is learned from them.
+        the server's ``prompt_eval_count`` and ``prompt_eval_cached_count``, ``prompt_duration``
+        its ``prompt_eval_duration`` (seconds): the instance's prompt cache hit rate is learned
+        from them.
         """
         with self._lock:
             if lease.finished:
@@ -739,7 +741,9 @@ class OllamaPoolManager(GuideApi, Lifecycle):
             if output_tokens and outcome == Outcome.SUCCESS and not cold_load:
                 self._router.observe_output_tokens(output_tokens)
             if prompt_tokens is not None and (cached_tokens is not None or lease.prompt_estimate):
-                inst.metrics.observe_prompt_cache(prompt_tokens, cached_tokens, lease.prompt_estimate)
+                inst.metrics.observe_prompt_cache(
+                    prompt_tokens, cached_tokens, lease.prompt_estimate, prompt_duration
+                )
             if learned is not NOTHING:
                 self._apply(inst, learned)
             if inst.removed and inst.in_flight == 0:

@@ -374,11 +374,13 @@ class _Call:
             return {}
         load = getattr(final, "load_duration", None)
         eval_ns = getattr(final, "eval_duration", None)
+        prompt_ns = getattr(final, "prompt_eval_duration", None)
         return {
             "output_tokens": getattr(final, "eval_count", None),
             "eval_duration": eval_ns / 1e9 if eval_ns else None,
             "prompt_tokens": getattr(final, "prompt_eval_count", None),
             "cached_tokens": getattr(final, "prompt_eval_cached_count", None),
+            "prompt_duration": prompt_ns / 1e9 if prompt_ns else None,
             "keep_alive": keep_alive_seconds(getattr(self.request, "keep_alive", None)),
             "cold_load": bool(load and load / 1e9 > COLD_LOAD_THRESHOLD),
         }

@@ -264,14 +264,17 @@ def test_a_session_hint_is_validated_by_the_manager_too() -> None:
     assert info.value.field == "session_id"  # type: ignore[attr-defined]
 
 
-def test_the_hit_rate_comes_from_the_cached_count_or_the_estimate() -> None:
+def test_the_hit_rate_comes_from_the_cached_count_the_estimate_or_the_prompt_time() -> None:
     m = InstanceMetrics()
     assert m.prompt_cache_hit_rate is None
     m.observe_prompt_cache(1000, 900, None)  # prompt_eval_cached_count: 900 of 1000
     assert m.prompt_cache_hit_rate == pytest.approx(0.9)
-    est = InstanceMetrics()
-    est.observe_prompt_cache(100, None, 1000)  # only 100 of about 1000 evaluated
-    assert est.prompt_cache_hit_rate == pytest.approx(0.9)
-    est.observe_prompt_cache(1200, None, 1000)  # a miss: more evaluated than estimated
-    assert 0.0 < est.prompt_cache_hit_rate < 0.9  # type: ignore[operator]
-    assert math.isclose(est.prompt_tokens_seen, 1000 * 0.95 + 1200)
+    old = InstanceMetrics()  # a server that counts only what it evaluated
+    old.observe_prompt_cache(100, None, 1000)
+    assert old.prompt_cache_hit_rate == pytest.approx(0.9)
+    timed = InstanceMetrics()  # Ollama: the whole prompt counted, the cache shows in the time
+    timed.observe_prompt_cache(3000, None, 3000, 3.0)  # a miss: 1,000 tokens/s
+    assert timed.prompt_cache_hit_rate == pytest.approx(0.0)
+    timed.observe_prompt_cache(3100, None, 3100, 0.1)  # 100 tokens evaluated, 3,000 cached
+    assert timed.prompt_cache_hit_rate == pytest.approx(3000 / (3000 * 0.95 + 3100))
+    assert math.isclose(timed.prompt_tokens_seen, 3000 * 0.95 + 3100)
