@@ -19,7 +19,7 @@ Strategies: ``least_loaded``, ``latency_based``, ``cache_aware`` and plain consi
 
 Reported per strategy: TTFT p50/p99 (call start to first streamed chunk, real ms, so the wait
 for a slot is in it), throughput (calls per real second from the first arrival to the last
-answer), the cached share of prompt tokens (the emulator's ``prompt_eval_cached_count``), and
+answer), the cached share of prompt tokens (from the emulators' request logs), and
 each instance's share of the calls.
 """
 
@@ -68,14 +68,14 @@ PARAMS = {
         "turns": 6,
         "context_tokens": 3000,
         "question_tokens": 30,
-        "think": 4.0,
+        "think": 2.0,
         "load": 0.7,
         "skew_calls": 160,
         "skew_contexts": 20,
         "prompt_tokens_per_second": 1000.0,
         "ttft": 0.05,
         "tokens_per_second": 25.0,
-        "reply_tokens": 30,
+        "reply_tokens": 100,
         "time_scale": 0.1,
         "timeout": 240.0,
     },
@@ -88,14 +88,14 @@ PARAMS = {
         "turns": 4,
         "context_tokens": 3000,
         "question_tokens": 30,
-        "think": 4.0,
+        "think": 2.0,
         "load": 0.7,
         "skew_calls": 64,
         "skew_contexts": 12,
         "prompt_tokens_per_second": 1000.0,
         "ttft": 0.05,
         "tokens_per_second": 25.0,
-        "reply_tokens": 30,
+        "reply_tokens": 100,
         "time_scale": 0.05,
         "timeout": 120.0,
     },
@@ -151,11 +151,15 @@ class _Recorder:
         info = stream.pool
         if info is not None:
             self.served[info.instance_id] = self.served.get(info.instance_id, 0) + 1
-        total = getattr(final, "prompt_eval_count", None) or 0
-        cached = getattr(final, "prompt_eval_cached_count", None) or 0
-        self.prompt_tokens += total
-        self.cached_tokens += cached
         return "".join(parts)
+
+    def count_cache(self, procs: list[Any]) -> None:
+        """The cached share of prompt tokens, from the emulators' own request logs."""
+        for proc in procs:
+            for record in proc.requests():
+                if record.get("path") == "/api/chat" and record.get("prompt_eval_count"):
+                    self.prompt_tokens += record["prompt_eval_count"]
+                    self.cached_tokens += record.get("cached_tokens") or 0
 
     def summary(self, instances: int) -> dict[str, Any]:
         calls = sum(self.served.values())
@@ -179,7 +183,7 @@ def _pool_config(params: dict[str, Any], procs: list[Any], strategy: str) -> dic
     return {"instances": instance_list(procs, params["slots"]), "load_balancing": lb}
 
 
-async def _chat(params: dict[str, Any], procs: list[Any], strategy: str, seed: int) -> dict[str, Any]:
+async def _chat(params: dict[str, Any], procs: list[Any], strategy: str, seed: int) -> _Recorder:
     from gleitzeit_llm import OllamaPoolProvider
 
     rng = random.Random(seed)
@@ -217,10 +221,10 @@ async def _chat(params: dict[str, Any], procs: list[Any], strategy: str, seed: i
         await asyncio.wait_for(asyncio.gather(*tasks), params["timeout"])
     finally:
         await provider.close()
-    return rec.summary(params["instances"])
+    return rec
 
 
-async def _skew(params: dict[str, Any], procs: list[Any], strategy: str, seed: int) -> dict[str, Any]:
+async def _skew(params: dict[str, Any], procs: list[Any], strategy: str, seed: int) -> _Recorder:
     from gleitzeit_llm import OllamaPoolProvider
 
     rng = random.Random(seed)
@@ -246,7 +250,7 @@ async def _skew(params: dict[str, Any], procs: list[Any], strategy: str, seed: i
         await asyncio.wait_for(asyncio.gather(*tasks), params["timeout"])
     finally:
         await provider.close()
-    return rec.summary(params["instances"])
+    return rec
 
 
 def _emulator_settings(params: dict[str, Any]) -> dict[str, Any]:
@@ -286,7 +290,9 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
             shift = run_index % len(strategies)
             for strategy in strategies[shift:] + strategies[:shift]:
                 with emulators(params["instances"], **_emulator_settings(params)) as procs:
-                    got = asyncio.run(driver(params, procs, strategy, seed=7000 + run_index))
+                    rec = asyncio.run(driver(params, procs, strategy, seed=7000 + run_index))
+                    rec.count_cache(procs)
+                got = rec.summary(params["instances"])
                 per[strategy].append(got)
                 ttft = got["ttft"] or {}
                 log(

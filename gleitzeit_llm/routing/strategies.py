@@ -33,6 +33,7 @@ __all__ = ["SCORERS", "STRATEGY_NAMES", "Route", "RouteRequest", "Router", "chec
 UNMEASURED_BUSY_COST = 1e9
 _UNHEALTHY, _DEGRADED = InstanceState.UNHEALTHY, InstanceState.DEGRADED
 _TIE = 1e-9
+_TIE_BREAK = 1e-3  # a bonus that only decides between (nearly) equal scores
 
 
 @dataclass(frozen=True)
@@ -464,7 +465,14 @@ class Router:
         best = max(matched)
         if best >= MATCH_THRESHOLD * total:
             within = [inst for inst, m in zip(within, matched, strict=True) if m == best]
-        return self._lowest(within, req, now, self.prefix_fallback)
+            return self._lowest(within, req, now, self.prefix_fallback)
+        # Nothing matches: explore, and among equals prefer the instance that caches least (as
+        # SGLang's smallest tree), so a new prompt evicts as few others' prefixes as it can.
+        sizes = [index.size(inst.id, model) for inst in within]
+        most = max(sizes) or 1
+        return self._lowest(
+            within, req, now, self.prefix_fallback, [_TIE_BREAK * (1 - s / most) for s in sizes]
+        )
 
     @staticmethod
     def _why_none(instances: Sequence[OllamaInstance], counts: dict[str, int], req: RouteRequest) -> str:
