@@ -14,8 +14,8 @@ different question each), half over one of ``skew_contexts`` others.
 
 Strategies: ``least_loaded``, ``latency_based``, ``cache_aware`` and plain consistent hashing
 (``consistent_hash``: the conversation id as ``session_id`` with an unbounded
-``balance_epsilon``, so only a full instance makes it spill). Each strategy gets fresh emulators
-(empty caches) and a fresh pool, and the same seeded workload.
+``balance_epsilon``, so only a full instance makes it spill). Each strategy starts from empty
+prompt caches and a fresh pool, with the same seeded workload.
 
 Reported per strategy: TTFT p50/p99 (call start to first streamed chunk, real ms, so the wait
 for a slot is in it), throughput (calls per real second from the first arrival to the last
@@ -72,10 +72,11 @@ PARAMS = {
         "load": 0.7,
         "skew_calls": 160,
         "skew_contexts": 20,
-        "prompt_tokens_per_second": 1000.0,
+        "prompt_tokens_per_second": 500.0,
+        "prefix_cache_tokens": 4096,
         "ttft": 0.05,
-        "tokens_per_second": 25.0,
-        "reply_tokens": 100,
+        "tokens_per_second": 10.0,
+        "reply_tokens": 40,
         "time_scale": 0.1,
         "timeout": 240.0,
     },
@@ -84,19 +85,20 @@ PARAMS = {
         "strategies": STRATEGIES,
         "instances": 4,
         "slots": 2,
-        "conversations": 16,
+        "conversations": 12,
         "turns": 4,
         "context_tokens": 3000,
         "question_tokens": 30,
         "think": 2.0,
         "load": 0.7,
-        "skew_calls": 64,
+        "skew_calls": 48,
         "skew_contexts": 12,
-        "prompt_tokens_per_second": 1000.0,
+        "prompt_tokens_per_second": 500.0,
+        "prefix_cache_tokens": 4096,
         "ttft": 0.05,
-        "tokens_per_second": 25.0,
-        "reply_tokens": 100,
-        "time_scale": 0.05,
+        "tokens_per_second": 10.0,
+        "reply_tokens": 40,
+        "time_scale": 0.08,
         "timeout": 120.0,
     },
 }
@@ -177,9 +179,13 @@ class _Recorder:
 
 
 def _pool_config(params: dict[str, Any], procs: list[Any], strategy: str) -> dict[str, Any]:
-    lb: dict[str, Any] = {"strategy": strategy, "queue_timeout": params["timeout"]}
+    lb: dict[str, Any] = {
+        "strategy": strategy,
+        "queue_timeout": params["timeout"],
+        "prefix_cache_tokens": params["prefix_cache_tokens"],
+    }
     if strategy == "consistent_hash":
-        lb = {"strategy": "least_loaded", "balance_epsilon": 1e6, "queue_timeout": params["timeout"]}
+        lb.update(strategy="least_loaded", balance_epsilon=1e6)
     return {"instances": instance_list(procs, params["slots"]), "load_balancing": lb}
 
 
@@ -284,23 +290,26 @@ def _fold(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def run(params: dict[str, Any]) -> dict[str, Any]:
     strategies = params["strategies"]
     out: dict[str, Any] = {"params": params, "emulator": _emulator_settings(params)}
-    for part, driver in (("chat", _chat), ("skew", _skew)):
-        per: dict[str, list[dict[str, Any]]] = {s: [] for s in strategies}
-        for run_index in range(params["runs"]):
-            shift = run_index % len(strategies)
-            for strategy in strategies[shift:] + strategies[:shift]:
-                with emulators(params["instances"], **_emulator_settings(params)) as procs:
+    with emulators(params["instances"], **_emulator_settings(params)) as procs:
+        for part, driver in (("chat", _chat), ("skew", _skew)):
+            per: dict[str, list[dict[str, Any]]] = {s: [] for s in strategies}
+            for run_index in range(params["runs"]):
+                shift = run_index % len(strategies)
+                for strategy in strategies[shift:] + strategies[:shift]:
+                    for proc in procs:  # every strategy starts from empty caches and logs
+                        proc.clear_prompt_caches()
+                        proc.clear_log()
                     rec = asyncio.run(driver(params, procs, strategy, seed=7000 + run_index))
                     rec.count_cache(procs)
-                got = rec.summary(params["instances"])
-                per[strategy].append(got)
-                ttft = got["ttft"] or {}
-                log(
-                    f"promptcache {part} run {run_index + 1}/{params['runs']} {strategy}: "
-                    f"TTFT p50 {ttft.get('p50_ms', float('nan')):.0f} ms p99 "
-                    f"{ttft.get('p99_ms', float('nan')):.0f} ms, hit rate {got['hit_rate']}, "
-                    f"{got['throughput_cps']} calls/s, max share x{got['max_share_vs_fair']}, "
-                    f"failed {got['failed']}"
-                )
-        out[part] = {strategy: _fold(runs) for strategy, runs in per.items()}
+                    got = rec.summary(params["instances"])
+                    per[strategy].append(got)
+                    ttft = got["ttft"] or {}
+                    log(
+                        f"promptcache {part} run {run_index + 1}/{params['runs']} {strategy}: "
+                        f"TTFT p50 {ttft.get('p50_ms', float('nan')):.0f} ms p99 "
+                        f"{ttft.get('p99_ms', float('nan')):.0f} ms, hit rate {got['hit_rate']}, "
+                        f"{got['throughput_cps']} calls/s, max share x{got['max_share_vs_fair']}, "
+                        f"failed {got['failed']}"
+                    )
+            out[part] = {strategy: _fold(runs) for strategy, runs in per.items()}
     return out
