@@ -60,7 +60,7 @@ _WORDS = [
 
 PARAMS = {
     "full": {
-        "runs": 1,
+        "runs": 3,
         "strategies": STRATEGIES,
         "instances": 4,
         "slots": 2,

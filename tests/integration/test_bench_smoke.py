@@ -94,7 +94,7 @@ def test_quick_promptcache_scenario_reports_every_strategy_and_its_targets(tmp_p
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
