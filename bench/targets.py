@@ -154,53 +154,26 @@ def _residency(sc: dict[str, Any]) -> tuple[Any, bool | None, str] | None:
     return worst, worst == 0, detail
 
 
-def _cache_rows(sc: dict[str, Any], part: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    block = _get(sc, "promptcache", part) or {}
-    mine, base = block.get("cache_aware"), block.get("least_loaded")
-    if not mine or not base:
-        return None
-    return mine, base
+def _cache_target(
+    part: str, metric: str, unit: str, passes: Callable[[float, dict[str, Any]], bool]
+) -> Callable[[dict[str, Any]], tuple[Any, bool | None, str] | None]:
+    """A target on one metric of a promptcache part: cache_aware over least_loaded."""
 
+    def check(sc: dict[str, Any]) -> tuple[Any, bool | None, str] | None:
+        block = _get(sc, "promptcache", part) or {}
+        mine, base = block.get("cache_aware"), block.get("least_loaded")
+        if not mine or not base:
+            return None
+        ratio = mine[metric]["median"] / base[metric]["median"]
+        detail = (
+            f"{part}: {metric} cache_aware {mine[metric]['median']:.3g} {unit}, least_loaded "
+            f"{base[metric]['median']:.3g} {unit}; cached prompt tokens {mine['hit_rate']['median']:.0%} "
+            f"vs {base['hit_rate']['median']:.0%}; busiest instance "
+            f"{mine['max_share_vs_fair']['median']:.2f}x its fair share"
+        )
+        return ratio, passes(ratio, mine), detail
 
-def _cache_ttft(sc: dict[str, Any]) -> tuple[Any, bool | None, str] | None:
-    rows = _cache_rows(sc, "chat")
-    if rows is None:
-        return None
-    mine, base = rows
-    ratio = mine["ttft_p50_ms"]["median"] / base["ttft_p50_ms"]["median"]
-    detail = (
-        f"TTFT p50 cache_aware {mine['ttft_p50_ms']['median']:.0f} ms, least_loaded "
-        f"{base['ttft_p50_ms']['median']:.0f} ms; cached prompt tokens {mine['hit_rate']['median']:.0%} "
-        f"vs {base['hit_rate']['median']:.0%}"
-    )
-    return ratio, ratio <= 0.5, detail
-
-
-def _cache_throughput(sc: dict[str, Any]) -> tuple[Any, bool | None, str] | None:
-    rows = _cache_rows(sc, "chat")
-    if rows is None:
-        return None
-    mine, base = rows
-    ratio = mine["throughput_cps"]["median"] / base["throughput_cps"]["median"]
-    detail = (
-        f"calls/s cache_aware {mine['throughput_cps']['median']:.2f}, least_loaded "
-        f"{base['throughput_cps']['median']:.2f} (open-loop arrivals: the gain is the shorter tail)"
-    )
-    return ratio, ratio >= 1.0, detail
-
-
-def _cache_skew(sc: dict[str, Any]) -> tuple[Any, bool | None, str] | None:
-    rows = _cache_rows(sc, "skew")
-    if rows is None:
-        return None
-    mine, base = rows
-    ratio = mine["ttft_p99_ms"]["median"] / base["ttft_p99_ms"]["median"]
-    share = mine["max_share_vs_fair"]["median"]
-    detail = (
-        f"TTFT p99 cache_aware {mine['ttft_p99_ms']['median']:.0f} ms, least_loaded "
-        f"{base['ttft_p99_ms']['median']:.0f} ms; busiest instance {share:.2f}x its fair share"
-    )
-    return ratio, ratio <= 1.0 and share <= 1.5, detail
+    return check
 
 
 def _import(sc: dict[str, Any]) -> tuple[Any, bool | None, str] | None:
@@ -240,9 +213,14 @@ CHECKS: dict[str, Callable[[dict[str, Any]], tuple[Any, bool | None, str] | None
     "coldstart": _coldstart,
     "failover": _failover,
     "residency": _residency,
-    "cache_ttft": _cache_ttft,
-    "cache_throughput": _cache_throughput,
-    "cache_skew": _cache_skew,
+    "cache_ttft": _cache_target("chat", "ttft_p50_ms", "ms", lambda ratio, _: ratio <= 0.5),
+    "cache_throughput": _cache_target("chat", "throughput_cps", "calls/s", lambda ratio, _: ratio >= 1.0),
+    "cache_skew": _cache_target(
+        "skew",
+        "ttft_p99_ms",
+        "ms",
+        lambda ratio, mine: ratio <= 1.0 and mine["max_share_vs_fair"]["median"] <= 1.5,
+    ),
     "import": _import,
     "memory": _memory,
 }
