@@ -237,8 +237,9 @@ class _Call:
             exclude=tuple(self.tried),
             session_id=self.hints.session_id,
         )
-        if manager.wants_prefix(route.strategy) and self.kind != "embed":
-            if self.prefix is None:  # once per call, outside the pool's lock
+        # Only cache_aware or a prefix_weight hash the prompt: other calls pay two attribute reads.
+        if (route.strategy == "cache_aware" or manager.prefix_term) and manager.wants_prefix(route.strategy):
+            if self.prefix is None:  # once per call, outside the pool's lock (None for embed)
                 self.prefix = prompt_prefix(self.kind, self.request)
             route = dataclasses.replace(route, prefix=self.prefix)
         return route

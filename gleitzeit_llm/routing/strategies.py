@@ -427,7 +427,11 @@ class Router:
         if req.strategy == "weighted":
             return self._rng.choices([i for _, i in free], weights=[i.weight for _, i in free])[0]
         strategy = self.prefix_fallback if req.strategy == "cache_aware" else req.strategy
-        return self._lowest([inst for _, inst in free], req, now, strategy)
+        candidates = [inst for _, inst in free]
+        scores = SCORERS.get(strategy, _least_loaded)(candidates, req, now, self.expected_tokens)
+        lowest = min(scores) + _TIE
+        best = [inst for inst, score in zip(candidates, scores, strict=True) if score <= lowest]
+        return best[0] if len(best) == 1 else self._rng.choice(best)
 
     def _lowest(
         self,
