@@ -35,7 +35,15 @@ from bench._util import (
 )
 
 MODELS = ["llama3.2:latest", "qwen3:latest", "mistral:latest"]
-STRATEGIES = ["least_loaded", "round_robin", "weighted", "latency_based", "model_affinity", "priority"]
+STRATEGIES = [
+    "least_loaded",
+    "round_robin",
+    "weighted",
+    "latency_based",
+    "model_affinity",
+    "priority",
+    "cache_aware",
+]
 
 PARAMS = {
     "full": {

@@ -30,7 +30,15 @@ from bench._util import (
     spread,
 )
 
-STRATEGIES = ["least_loaded", "round_robin", "weighted", "latency_based", "model_affinity", "priority"]
+STRATEGIES = [
+    "least_loaded",
+    "round_robin",
+    "weighted",
+    "latency_based",
+    "model_affinity",
+    "priority",
+    "cache_aware",
+]
 
 PARAMS = {
     "full": {
