@@ -4,9 +4,11 @@ Filters remove what cannot serve the request (removed, already tried, wrong tags
 unhealthy or breaker open, full, lower priority tier, over ``max_latency``). A strategy is a small
 scorer over instance state (lower is better); adding one is a function plus a line in
 :data:`SCORERS` and a member of ``LoadBalancingStrategy`` (the two are checked against each other
-at import). The pick is the lowest score with a random tie-break, except for the two
-strategies whose whole point is a different pick: ``round_robin`` (exact rotation) and
-``weighted`` (random in proportion to the weights).
+at import). The pick is the lowest score with a random tie-break, except for the strategies
+whose whole point is a different pick: ``round_robin`` (exact rotation), ``weighted`` (random in
+proportion to the weights) and ``cache_aware`` (the longest cached prompt prefix within a bounded
+share of the load, :mod:`~gleitzeit_llm.routing.affinity`); a ``session_id`` hint overrides the
+pick of any strategy the same way.
 
 Routing does no I/O and never sleeps: it is a scan over the instances (the pools are small, so a
 full scan beats power-of-two-choices; see routing-science §1.3).
