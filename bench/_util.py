@@ -21,6 +21,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 MESSAGES = [{"role": "user", "content": "Why is the sky blue?"}]
 MODEL = "llama3.2"
+# Every strategy, in the order the scenarios report them.
+EVERY_STRATEGY = (
+    "least_loaded",
+    "round_robin",
+    "weighted",
+    "latency_based",
+    "model_affinity",
+    "priority",
+    "cache_aware",
+)
 
 # -- statistics -------------------------------------------------------------------------------
 

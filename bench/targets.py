@@ -25,6 +25,13 @@ TARGETS = {
     ),
     "failover": ("Failed requests when an instance is stopped", "0", "requests"),
     "residency": ("Cold loads while a loaded replica has a free slot (model_affinity)", "0", "loads"),
+    "cache_ttft": ("cache_aware TTFT p50 vs least_loaded, multi-turn RAG chat", "<= 1/2", "ratio"),
+    "cache_throughput": ("cache_aware throughput vs least_loaded, multi-turn RAG chat", ">= 1", "ratio"),
+    "cache_skew": (
+        "cache_aware with one hot prefix: TTFT p99 vs least_loaded, and busiest share vs fair",
+        "<= 1 and <= 1.5x",
+        "ratio",
+    ),
     "import": ("import gleitzeit_llm", "< 150 ms", "ms"),
     "memory": ("Memory growth over 100,000 requests", "< 10 MB", "MB"),
 }
@@ -147,6 +154,28 @@ def _residency(sc: dict[str, Any]) -> tuple[Any, bool | None, str] | None:
     return worst, worst == 0, detail
 
 
+def _cache_target(
+    part: str, metric: str, unit: str, passes: Callable[[float, dict[str, Any]], bool]
+) -> Callable[[dict[str, Any]], tuple[Any, bool | None, str] | None]:
+    """A target on one metric of a promptcache part: cache_aware over least_loaded."""
+
+    def check(sc: dict[str, Any]) -> tuple[Any, bool | None, str] | None:
+        block = _get(sc, "promptcache", part) or {}
+        mine, base = block.get("cache_aware"), block.get("least_loaded")
+        if not mine or not base:
+            return None
+        ratio = mine[metric]["median"] / base[metric]["median"]
+        detail = (
+            f"{part}: {metric} cache_aware {mine[metric]['median']:.3g} {unit}, least_loaded "
+            f"{base[metric]['median']:.3g} {unit}; cached prompt tokens {mine['hit_rate']['median']:.0%} "
+            f"vs {base['hit_rate']['median']:.0%}; busiest instance "
+            f"{mine['max_share_vs_fair']['median']:.2f}x its fair share"
+        )
+        return ratio, passes(ratio, mine), detail
+
+    return check
+
+
 def _import(sc: dict[str, Any]) -> tuple[Any, bool | None, str] | None:
     imp = _get(sc, "footprint", "import_ms", "gleitzeit_llm")
     if not imp:
@@ -184,6 +213,14 @@ CHECKS: dict[str, Callable[[dict[str, Any]], tuple[Any, bool | None, str] | None
     "coldstart": _coldstart,
     "failover": _failover,
     "residency": _residency,
+    "cache_ttft": _cache_target("chat", "ttft_p50_ms", "ms", lambda ratio, _: ratio <= 0.5),
+    "cache_throughput": _cache_target("chat", "throughput_cps", "calls/s", lambda ratio, _: ratio >= 1.0),
+    "cache_skew": _cache_target(
+        "skew",
+        "ttft_p99_ms",
+        "ms",
+        lambda ratio, mine: ratio <= 1.0 and mine["max_share_vs_fair"]["median"] <= 1.5,
+    ),
     "import": _import,
     "memory": _memory,
 }

@@ -43,3 +43,6 @@ class PoolFields(BaseModel):
         default=None, description="Routing hint: the model to use when this one fails everywhere."
     )
     max_latency: float | None = Field(default=None, description="Routing hint: latency budget in ms.")
+    session_id: str | None = Field(
+        default=None, description="Routing hint: keep one conversation's calls on one instance."
+    )

@@ -64,12 +64,19 @@ def _option_value(text: str) -> Any:
 
 def _add_request_flags(parser: argparse.ArgumentParser) -> None:
     """Routing hints and Ollama request options, shared by chat and batch."""
+    from gleitzeit_llm.config import LoadBalancingStrategy
+
     hints = parser.add_argument_group("routing hints (steer the pool; never sent to Ollama)")
-    hints.add_argument("--strategy", metavar="NAME", help="load_balancing_strategy for this call")
+    hints.add_argument(
+        "--strategy",
+        metavar="NAME",
+        help=f"load_balancing_strategy for this call ({', '.join(m.value for m in LoadBalancingStrategy)})",
+    )
     hints.add_argument("--tags", metavar="A,B", help="instance_tags: only instances with all these tags")
     hints.add_argument("--require-gpu", action="store_true", help="only instances tagged gpu")
     hints.add_argument("--fallback-model", metavar="MODEL", help="model to use if MODEL fails everywhere")
     hints.add_argument("--max-latency", type=float, metavar="MS", help="prefer instances faster than MS ms")
+    hints.add_argument("--session-id", metavar="ID", help="keep calls with this id on one instance")
     request = parser.add_argument_group("request")
     request.add_argument(
         "-O",
@@ -95,6 +102,8 @@ def _request_params(args: argparse.Namespace) -> dict[str, Any]:
         params["fallback_model"] = args.fallback_model
     if args.max_latency is not None:
         params["max_latency"] = args.max_latency
+    if args.session_id:
+        params["session_id"] = args.session_id
     if args.option:
         params["options"] = {k: _option_value(v) for k, v in args.option}
     if args.keep_alive:

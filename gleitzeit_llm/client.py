@@ -85,7 +85,7 @@ class GleitzeitClient:
 
         ``params`` are chat fields (``options``, ``format``, ``keep_alive``, ``think``, ...) and
         routing hints (``load_balancing_strategy``, ``instance_tags``, ``require_gpu``,
-        ``fallback_model``, ``max_latency``).
+        ``fallback_model``, ``max_latency``, ``session_id``).
         """
         messages: list[Any] = []
         if system:

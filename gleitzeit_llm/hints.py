@@ -41,6 +41,9 @@ class RoutingHints:
     """The model to use once the requested one failed or is missing everywhere it could run."""
     max_latency: float | None = None
     """Prefer instances expected to answer within this many milliseconds."""
+    session_id: str | None = None
+    """Keep the calls of one conversation on one instance (rendezvous hashing of the id), as
+    long as it stays within the bounded share of the load (``load_balancing.balance_epsilon``)."""
 
     @classmethod
     def parse(cls, values: Mapping[str, Any]) -> RoutingHints:
@@ -56,7 +59,15 @@ class RoutingHints:
         require_gpu = get("require_gpu")
         fallback = get("fallback_model")
         latency = get("max_latency")
-        if strategy is None and tags is None and require_gpu is None and fallback is None and latency is None:
+        session = get("session_id")
+        if (
+            strategy is None
+            and tags is None
+            and require_gpu is None
+            and fallback is None
+            and latency is None
+            and session is None
+        ):
             return _NO_HINTS  # the common call: nothing to check or to build
         if strategy is not None:
             strategy = _strategy(strategy)
@@ -76,7 +87,9 @@ class RoutingHints:
             isinstance(latency, bool) or not isinstance(latency, (int, float)) or latency <= 0
         ):
             raise _bad("max_latency", "must be a positive number of milliseconds", latency)
-        return cls(strategy, tags, require_gpu, fallback, latency)
+        if session is not None and (not isinstance(session, str) or not session.strip()):
+            raise _bad("session_id", "must be a non-empty string (the conversation's id)", session)
+        return cls(strategy, tags, require_gpu, fallback, latency, session)
 
     @classmethod
     def pop_from(cls, params: dict[str, Any]) -> RoutingHints:
@@ -96,6 +109,7 @@ class RoutingHints:
             require_gpu=other.require_gpu if other.require_gpu is not None else self.require_gpu,
             fallback_model=other.fallback_model or self.fallback_model,
             max_latency=other.max_latency if other.max_latency is not None else self.max_latency,
+            session_id=other.session_id or self.session_id,
         )
 
 

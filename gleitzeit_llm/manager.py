@@ -52,6 +52,7 @@ from gleitzeit_llm.queue import SlotQueue, Waiter
 from gleitzeit_llm.routing.health import HealthMonitor, ProbeResult, ProbeTarget
 from gleitzeit_llm.routing.instance import InstanceState, OllamaInstance
 from gleitzeit_llm.routing.learning import NOTHING, Observation, Outcome, Transitions, classify
+from gleitzeit_llm.routing.prefix import PromptPrefix, capacity_blocks
 from gleitzeit_llm.routing.strategies import Route, Router, RouteRequest
 from gleitzeit_llm.state.base import GRANTED
 from gleitzeit_llm.state.local import LocalState
@@ -62,6 +63,8 @@ if TYPE_CHECKING:
 __all__ = ["Lease", "OllamaPoolManager", "Outcome"]
 
 _log = logging.getLogger("gleitzeit_llm.health")
+# Strategies whose pick is no score (a rotation, a weighted draw): no prefix term for them.
+_OWN_PICK = frozenset({"round_robin", "weighted"})
 
 
 @dataclass(eq=False, slots=True)  # slots: one is built per attempt and read throughout it
@@ -78,6 +81,7 @@ class Lease:
     first_chunk_at: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
     spelling: str | None = None  # spelling_key of the name routed (model is its model_key)
+    prompt_estimate: int | None = None  # the prompt's estimated tokens, when it was hashed
 
     @property
     def url(self) -> str:
@@ -171,6 +175,11 @@ class OllamaPoolManager(GuideApi, Lifecycle):
         self._lock = threading.RLock()
         self._state = LocalState(lb, clock)
         self._router = Router(rng, self._state.epoch)
+        self._router.balance_epsilon = lb.balance_epsilon
+        self._router.prefix_weight = lb.prefix_weight
+        self._router.prefix_fallback = lb.prefix_fallback.value
+        #: Whether calls of a scoring strategy other than cache_aware hash their prompt.
+        self.prefix_term = lb.prefix_weight > 0
         self._instances: list[OllamaInstance] = []
         self._by_id: dict[str, OllamaInstance] = {}
         self._by_url: dict[str, OllamaInstance] = {}
@@ -311,6 +320,7 @@ class OllamaPoolManager(GuideApi, Lifecycle):
     def _drop(self, inst: OllamaInstance) -> None:
         self._instances = [i for i in self._instances if i is not inst]
         self._router.invalidate()
+        self._router.prefix_index.forget(inst.id)
         if self._by_id.get(inst.id) is inst:
             del self._by_id[inst.id]
         for url in (inst.url, inst.connect_url):
@@ -329,12 +339,22 @@ class OllamaPoolManager(GuideApi, Lifecycle):
         max_latency: float | None = None,
         exclude: Sequence[str] = (),
         require_healthy: bool = True,
+        session_id: str | None = None,
+        prefix: PromptPrefix | None = None,
     ) -> RouteRequest:
         """Validate routing hints into a :class:`RouteRequest` (raises RequestError on bad hints).
 
-        ``max_latency`` is in milliseconds, as in the guide's workflow example.
+        ``max_latency`` is in milliseconds, as in the guide's workflow example. ``prefix`` is the
+        prompt's (:func:`~gleitzeit_llm.routing.prefix.prompt_prefix`), for the strategies that
+        use it (:meth:`wants_prefix`).
         """
-        if strategy is None and tags is None and max_latency is None and not require_gpu:
+        if (
+            strategy is None
+            and tags is None
+            and max_latency is None
+            and not require_gpu
+            and session_id is None
+        ):
             name, wanted = self.strategy, frozenset()  # no hints: nothing to check on the common call
         else:
             hints = RoutingHints.parse(
@@ -343,6 +363,7 @@ class OllamaPoolManager(GuideApi, Lifecycle):
                     "instance_tags": tags,
                     "require_gpu": require_gpu,
                     "max_latency": max_latency,
+                    "session_id": session_id,
                 }
             )
             name = hints.load_balancing_strategy or self.strategy
@@ -360,7 +381,14 @@ class OllamaPoolManager(GuideApi, Lifecycle):
             exclude=frozenset(exclude),
             require_healthy=require_healthy,
             allow_cold=name != "model_affinity" or self.config.load_balancing.affinity_wait <= 0,
+            prefix=prefix,
+            session=session_id,
         )
+
+    def wants_prefix(self, strategy: str) -> bool:
+        """Whether a call routed by ``strategy`` (a canonical name) needs its prompt's prefix:
+        cache_aware, or a scoring strategy while ``load_balancing.prefix_weight`` is on."""
+        return strategy == "cache_aware" or (self.prefix_term and strategy not in _OWN_PICK)
 
     def try_acquire(self, request: RouteRequest, *, attempt: int = 1) -> Lease | Route:
         """Reserve a slot now if one is free; otherwise return the router's reason."""
@@ -390,6 +418,13 @@ class OllamaPoolManager(GuideApi, Lifecycle):
                 panic=route.panic,
                 spelling=request.spelling,
             )
+            prefix = request.prefix
+            if prefix is not None:
+                # What we send there is what its cache will hold: sized to its slots.
+                tokens = self.config.load_balancing.prefix_cache_tokens
+                capacity = capacity_blocks(inst.max_concurrent, tokens)
+                self._router.prefix_index.record(inst.id, request.model, prefix, capacity)
+                lease.prompt_estimate = prefix.tokens
         if self.events.active:
             self.events.emit(
                 RoutingDecision(
@@ -660,6 +695,8 @@ class OllamaPoolManager(GuideApi, Lifecycle):
         *,
         output_tokens: int | None = None,
         prompt_tokens: int | None = None,
+        cached_tokens: int | None = None,
+        prompt_duration: float | None = None,
         keep_alive: float | None = None,
         cold_load: bool = False,
         response_time: float | None = None,
@@ -671,7 +708,10 @@ class OllamaPoolManager(GuideApi, Lifecycle):
         ``eval_duration`` is the server's own generation time (seconds) for ``output_tokens``:
         the time per token is learned from it when present. ``caller_paced`` says the wall time
         after the first chunk followed the caller's reading (a stream), so without the server's
-        figures no time per token is learned from it.
+        figures no time per token is learned from it. ``prompt_tokens`` and ``cached_tokens`` are
+        the server's ``prompt_eval_count`` and ``prompt_eval_cached_count``, ``prompt_duration``
+        its ``prompt_eval_duration`` (seconds): the instance's prompt cache hit rate is learned
+        from them.
         """
         with self._lock:
             if lease.finished:
@@ -700,6 +740,10 @@ class OllamaPoolManager(GuideApi, Lifecycle):
             learned = self._state.release(inst, observation, now)
             if output_tokens and outcome == Outcome.SUCCESS and not cold_load:
                 self._router.observe_output_tokens(output_tokens)
+            if prompt_tokens is not None and (cached_tokens is not None or lease.prompt_estimate):
+                inst.metrics.observe_prompt_cache(
+                    prompt_tokens, cached_tokens, lease.prompt_estimate, prompt_duration
+                )
             if learned is not NOTHING:
                 self._apply(inst, learned)
             if inst.removed and inst.in_flight == 0:

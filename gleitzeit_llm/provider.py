@@ -65,6 +65,7 @@ from gleitzeit_llm.ollama.models import (
     ShowResponse,
 )
 from gleitzeit_llm.routing.health import ProbeTarget
+from gleitzeit_llm.routing.prefix import prompt_prefix
 
 __all__ = [
     "HINT_NAMES",
@@ -181,6 +182,7 @@ class _Call:
     fallback_used: bool = False
     model: str = ""
     first_route: Any = None  # the RouteRequest validated by _call(), used by the first attempt
+    prefix: Any = None  # the prompt's PromptPrefix, hashed once when its strategy needs it
     queue_waited: float = 0.0  # seconds this call spent waiting for slots, over all its attempts
     # timeouts.total as a budget for the whole call (attempts, slot waits, backoff), or None.
     deadline: float | None = None
@@ -226,14 +228,21 @@ class _Call:
             first, self.first_route = self.first_route, None
             return first
         manager = self.provider.manager
-        return manager.route_request(
+        route = manager.route_request(
             self.model,
             self.hints.load_balancing_strategy,
             self.hints.instance_tags,
             require_gpu=bool(self.hints.require_gpu),
             max_latency=self.hints.max_latency,
             exclude=tuple(self.tried),
+            session_id=self.hints.session_id,
         )
+        # Only cache_aware or a prefix_weight hash the prompt: other calls pay two attribute reads.
+        if (route.strategy == "cache_aware" or manager.prefix_term) and manager.wants_prefix(route.strategy):
+            if self.prefix is None:  # once per call, outside the pool's lock (None for embed)
+                self.prefix = prompt_prefix(self.kind, self.request)
+            route = dataclasses.replace(route, prefix=self.prefix)
+        return route
 
     def queue_left(self) -> float:
         """What is left of the call's one queue timeout: every acquire in the call shares it
@@ -366,10 +375,13 @@ class _Call:
             return {}
         load = getattr(final, "load_duration", None)
         eval_ns = getattr(final, "eval_duration", None)
+        prompt_ns = getattr(final, "prompt_eval_duration", None)
         return {
             "output_tokens": getattr(final, "eval_count", None),
             "eval_duration": eval_ns / 1e9 if eval_ns else None,
             "prompt_tokens": getattr(final, "prompt_eval_count", None),
+            "cached_tokens": getattr(final, "prompt_eval_cached_count", None),
+            "prompt_duration": prompt_ns / 1e9 if prompt_ns else None,
             "keep_alive": keep_alive_seconds(getattr(self.request, "keep_alive", None)),
             "cold_load": bool(load and load / 1e9 > COLD_LOAD_THRESHOLD),
         }

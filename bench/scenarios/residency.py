@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 from bench._util import (
+    EVERY_STRATEGY,
     MESSAGES,
     Sample,
     emulators,
@@ -35,7 +36,7 @@ from bench._util import (
 )
 
 MODELS = ["llama3.2:latest", "qwen3:latest", "mistral:latest"]
-STRATEGIES = ["least_loaded", "round_robin", "weighted", "latency_based", "model_affinity", "priority"]
+STRATEGIES = list(EVERY_STRATEGY)
 
 PARAMS = {
     "full": {

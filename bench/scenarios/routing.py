@@ -23,19 +23,12 @@ import statistics
 import time
 from typing import Any
 
-from bench._util import log
+from bench._util import EVERY_STRATEGY, log
 
 PARAMS = {
     "full": {
         "sizes": [1, 10, 100, 1000],
-        "strategies": [
-            "least_loaded",
-            "round_robin",
-            "weighted",
-            "latency_based",
-            "model_affinity",
-            "priority",
-        ],
+        "strategies": list(EVERY_STRATEGY),
         "repeats": 9,
         "budget": 0.05,  # seconds per batch
     },

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bench._util import (
+    EVERY_STRATEGY,
     MESSAGES,
     MODEL,
     Sample,
@@ -30,7 +31,7 @@ from bench._util import (
     spread,
 )
 
-STRATEGIES = ["least_loaded", "round_robin", "weighted", "latency_based", "model_affinity", "priority"]
+STRATEGIES = list(EVERY_STRATEGY)
 
 PARAMS = {
     "full": {

@@ -62,6 +62,9 @@ class LoadBalancingStrategy(str, enum.Enum):
     """In proportion to ``weight``."""
     PRIORITY = "priority"
     """Fill the most preferred tier (lowest ``priority``) first, least loaded inside it."""
+    CACHE_AWARE = "cache_aware"
+    """The instance that most likely holds the prompt's prefix in its cache, within a bounded share
+    of the load (``balance_epsilon``); least loaded when none does."""
 
     def __str__(self) -> str:
         return self.value
@@ -307,11 +310,22 @@ class LoadBalancingConfig(_ConfigModel):
     before loading the model on another one (0 = load elsewhere at once)."""
     max_retry_after: _Seconds = 60.0
     """The longest a 503/429 keeps an instance out of rotation, whatever its Retry-After says."""
+    balance_epsilon: _Positive = 0.25
+    """cache_aware, ``prefix_weight`` and ``session_id``: no instance takes more than
+    ``(1 + balance_epsilon) x`` the mean in-flight (consistent hashing with bounded loads)."""
+    prefix_weight: _NonNegSeconds = 0.0
+    """The prompt-prefix match as a score term of the other strategies (0 = off)."""
+    prefix_cache_tokens: _Count = 4096
+    """Prompt tokens one server slot keeps cached (its ``num_ctx``): the prefix index holds
+    ``max_concurrent x`` this per instance and model."""
+    prefix_fallback: LoadBalancingStrategy = LoadBalancingStrategy.LEAST_LOADED
+    """cache_aware: how to pick when no instance holds the prompt's prefix (``least_loaded`` or
+    ``latency_based``)."""
     circuit_breaker: Annotated[CircuitBreakerConfig, _SECTION] = Field(
         default_factory=lambda: CircuitBreakerConfig()
     )
 
-    @field_validator("strategy", mode="before")
+    @field_validator("strategy", "prefix_fallback", mode="before")
     @classmethod
     def _strategy(cls, value: Any) -> LoadBalancingStrategy:
         return _parse_strategy(value)
@@ -319,7 +333,17 @@ class LoadBalancingConfig(_ConfigModel):
     @_model_validator(mode="after")
     def _backoff_order(self) -> LoadBalancingConfig:
         _not_below(self, "retry_backoff_max", "retry_backoff_base")
+        if self.prefix_fallback not in _PREFIX_FALLBACKS:
+            raise _Invalid(
+                "must be least_loaded or latency_based",
+                hint="the pick when no instance holds the prompt's prefix",
+                sub_loc=("prefix_fallback",),
+                value=self.prefix_fallback.value,
+            )
         return self
+
+
+_PREFIX_FALLBACKS = (LoadBalancingStrategy.LEAST_LOADED, LoadBalancingStrategy.LATENCY_BASED)
 
 
 # --------------------------------------------------------------------------------------------------

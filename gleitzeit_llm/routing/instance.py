@@ -34,6 +34,8 @@ DEFAULT_RESIDENCY = 300.0
 WINDOW = 256
 # Outcomes kept for the error rate.
 OUTCOME_WINDOW = 100
+# Prompts at least this long measure the prompt speed (a short one is mostly fixed overhead).
+_RATE_SAMPLE_TOKENS = 512
 
 
 @dataclass
@@ -55,6 +57,10 @@ class InstanceMetrics:
     last_error: str | None = None
     last_failure_at: float | None = None
     last_success_at: float | None = None
+    # Prompt tokens served and the share the server had cached, decaying (see observe_prompt_cache).
+    prompt_tokens_seen: float = 0.0
+    prompt_tokens_cached: float = 0.0
+    prefill_rate_floor: float | None = None  # prompt tokens/s of the slowest long prompt seen
 
     @property
     def avg_response_time(self) -> float:
@@ -66,6 +72,44 @@ class InstanceMetrics:
         ordered = sorted(self.durations)
         index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
         return ordered[index]
+
+    def observe_prompt_cache(
+        self, evaluated: int, cached: int | None, estimate: int | None, duration: float | None = None
+    ) -> None:
+        """Learn the prompt-cache hit rate from a final chunk (``evaluated`` is its
+        ``prompt_eval_count``, ``duration`` its ``prompt_eval_duration`` in seconds).
+
+        The server's cached-token count (``prompt_eval_cached_count``) where it sends one. Else a
+        server that counted only the tokens it evaluated (far fewer than the prompt's estimated
+        size) shows the cached rest; and one that counts the whole prompt, as Ollama does, shows
+        the cache only in the time: the uncached tokens are the duration times the slowest
+        prompt speed seen on a long prompt (a full miss). Older samples fade (each new one weighs
+        5%), so the rate follows what the instance holds now.
+        """
+        if cached is not None:
+            total, hit = max(evaluated, cached), cached
+        elif estimate and evaluated < estimate // 2:
+            total, hit = estimate, estimate - evaluated
+        elif duration and evaluated > 0:
+            if evaluated >= _RATE_SAMPLE_TOKENS:
+                rate = evaluated / duration
+                floor = self.prefill_rate_floor
+                # The floor creeps up, so one slow moment (a busy box) does not stay the floor.
+                self.prefill_rate_floor = rate if floor is None else min(rate, floor * 1.005)
+            floor = self.prefill_rate_floor
+            if floor is None:
+                return
+            total = evaluated
+            hit = max(0, evaluated - round(duration * floor))
+        else:
+            return
+        self.prompt_tokens_seen = self.prompt_tokens_seen * 0.95 + total
+        self.prompt_tokens_cached = self.prompt_tokens_cached * 0.95 + hit
+
+    @property
+    def prompt_cache_hit_rate(self) -> float | None:
+        """Share of recent prompt tokens the server had cached (0..1), None before any sample."""
+        return self.prompt_tokens_cached / self.prompt_tokens_seen if self.prompt_tokens_seen else None
 
     @property
     def error_rate(self) -> float:
@@ -284,6 +328,7 @@ class OllamaInstance:
             "p50_response_time": round(m.percentile(0.5), 6),
             "p99_response_time": round(m.percentile(0.99), 6),
             "ttft_estimate": m.ttft.value_at(now),
+            "prompt_cache_hit_rate": None if (rate := m.prompt_cache_hit_rate) is None else round(rate, 3),
             "models_installed": sorted(self.installed_models) if self.installed_models is not None else None,
             "models_configured": sorted(self.configured_models),
             "tags": sorted(self.tags),

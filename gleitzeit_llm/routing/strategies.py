@@ -4,9 +4,11 @@ Filters remove what cannot serve the request (removed, already tried, wrong tags
 unhealthy or breaker open, full, lower priority tier, over ``max_latency``). A strategy is a small
 scorer over instance state (lower is better); adding one is a function plus a line in
 :data:`SCORERS` and a member of ``LoadBalancingStrategy`` (the two are checked against each other
-at import). The pick is the lowest score with a random tie-break, except for the two
-strategies whose whole point is a different pick: ``round_robin`` (exact rotation) and
-``weighted`` (random in proportion to the weights).
+at import). The pick is the lowest score with a random tie-break, except for the strategies
+whose whole point is a different pick: ``round_robin`` (exact rotation), ``weighted`` (random in
+proportion to the weights) and ``cache_aware`` (the longest cached prompt prefix within a bounded
+share of the load, :mod:`~gleitzeit_llm.routing.affinity`); a ``session_id`` hint overrides the
+pick of any strategy the same way.
 
 Routing does no I/O and never sleeps: it is a scan over the instances (the pools are small, so a
 full scan beats power-of-two-choices; see routing-science §1.3).
@@ -20,9 +22,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from gleitzeit_llm.config import LoadBalancingStrategy
+from gleitzeit_llm.routing.affinity import MATCH_THRESHOLD, rendezvous, within_bound
 from gleitzeit_llm.routing.breaker import _CLOSED, CircuitState
 from gleitzeit_llm.routing.epoch import UNPOOLED, Epoch
 from gleitzeit_llm.routing.instance import InstanceState, OllamaInstance
+from gleitzeit_llm.routing.prefix import PrefixIndex, PromptPrefix
 
 __all__ = ["SCORERS", "STRATEGY_NAMES", "Route", "RouteRequest", "Router", "check_scorers"]
 
@@ -31,6 +35,7 @@ __all__ = ["SCORERS", "STRATEGY_NAMES", "Route", "RouteRequest", "Router", "chec
 UNMEASURED_BUSY_COST = 1e9
 _UNHEALTHY, _DEGRADED = InstanceState.UNHEALTHY, InstanceState.DEGRADED
 _TIE = 1e-9
+_TIE_BREAK = 1e-3  # a bonus that only decides between (nearly) equal scores
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,10 @@ class RouteRequest:
     require_healthy: bool = True  # False: unhealthy instances and open breakers count as eligible
     allow_cold: bool = True  # model_affinity: False waits for a full instance that has the model loaded
     spelling: str | None = None
+    # The prompt's chained block hashes: set only for cache_aware or a prefix_weight (hashed
+    # once per call, outside the pool's lock).
+    prefix: PromptPrefix | None = None
+    session: str | None = None  # the session_id hint: rendezvous stickiness, bounded by load
 
 
 @dataclass(frozen=True)
@@ -150,6 +159,7 @@ SCORERS: dict[str, Scorer] = {
     "model_affinity": _model_affinity,
     "round_robin": _least_loaded,  # pick is special-cased below
     "weighted": _least_loaded,  # pick is special-cased below
+    "cache_aware": _least_loaded,  # pick is special-cased below (Router._pick_affine)
 }
 STRATEGY_NAMES = tuple(SCORERS)
 
@@ -186,6 +196,13 @@ class Router:
         self._epoch = UNPOOLED if epoch is None else epoch
         self._rr_cursor = 0
         self.expected_tokens = 128.0  # EWMA of output tokens per request, weighs TTFT vs TPOT
+        # Affinity (routing/affinity.py): the prefix index the pool records into, the
+        # bounded-load epsilon, the prefix score term of other strategies and cache_aware's
+        # pick when nothing matches (load_balancing.balance_epsilon, prefix_weight, prefix_fallback).
+        self.prefix_index = PrefixIndex()
+        self.balance_epsilon = 0.25
+        self.prefix_weight = 0.0
+        self.prefix_fallback = "least_loaded"
         # (instances list, tags, model) -> the instances that pass the filters that change only
         # when the pool's configuration or knowledge changes (removed, tags, model present).
         self._static: dict[
@@ -403,6 +420,8 @@ class Router:
             if req.strategy == "round_robin":
                 self._rr_cursor = position + 1
             return inst
+        if req.session is not None or req.prefix is not None:
+            return self._pick_affine([inst for _, inst in free], req, now)
         if req.strategy == "round_robin":
             cursor = self._rr_cursor
             position, inst = min(free, key=lambda pi: (pi[0] - cursor) % size)
@@ -410,11 +429,57 @@ class Router:
             return inst
         if req.strategy == "weighted":
             return self._rng.choices([i for _, i in free], weights=[i.weight for _, i in free])[0]
+        strategy = self.prefix_fallback if req.strategy == "cache_aware" else req.strategy
         candidates = [inst for _, inst in free]
-        scores = SCORERS.get(req.strategy, _least_loaded)(candidates, req, now, self.expected_tokens)
+        scores = SCORERS.get(strategy, _least_loaded)(candidates, req, now, self.expected_tokens)
         lowest = min(scores) + _TIE
         best = [inst for inst, score in zip(candidates, scores, strict=True) if score <= lowest]
         return best[0] if len(best) == 1 else self._rng.choice(best)
+
+    def _lowest(
+        self,
+        candidates: list[OllamaInstance],
+        req: RouteRequest,
+        now: float,
+        strategy: str,
+        bonus: list[float] | None = None,
+    ) -> OllamaInstance:
+        """The candidate with the lowest score of ``strategy`` (random tie-break); ``bonus``, in
+        units of the highest score, is taken off each (the prefix term)."""
+        scores = SCORERS.get(strategy, _least_loaded)(candidates, req, now, self.expected_tokens)
+        if bonus is not None:
+            top = max(scores)
+            scale = 1.0 / top if top > 0 else 1.0
+            scores = [s * scale - b for s, b in zip(scores, bonus, strict=True)]
+        lowest = min(scores) + _TIE
+        best = [inst for inst, score in zip(candidates, scores, strict=True) if score <= lowest]
+        return best[0] if len(best) == 1 else self._rng.choice(best)
+
+    def _pick_affine(self, candidates: list[OllamaInstance], req: RouteRequest, now: float) -> OllamaInstance:
+        """Session or prefix affinity among the instances within the bounded share of the load."""
+        within = within_bound(candidates, self.balance_epsilon)
+        session = req.session
+        if session is not None:
+            return max(within, key=lambda inst: rendezvous(session, inst.id))
+        prefix = req.prefix
+        assert prefix is not None
+        index, model = self.prefix_index, req.model
+        matched = [index.matched(inst.id, model, prefix) for inst in within]
+        total = len(prefix.blocks)
+        if req.strategy != "cache_aware":  # the prefix as a score term of another strategy
+            weight = self.prefix_weight
+            return self._lowest(within, req, now, req.strategy, [weight * m / total for m in matched])
+        best = max(matched)
+        if best >= MATCH_THRESHOLD * total:
+            within = [inst for inst, m in zip(within, matched, strict=True) if m == best]
+            return self._lowest(within, req, now, self.prefix_fallback)
+        # Nothing matches: explore, and among equals prefer the instance that caches least (as
+        # SGLang's smallest tree), so a new prompt evicts as few others' prefixes as it can.
+        sizes = [index.size(inst.id, model) for inst in within]
+        most = max(sizes) or 1
+        return self._lowest(
+            within, req, now, self.prefix_fallback, [_TIE_BREAK * (1 - s / most) for s in sizes]
+        )
 
     @staticmethod
     def _why_none(instances: Sequence[OllamaInstance], counts: dict[str, int], req: RouteRequest) -> str:

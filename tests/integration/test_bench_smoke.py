@@ -10,14 +10,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def run_bench(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """``python -m bench ARGS`` from the repository root, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def test_quick_bench_writes_results_and_the_docs_table(tmp_path: Path) -> None:
     docs = tmp_path / "performance.md"
     docs.write_text("# Performance\n\nHand-written prose stays.\n")
-    done = subprocess.run(
+    done = run_bench(
         [
-            sys.executable,
-            "-m",
-            "bench",
             "--quick",
             "--only",
             "routing,overhead,coldstart",
@@ -37,11 +46,7 @@ def test_quick_bench_writes_results_and_the_docs_table(tmp_path: Path) -> None:
             str(docs),
             "--no-plots",
         ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
         timeout=50,
-        check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -72,3 +77,34 @@ def test_quick_bench_writes_results_and_the_docs_table(tmp_path: Path) -> None:
     assert page.startswith("# Performance\n\nHand-written prose stays.")
     assert "bench:results:begin" in page and "### Targets" in page and "### 1. Overhead" in page
     assert "### 3b. Cold start" in page
+
+
+def test_quick_promptcache_scenario_reports_every_strategy_and_its_targets(tmp_path: Path) -> None:
+    docs = tmp_path / "performance.md"
+    docs.write_text("# Performance\n")
+    small = {
+        "strategies": '["least_loaded", "cache_aware"]',
+        "instances": "2",
+        "conversations": "3",
+        "turns": "2",
+        "context_tokens": "300",
+        "skew_calls": "6",
+        "skew_contexts": "2",
+        "time_scale": "0.01",
+    }
+    sets = [arg for key, value in small.items() for arg in ("--set", f"promptcache.{key}={value}")]
+    out = ["--out", str(tmp_path), "--docs", str(docs), "--no-plots"]
+    done = run_bench(["--quick", "--only", "promptcache", *sets, *out], timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (result,) = tmp_path.glob("*-quick-partial.json")
+    data = json.loads(result.read_text())
+    block = data["scenarios"]["promptcache"]
+    for part in ("chat", "skew"):
+        assert set(block[part]) == {"least_loaded", "cache_aware"}
+        for row in block[part].values():
+            assert row["failed"] == 0 and row["hit_rate"]["n"] == 1
+    assert block["chat"]["least_loaded"]["calls"] == 3 * 2
+    targets = {t["id"]: t for t in data["targets"]}
+    assert targets["cache_ttft"]["measured"] is not None
+    assert targets["cache_skew"]["measured"] is not None
+    assert "### 4b. Prompt-cache affinity" in docs.read_text()

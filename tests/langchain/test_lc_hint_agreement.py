@@ -23,6 +23,7 @@ MANAGER_ARGS = {
     "instance_tags": "tags",
     "require_gpu": "require_gpu",
     "max_latency": "max_latency",
+    "session_id": "session_id",
 }
 
 
@@ -58,6 +59,8 @@ def error_of(call: Callable[[], Any]) -> Any:
         ("fallback_model", " "),
         ("max_latency", -5),
         ("max_latency", True),
+        ("session_id", ""),
+        ("session_id", 7),
     ],
 )
 def test_a_bad_hint_fails_alike_at_every_entry_point(emulated_pool: Any, hint: str, value: Any) -> None:
@@ -82,6 +85,7 @@ def test_a_bad_hint_fails_alike_at_every_entry_point(emulated_pool: Any, hint: s
         ("require_gpu", True),
         ("fallback_model", "llama3.2:1b"),
         ("max_latency", 60_000),
+        ("session_id", "conversation-1"),
     ],
 )
 def test_a_good_hint_is_accepted_at_every_entry_point(emulated_pool: Any, hint: str, value: Any) -> None:

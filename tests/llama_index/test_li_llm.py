@@ -217,6 +217,22 @@ def test_options_request_fields_and_hints_go_where_they_belong(
     assert emulators[1].requests_for("/api/chat") == [record]
 
 
+def test_session_id_as_field_and_per_call_keeps_a_conversation_on_one_instance(
+    pool: Callable[..., Any], make_llm: Callable[..., OllamaPool]
+) -> None:
+    emulators, instances = pool(3)
+    llm = make_llm(instances=instances, load_balancing_strategy="round_robin", session_id="chat-1")
+    for _ in range(4):
+        llm.chat(HELLO)
+    assert sorted(len(e.requests_for("/api/chat")) for e in emulators) == [0, 0, 4]
+    for _ in range(3):
+        llm.chat(HELLO, session_id="chat-2")  # per call, it wins over the field
+    assert all("session_id" not in r.body for r in chats(emulators))
+    assert sorted(len(e.requests_for("/api/chat")) for e in emulators) in ([0, 0, 7], [0, 3, 4])
+    with pytest.raises(RequestError, match="session_id must be a non-empty string"):
+        llm.chat(HELLO, session_id="")
+
+
 def test_unknown_kwargs_raise_instead_of_being_dropped(
     pool: Callable[..., Any], make_llm: Callable[..., OllamaPool]
 ) -> None:

@@ -133,7 +133,7 @@ def test_the_variable_table_maps_every_variable_to_its_field():
     )
     assert ENV_VARIABLES["GLEITZEIT_OLLAMA_TIMEOUT_FIRST_BYTE"] == ("timeouts", "first_byte")
     assert ENV_VARIABLES["GLEITZEIT_OLLAMA_MAX_RETRY_AFTER"] == ("load_balancing", "max_retry_after")
-    assert len(ENV_VARIABLES) == 22
+    assert len(ENV_VARIABLES) == 26
 
 
 def test_docs_list_every_variable():
@@ -230,7 +230,8 @@ def test_from_env_reads_os_environ_by_default(monkeypatch):
             "GLEITZEIT_OLLAMA_STRATEGY",
             "fastest",
             "GLEITZEIT_OLLAMA_STRATEGY (load_balancing.strategy) = 'fastest': unknown strategy; "
-            "valid strategies: least_loaded, round_robin, model_affinity, latency_based, weighted, priority",
+            "valid strategies: least_loaded, round_robin, model_affinity, latency_based, weighted, priority, "
+            "cache_aware",
         ),
         (
             "GLEITZEIT_OLLAMA_TIMEOUT_TOTAL",
@@ -303,7 +304,8 @@ def test_errors_from_the_file_and_the_variables_are_told_apart(tmp_path):
         f"2 problems in {path} (from GLEITZEIT_OLLAMA_CONFIG):",
         "  - line 3: instances[0].weight = 0: must be greater than 0",
         "  - GLEITZEIT_OLLAMA_STRATEGY (load_balancing.strategy) = 'nope': unknown strategy; "
-        "valid strategies: least_loaded, round_robin, model_affinity, latency_based, weighted, priority",
+        "valid strategies: least_loaded, round_robin, model_affinity, latency_based, weighted, priority, "
+        "cache_aware",
     ]
 
 

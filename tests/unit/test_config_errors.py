@@ -11,10 +11,11 @@ import pytest
 from gleitzeit_llm.config import CircuitBreakerConfig, InstanceConfig, LoadBalancingStrategy, PoolConfig
 from gleitzeit_llm.errors import ConfigError, GleitzeitError
 
-VALID_STRATEGIES = "least_loaded, round_robin, model_affinity, latency_based, weighted, priority"
+VALID_STRATEGIES = "least_loaded, round_robin, model_affinity, latency_based, weighted, priority, cache_aware"
 LB_FIELDS = (
     "strategy, health_check_interval, health_check_timeout, failover, retry_attempts, retry_same_instance, "
-    "retry_backoff_base, retry_backoff_max, queue_timeout, affinity_wait, max_retry_after, circuit_breaker"
+    "retry_backoff_base, retry_backoff_max, queue_timeout, affinity_wait, max_retry_after, balance_epsilon, "
+    "prefix_weight, prefix_cache_tokens, prefix_fallback, circuit_breaker"
 )
 
 

@@ -66,6 +66,8 @@ def test_pop_from_takes_out_the_hints_and_nothing_else() -> None:
         ("max_latency", 0, "max_latency must be a positive number of milliseconds, got 0"),
         ("max_latency", True, "max_latency must be a positive number of milliseconds, got True"),
         ("max_latency", "fast", "max_latency must be a positive number of milliseconds"),
+        ("session_id", "", "session_id must be a non-empty string (the conversation's id), got ''"),
+        ("session_id", 42, "session_id must be a non-empty string (the conversation's id), got 42"),
     ],
 )
 def test_a_bad_hint_is_a_request_error_naming_it_and_the_fix(hint: str, value: Any, message: str) -> None:
@@ -85,6 +87,16 @@ def test_merged_lets_the_call_override_the_defaults() -> None:
     default = RoutingHints(instance_tags=("gpu",), require_gpu=True, max_latency=100)
     call = RoutingHints.parse({"require_gpu": False, "load_balancing_strategy": "weighted"})
     assert default.merged(call) == RoutingHints("weighted", ("gpu",), False, None, 100)
+
+
+def test_session_id_parses_merges_and_is_popped_with_the_other_hints() -> None:
+    assert RoutingHints.parse({"session_id": "chat-7"}).session_id == "chat-7"
+    default = RoutingHints(session_id="a")
+    assert default.merged(RoutingHints()).session_id == "a"
+    assert default.merged(RoutingHints(session_id="b")).session_id == "b"
+    params: dict[str, Any] = {"model": "m", "session_id": "chat-7"}
+    assert RoutingHints.pop_from(params) == RoutingHints(session_id="chat-7")
+    assert params == {"model": "m"}
 
 
 # -- the strategy enum and the scorer table -----------------------------------------------------

@@ -54,6 +54,7 @@ class RoutingArguments(TypedDict, total=False):
     require_gpu: bool | None
     fallback_model: str | None
     max_latency: float | None
+    session_id: str | None
 
 
 class PoolFields(BaseModel):
@@ -86,6 +87,8 @@ class PoolFields(BaseModel):
     """Model to use once ``model`` failed or is missing everywhere it could run."""
     max_latency: float | None = None
     """Prefer instances expected to answer within this many milliseconds."""
+    session_id: str | None = None
+    """Keep one conversation's calls on one instance (its prompt cache), within a bounded load."""
 
     def with_routing(self, **hints: Unpack[RoutingArguments]) -> Self:
         """A copy of this model with these routing hints as its fields, on the same pool.

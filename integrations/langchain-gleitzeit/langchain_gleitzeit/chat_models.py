@@ -121,7 +121,7 @@ class ChatOllamaPool(BaseChatModel, PoolFields, ProviderOwner):
     builds is closed when the model is garbage-collected or by :meth:`close`.
 
     Routing hints (``load_balancing_strategy``, ``instance_tags``, ``require_gpu``,
-    ``fallback_model``, ``max_latency`` in ms) are fields (defaults) and per-call keyword
+    ``fallback_model``, ``max_latency`` in ms, ``session_id``) are fields (defaults) and per-call keyword
     arguments (``invoke(..., instance_tags=["gpu"])``); they steer the pool and are never sent to
     Ollama. :meth:`with_routing` gives a copy on the same pool with hints that survive
     ``bind_tools``, ``with_structured_output`` and agents (``bind(...)``'s do not). A per-call

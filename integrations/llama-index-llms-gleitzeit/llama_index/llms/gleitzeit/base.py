@@ -76,7 +76,7 @@ class OllamaPool(FunctionCallingLLM, PoolFields, ProviderOwner):
         print(llm.chat(messages, instance_tags=["gpu"], model="qwen3", thinking=False))
 
     Every call accepts ``model=``, the routing hints (``load_balancing_strategy``,
-    ``instance_tags``, ``require_gpu``, ``fallback_model``, ``max_latency`` in ms), the Ollama
+    ``instance_tags``, ``require_gpu``, ``fallback_model``, ``max_latency`` in ms, ``session_id``), the Ollama
     request fields (``format``, ``tools``, ``keep_alive``, ``think``/``thinking``, ``options``)
     and Ollama options as keywords (``temperature=0``, ``num_predict=64``, ``stop=[...]``); a
     per-call value wins over the field, ``thinking=False`` included. ``max_tokens`` is
