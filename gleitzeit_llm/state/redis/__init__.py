@@ -1,0 +1,1 @@
+"""The state shared through Redis (see docs/scale-out.md)."""
