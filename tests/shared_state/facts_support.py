@@ -1,9 +1,17 @@
-"""A store-less "process" for the shared-facts tests: its own handles (a LocalState), its own
-SharedFacts, and the round trips a shared store would make, written out plainly."""
+"""Helpers of the shared-facts tests: a store-less "process" (its own handles in a LocalState, its
+own SharedFacts, and the round trips a shared store would make, written out plainly), and a
+real application process (:class:`FactsWorker`, driving ``facts_worker.py``)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -16,7 +24,7 @@ from gleitzeit_llm.routing.learning import Observation, Outcome, Transitions
 from gleitzeit_llm.state import LocalState
 from gleitzeit_llm.state.redis.facts import SharedFacts
 
-PREFIX = "gleitzeit:{facts-test}"
+PREFIX = "gleitzeit:{facts-test}:facts"
 
 
 class Clock:
@@ -139,3 +147,79 @@ class FactsProcess:
         self.facts.read(pipe, ids)
         replies = pipe.execute(raise_on_error=False)
         return self.facts.apply(replies, self.instances, self.now, self.wall_now)
+
+
+class FactsWorker:
+    """A ``facts_worker.py`` process: send a command, read its one-line answer."""
+
+    WORKER = Path(__file__).with_name("facts_worker.py")
+    ROOT = Path(__file__).resolve().parents[2]
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        env = {**os.environ, "PYTHONPATH": str(self.ROOT)}
+        self.proc = subprocess.Popen(
+            [sys.executable, str(self.WORKER), json.dumps(spec)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _line(self) -> str:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.kill()
+            _, err = self.proc.communicate(timeout=30)
+            raise AssertionError(f"worker exited ({self.proc.returncode}); stderr:\n{err[-3000:]}")
+        return line.strip()
+
+    def ready(self) -> FactsWorker:
+        line = self._line()
+        assert line == "ready", line
+        return self
+
+    def ask(self, **command: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(command) + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self._line())
+
+    def chat(self, n: int = 1, model: str = "llama3.2", **hints: Any) -> dict[str, Any]:
+        return self.ask(op="chat", n=n, model=model, hints=hints)
+
+    def inspect(self) -> dict[str, Any]:
+        return self.ask(op="inspect")
+
+    def until(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 15.0) -> dict[str, Any]:
+        """Ask ``inspect`` until ``predicate`` holds on its answer (the snapshot refresh runs in
+        the background; each ask is a round trip to the worker, no sleep between)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            seen = self.inspect()
+            if predicate(seen):
+                return seen
+            if time.monotonic() > deadline:
+                raise AssertionError(f"condition not reached in {timeout}s; last: {seen}")
+            time.sleep(0.02)  # pacing the asks (the worker answers at once)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.ask(op="quit")
+            except (AssertionError, OSError, ValueError):
+                pass
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.proc.communicate()
+
+    def kill(self) -> None:
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(15)

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from facts_support import PREFIX, FactsProcess, busy, failure, missing, success
 
 from gleitzeit_llm.config import InstanceConfig
 from gleitzeit_llm.ollama.names import model_key, spelling_key
@@ -20,6 +19,8 @@ from gleitzeit_llm.routing.strategies import SCORERS, RouteRequest
 from gleitzeit_llm.routing.transitions import InstanceState
 from gleitzeit_llm.state.redis.facts import LatencyView, SharedFacts, _Own, merge_latency
 from gleitzeit_llm.testing.redis_server import RedisServer
+
+from .facts_support import PREFIX, FactsProcess, busy, failure, missing, success
 
 
 @pytest.fixture
@@ -321,7 +322,7 @@ def test_every_key_is_inside_the_pools_hash_tag_and_expires(procs: tuple[FactsPr
     one.finish("b", busy(retry_after=5))
     one.probe("a", ok_probe("a"))
     keys = sorted(k.decode() for k in one.redis.keys("*"))
-    assert keys == [f"{PREFIX}:facts:a", f"{PREFIX}:facts:b"]
+    assert keys == [f"{PREFIX}:a", f"{PREFIX}:b"]
     for key in keys:
         assert 0 < one.redis.pttl(key) <= 3600 * 1000
 

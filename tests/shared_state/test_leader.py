@@ -10,10 +10,11 @@ import time
 
 import pytest
 import redis
-from shared_procs import client, lead_until_killed
 
 from gleitzeit_llm.state.redis.leader import ProbeLeader, process_token
 from gleitzeit_llm.testing.redis_server import RedisServer
+
+from .shared_procs import client, lead_until_killed
 
 KEY = "gleitzeit:{test}:leader"
 

@@ -29,8 +29,21 @@ def open_shared_state(config: PoolConfig, clock: Callable[[], float] = time.mono
             field="shared_state",
             hint="pip install 'gleitzeit-llm[redis]' (or remove shared_state to run on local state)",
         ) from None
+    from gleitzeit_llm.state.redis.connection import build_client
+    from gleitzeit_llm.state.redis.facts import SharedFacts
+    from gleitzeit_llm.state.redis.keys import Keys, default_namespace
+    from gleitzeit_llm.state.redis.leader import LeaderElection, ProbeLeader, process_token
     from gleitzeit_llm.state.redis.store import RedisState
 
     shared = config.shared_state
     assert shared is not None
-    return RedisState(shared, config.load_balancing, config.instances, clock)
+    # Learned facts and the probe leadership ride on the store's round trips (hooks.py); the
+    # leadership is a lease like a slot's: a dead leader's runs out after lease_ttl.
+    client = build_client(shared)
+    keys = Keys(shared.namespace or default_namespace(config.instances))
+    token = process_token()
+    election = LeaderElection(ProbeLeader(keys.key("leader"), ttl=shared.lease_ttl, token=token), client)
+    facts = SharedFacts(keys.key("facts"), token, clock=clock, election=election)
+    return RedisState(
+        shared, config.load_balancing, config.instances, clock, client=client, facts=facts, election=election
+    )

@@ -12,8 +12,8 @@ adds to that, without a round trip of its own:
   :class:`~gleitzeit_llm.routing.learning.Transitions` they made (health changes, busy windows,
   missing models), which the manager acts on as on its own.
 
-Key layout: one hash per instance, ``{prefix}:facts:{instance id}`` (the prefix carries the pool's
-hash tag, ``gleitzeit:{namespace}``, so a Cluster keeps a pool in one slot), living ``ttl`` after
+Key layout: one hash per instance, ``gleitzeit:{<namespace>}:facts:<instance id>`` (the prefix
+given carries the pool's hash tag, so a Cluster keeps a pool in one slot), living ``ttl`` after
 its last write. Its fields:
 
 ============== ============================================== ====================================
@@ -69,7 +69,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from gleitzeit_llm.routing.ewma import PeakEwma
@@ -81,6 +82,7 @@ from gleitzeit_llm.routing.transitions import RESETS_PROBE_FAILURES, InstanceSta
 if TYPE_CHECKING:
     from gleitzeit_llm.routing.instance import OllamaInstance
     from gleitzeit_llm.routing.learning import Observation
+    from gleitzeit_llm.state.redis.leader import LeaderElection
 
 __all__ = ["DEFAULT_FACTS_TTL", "LatencyView", "SharedFacts", "latency_samples", "merge_latency"]
 
@@ -356,13 +358,14 @@ class _Reading:
 class SharedFacts:
     """The learned facts of one pool, shared through Redis (see the module docstring).
 
-    ``prefix``: the pool's key prefix, with its hash tag (``gleitzeit:{namespace}``).
+    ``prefix``: the key prefix of the pool's facts, with its hash tag (``gleitzeit:{ns}:facts``).
     ``token``: this process's name (its latency field, its writes it need not read back).
     ``ttl``: seconds the facts outlive their last write. ``horizon``: seconds after which another
     process's latency estimate is dropped (default: six decay constants, when its weight is
-    below 0.3 %).
+    below 0.3 %). ``clock``: the pool's clock (what the handles' times are on).
+    ``election``: the probe leadership, ticked on the same refresh (its command goes first).
 
-    >>> facts = SharedFacts("gleitzeit:{pool}", token="host:1:ab")
+    >>> facts = SharedFacts("gleitzeit:{pool}:facts", token="host:1:ab")
     >>> facts.key("gpu-1")
     'gleitzeit:{pool}:facts:gpu-1'
     """
@@ -374,9 +377,13 @@ class SharedFacts:
         *,
         ttl: float = DEFAULT_FACTS_TTL,
         horizon: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        election: LeaderElection | None = None,
     ) -> None:
         self.prefix = prefix
         self.token = token
+        self._clock = clock
+        self.election = election
         self.ttl = ttl
         self._ttl_ms = max(1, int(ttl * 1000))
         self._horizon = horizon
@@ -388,7 +395,7 @@ class SharedFacts:
 
     def key(self, instance_id: str) -> str:
         """The hash of one instance's facts."""
-        return f"{self.prefix}:facts:{instance_id}"
+        return f"{self.prefix}:{instance_id}"
 
     def forget(self, instance_id: str) -> None:
         """Drop what this process remembers of a removed instance (the hash expires by itself)."""
@@ -404,11 +411,11 @@ class SharedFacts:
         obs: Observation,
         transitions: Transitions,
         wall_now: float,
-        now: float,
+        now: float | None = None,
     ) -> None:
         """Add to ``pipe`` what the finished attempt ``obs`` taught (after the local rules ran on
         ``inst`` and made ``transitions``): latency, residency, a missing spelling, a busy window.
-        ``now`` is the pool's clock (the one ``transitions.busy_until`` is on)."""
+        ``now``: the pool's clock (the one ``transitions.busy_until`` is on; read when not given)."""
         key = self.key(inst.id)
         wrote = False
         outcome = obs.outcome
@@ -429,7 +436,7 @@ class SharedFacts:
                 seen.written_missing[spelling] = wall_now
                 wrote = True
         elif outcome == Outcome.BUSY and transitions.busy_until is not None:
-            until = wall_now + (transitions.busy_until - now)
+            until = wall_now + (transitions.busy_until - (self._clock() if now is None else now))
             pipe.hset(key, _BUSY, f"{until!r} {self.token} {inst.busy_reason or 'busy'}")
             wrote = True
         if wrote:
@@ -508,12 +515,14 @@ class SharedFacts:
     # -- reading (the snapshot refresh) -------------------------------------------------------
 
     def read(self, pipe: Any, instance_ids: Sequence[str]) -> int:
-        """Add one ``HGETALL`` per instance to ``pipe`` (in the order given), then the clean-up of
-        fields found stale last time. Returns how many commands were added; :meth:`apply` takes
-        the replies of the first ``len(instance_ids)``."""
+        """Add to ``pipe``: the election's tick (with an election), one ``HGETALL`` per instance
+        (in the order given), then the clean-up of fields found stale last time. Returns how many
+        commands were added; :meth:`apply` takes the replies from the first on."""
+        if self.election is not None:
+            self.election.queue(pipe)
         for instance_id in instance_ids:
             pipe.hgetall(self.key(instance_id))
-        added = len(instance_ids)
+        added = len(instance_ids) + (self.election is not None)
         if self._stale:
             for instance_id, fields in self._stale.items():
                 args = [part for item in fields.items() for part in item]
@@ -525,15 +534,20 @@ class SharedFacts:
     def apply(
         self,
         replies: Sequence[Any],
-        instances: Sequence[OllamaInstance],
+        instances: Sequence[OllamaInstance] | Mapping[str, OllamaInstance],
         now: float,
         wall_now: float,
     ) -> dict[str, Transitions]:
-        """Fold the replies of :meth:`read` into the handles (``instances``, in the order read);
-        returns, per instance id, the transitions that made (only where something changed).
-        A reply that is an exception (that command failed) leaves its instance as it was."""
+        """Fold the replies of :meth:`read` into the handles (``instances`` in the order read, or
+        by id in that order); returns, per instance id, the transitions that made (only where
+        something changed). A reply that is an exception (that command failed) leaves its
+        instance as it was."""
+        if self.election is not None:
+            self.election.settle(replies[0])
+            replies = replies[1:]
+        handles = list(instances.values()) if isinstance(instances, Mapping) else instances
         changed: dict[str, Transitions] = {}
-        for inst, reply in zip(instances, replies[: len(instances)], strict=True):
+        for inst, reply in zip(handles, replies[: len(handles)], strict=True):
             if isinstance(reply, BaseException) or inst.removed:
                 continue
             fields = {_text(k): _text(v) for k, v in reply.items()} if reply else {}

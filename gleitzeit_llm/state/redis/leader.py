@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["DEFAULT_LEADER_TTL", "ProbeLeader", "process_token"]
+__all__ = ["DEFAULT_LEADER_TTL", "LeaderElection", "ProbeLeader", "process_token"]
 
 #: How long a leader's key lives without renewal, in seconds: the longest a pool goes without a
 #: prober after its leader died (plus one health interval until the new leader's next round).
@@ -157,3 +157,44 @@ class ProbeLeader:
 
     def __repr__(self) -> str:
         return f"ProbeLeader(key={self.key!r}, token={self.token!r}, leading={self.leading})"
+
+
+class LeaderElection:
+    """The store's :class:`~gleitzeit_llm.state.redis.hooks.ProbeElection`: a :class:`ProbeLeader`
+    ticked on the store's snapshot refresh (:meth:`queue` / :meth:`settle`, no round trip of its
+    own), given back on close.
+
+    Before the first refresh has ticked it (a pool just starting: ``initialize()`` runs a probe
+    round at once), :meth:`should_probe` ticks it itself, once, so the first process of a pool
+    leads from its first round and the others do not probe.
+    """
+
+    def __init__(self, leader: ProbeLeader, client: Any) -> None:
+        self.leader = leader
+        self.client = client
+        self._ticked = False
+
+    def queue(self, pipe: Any) -> None:
+        self.leader.queue(pipe)
+
+    def settle(self, reply: Any) -> bool:
+        self._ticked = True
+        return self.leader.settle(reply)
+
+    def should_probe(self) -> bool:
+        if not self._ticked:
+            self._ticked = True
+            try:
+                return self.leader.tick(self.client)
+            except Exception:  # Redis unreachable: the store probes locally anyway
+                return True
+        return self.leader.leading
+
+    def close(self) -> None:
+        try:
+            self.leader.resign(self.client)
+        except Exception:  # Redis gone: the key expires after its TTL
+            return
+
+    def __repr__(self) -> str:
+        return f"LeaderElection({self.leader!r})"

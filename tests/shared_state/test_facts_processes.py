@@ -1,0 +1,148 @@
+"""Learned facts and probe leadership across real OS processes: one pool, one Redis, emulators in
+the test process counting what really reached them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from .facts_support import FactsWorker
+
+MODEL = "llama3.2"
+
+
+@pytest.fixture
+def workers() -> Iterator[Callable[..., list[FactsWorker]]]:
+    """``workers(n, spec)``: n worker processes started in parallel, each ready."""
+    started: list[FactsWorker] = []
+
+    def make(n: int, spec: dict[str, Any]) -> list[FactsWorker]:
+        batch = [FactsWorker(spec) for _ in range(n)]
+        started.extend(batch)
+        return [w.ready() for w in batch]
+
+    yield make
+    for worker in started:
+        worker.close()
+
+
+def _instances(emulators: list[Any], tags: list[list[str]] | None = None) -> list[dict[str, Any]]:
+    return [
+        {"id": f"e{i}", "url": e.url, "max_concurrent": 4, "tags": tags[i] if tags else []}
+        for i, e in enumerate(emulators)
+    ]
+
+
+def test_what_one_process_learns_routes_the_others(
+    ollama_emulators: Any, redis_server: Any, workers: Any
+) -> None:
+    """Latency, a 404, a Retry-After and residency, each learned by the first process alone, keep
+    the other two away from (or send them to) the instance concerned. Tags keep each fact's pair
+    of instances apart."""
+    fast = {"ttft": 0.005, "time_scale": 1.0, "load_time": 0.05}
+    (slow,) = ollama_emulators(
+        1, models=[MODEL, "qwen3"], loaded=[MODEL], ttft=0.3, time_scale=1.0, load_time=0.05
+    )
+    (quick,) = ollama_emulators(1, models=[MODEL, "qwen3"], loaded=[MODEL], **fast)
+    (lacking,) = ollama_emulators(1, models=[MODEL], loaded=[MODEL], **fast)
+    (having,) = ollama_emulators(1, models=[MODEL, "qwen3"], loaded=[MODEL], **fast)
+    busy, free = ollama_emulators(2, models=[MODEL], loaded=[MODEL], **fast)
+    busy.set_faults(busy=True, busy_retry_after=30)
+    tags = [["lat", "slow"], ["lat"], ["miss", "lacking"], ["miss"], ["busy", "busy-one"], ["busy"]]
+    spec = {
+        "instances": _instances([slow, quick, lacking, having, busy, free], tags),
+        "shared_state": {"url": redis_server.url},
+        "load_balancing": {"strategy": "round_robin", "queue_timeout": 0.5},
+    }
+    first, *others = workers(3, spec)
+
+    # Only the first process calls each instance concerned.
+    assert first.chat(2, instance_tags=["slow"])["served"] == {"e0": 2}
+    missed = first.chat(1, model="qwen3", instance_tags=["lacking"])
+    assert missed["served"] == {} and "ModelNotFoundError" in missed["errors"][0]
+    refused = first.chat(1, instance_tags=["busy-one"])
+    assert refused["served"] == {} and refused["errors"]
+    busy.clear_faults()  # it would answer now, but it asked for 30 s
+    assert first.chat(1, model="qwen3", instance_tags=["slow"], keep_alive=-1)["served"] == {"e0": 1}
+
+    for other in others:
+        seen = other.until(
+            lambda s: (
+                s["instances"]["e0"]["ttft"] is not None
+                and s["instances"]["e2"]["missing"] == ["qwen3:latest"]
+                and s["instances"]["e4"]["busy_for"] > 0
+                and "qwen3:latest" in s["instances"]["e0"]["loaded"]
+            )
+        )["instances"]
+        assert seen["e0"]["ttft"] > 0.2
+        assert 20 < seen["e4"]["busy_for"] <= 30
+        assert seen["e0"]["resident_for"]["qwen3:latest"] is None  # kept loaded (keep_alive -1)
+        # latency_based avoids the slow instance it never called (without the fact: a coin toss)
+        assert other.chat(4, instance_tags=["lat"], load_balancing_strategy="latency_based") == {
+            "served": {"e1": 4},
+            "errors": [],
+        }
+        # the 404 spares the instance that lacks the model; the busy window the busy one
+        assert other.chat(4, model="qwen3", instance_tags=["miss"]) == {"served": {"e3": 4}, "errors": []}
+        assert other.chat(4, instance_tags=["busy"]) == {"served": {"e5": 4}, "errors": []}
+        # model_affinity goes where the first process loaded the model, slow as it is
+        assert other.chat(
+            2, model="qwen3", instance_tags=["lat"], load_balancing_strategy="model_affinity"
+        ) == {
+            "served": {"e0": 2},
+            "errors": [],
+        }
+    # What reached the servers, counted by them: the first process's calls, then only the
+    # model_affinity calls on e0 (2 per other process).
+    assert len(slow.requests_for("/api/chat", model=MODEL)) == 2
+    assert len(lacking.requests_for("/api/chat", model="qwen3")) == 1
+    assert len(busy.requests_for("/api/chat")) == 1
+
+
+def test_health_is_probed_once_per_interval_pool_wide_and_handed_over_when_the_prober_dies(
+    ollama_emulators: Any, redis_server: Any, workers: Any
+) -> None:
+    emulators = ollama_emulators(2, models=[MODEL], loaded=[MODEL])
+    interval = 0.2
+    spec = {
+        "instances": _instances(emulators),
+        "shared_state": {"url": redis_server.url, "lease_ttl": 2.0},
+        "load_balancing": {"health_check_interval": interval},
+        "health_checks": True,
+    }
+    procs = workers(3, spec)
+
+    def leaders() -> list[FactsWorker]:
+        return [w for w in procs if w.inspect()["leading"]]
+
+    (leader,) = leaders()
+    # Every process knows what the prober learned, through the same rules.
+    for worker in procs:
+        seen = worker.until(lambda s: all(i["version"] for i in s["instances"].values()))
+        assert {i["state"] for i in seen["instances"].values()} == {"healthy"}
+
+    # Probe rounds reach each server once per interval for the pool, not once per process.
+    def probes() -> list[int]:
+        return [len(e.requests_for("/api/ps")) for e in emulators]
+
+    start = probes()
+    emulators[0].wait_for(lambda: len(emulators[0].requests_for("/api/ps")) >= start[0] + 10, timeout=30)
+    (still,) = leaders()  # the same one the whole time (its lease is renewed)
+    assert still is leader
+    rounds = [len(e.requests_for("/api/ps")) - s for e, s in zip(emulators, start, strict=True)]
+    # Three processes each probing would add three requests per round to each server; one
+    # leader adds one (a round in flight at either end may count once more).
+    assert all(10 <= r <= 12 for r in rounds), rounds
+
+    leader.kill()
+    procs.remove(leader)
+    followers = procs
+    deadline_rounds = probes()
+    # A successor takes over within one lease TTL (plus one refresh), and probing goes on.
+    emulators[0].wait_for(
+        lambda: len(emulators[0].requests_for("/api/ps")) >= deadline_rounds[0] + 5, timeout=30
+    )
+    (successor,) = [w for w in followers if w.inspect()["leading"]]
+    assert successor in followers
