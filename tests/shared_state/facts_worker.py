@@ -4,8 +4,8 @@
 ``shared_state``, ``health_checks``), prints ``ready``, then answers one JSON line per command:
 
 * ``{"op": "chat", "n": 3, "model": "llama3.2", "hints": {...}}`` -> ``{"served": {...}, "errors": [...]}``
-* ``{"op": "inspect"}`` -> what the process knows of each instance (its handles) and whether it
-  leads the health probes
+* ``{"op": "inspect"}`` -> what the process knows of each instance (its handles), whether it
+  leads the health probes and in how many health rounds it probed
 * ``{"op": "quit"}`` -> closes the pool and exits.
 """
 
@@ -20,11 +20,31 @@ from typing import Any
 from gleitzeit_llm import OllamaPoolProvider
 
 
-def inspect(pool: OllamaPoolProvider) -> dict[str, Any]:
+def count_probe_rounds(pool: OllamaPoolProvider) -> list[int]:
+    """Count the health rounds in which this process probed (a follower's rounds probe nothing)."""
+    monitor = pool.manager._monitor
+    targets = monitor._targets
+    rounds = [0]
+
+    def counted() -> Any:
+        chosen = targets()
+        if chosen:
+            rounds[0] += 1
+        return chosen
+
+    monitor._targets = counted
+    return rounds
+
+
+def inspect(pool: OllamaPoolProvider, probe_rounds: list[int]) -> dict[str, Any]:
     manager = pool.manager
     now = manager._clock()
     shared = manager._shared
-    out: dict[str, Any] = {"leading": bool(shared and shared.election.leader.leading), "instances": {}}
+    out: dict[str, Any] = {
+        "leading": bool(getattr(getattr(shared, "election", None), "should_probe", bool)()),
+        "probe_rounds": probe_rounds[0],
+        "instances": {},
+    }
     with manager._lock:
         for inst in manager._instances:
             ttft = inst.metrics.ttft.value_at(now)
@@ -49,6 +69,7 @@ def main(spec: dict[str, Any]) -> None:
         shared_state=spec.get("shared_state"),
         health_checks=spec.get("health_checks", False),
     )
+    probe_rounds = count_probe_rounds(pool)
     with pool:
         print("ready", flush=True)
         for line in sys.stdin:
@@ -57,7 +78,7 @@ def main(spec: dict[str, Any]) -> None:
             if op == "quit":
                 break
             if op == "inspect":
-                reply: dict[str, Any] = inspect(pool)
+                reply: dict[str, Any] = inspect(pool, probe_rounds)
             elif op == "chat":
                 served: Counter[str] = Counter()
                 errors: list[str] = []
