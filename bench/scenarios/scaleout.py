@@ -1,8 +1,9 @@
 """Scenario 8, scale-out: four application processes on one pool, with and without shared state.
 
-Every application process is a child (``python -m bench.scenarios.scaleout client SPEC``) with its
-own ``OllamaPoolProvider`` over the same instances; ``local`` runs give each its own state (as
-before #15), ``shared`` runs share it through one ``redis-server`` (started here, on loopback).
+Every application process is a child (``python -m bench.scenarios.scaleout client``) that builds
+its own ``OllamaPoolProvider`` over the same instances for each part; ``local`` runs give each
+its own state (as before #15), ``shared`` runs share it through one ``redis-server`` (started
+here, on loopback).
 Each instance is an emulator process that accepts more than ``max_concurrent`` at once
 (``num_parallel`` = processes x c), so a cap that does not hold pool-wide shows in the servers'
 own peak concurrency.
@@ -84,40 +85,47 @@ MODES = ("local", "shared")
 # -- the application process --------------------------------------------------------------------
 
 
-async def _client(spec: dict[str, Any]) -> None:
-    """One application process: a pool, then commands from stdin, one JSON answer line each."""
+async def _client() -> None:
+    """One application process: for each command from stdin, a fresh pool (the command's
+    ``spec``), the command's calls, one JSON answer line. One process serves every part and mode:
+    starting interpreters is the slow part of a multi-process run."""
     from gleitzeit_llm import OllamaPoolProvider
     from gleitzeit_llm.observability.events import BreakerStateChanged
 
-    pool = OllamaPoolProvider(
-        instances=spec["instances"],
-        load_balancing=spec.get("load_balancing"),
-        shared_state=spec.get("shared_state"),
-        health_checks=False,
-    )
-    opened: dict[str, float] = {}
+    print("ready", flush=True)
+    while True:
+        line = await asyncio.to_thread(sys.stdin.readline)
+        if not line:
+            return
+        command = json.loads(line)
+        if command["op"] == "quit":
+            return
+        spec = command["spec"]
+        pool = OllamaPoolProvider(
+            instances=spec["instances"],
+            load_balancing=spec.get("load_balancing"),
+            shared_state=spec.get("shared_state"),
+            health_checks=False,
+        )
+        opened: dict[str, float] = {}
 
-    def note(event: Any) -> None:
-        if isinstance(event, BreakerStateChanged) and event.new == "open":
-            opened.setdefault(event.instance, time.time())
+        def note(event: Any, opened: dict[str, float] = opened) -> None:
+            if isinstance(event, BreakerStateChanged) and event.new == "open":
+                opened.setdefault(event.instance, time.time())
 
-    pool.events.subscribe(note)
-    async with pool:
-        print("ready", flush=True)
-        while True:
-            line = await asyncio.to_thread(sys.stdin.readline)
-            if not line:
-                return
-            command = json.loads(line)
-            if command["op"] == "quit":
-                return
+        pool.events.subscribe(note)
+        async with pool:
+            # Ready to call (imports done, Redis connected): the harness then sends when to start,
+            # the same wall-clock moment for every process.
+            print("armed", flush=True)
+            command.update(json.loads(await asyncio.to_thread(sys.stdin.readline)))
             if command["op"] == "window":
                 reply = await _aligned_window(pool, command)
             elif command["op"] == "steady":
                 reply = await _steady(pool, command, opened)
             else:
                 reply = {"error": f"unknown op {command['op']!r}"}
-            print(json.dumps(reply), flush=True)
+        print(json.dumps(reply), flush=True)
 
 
 async def _aligned_window(pool: Any, command: dict[str, Any]) -> dict[str, Any]:
@@ -176,13 +184,13 @@ async def _steady(pool: Any, command: dict[str, Any], opened: dict[str, float]) 
 
 
 class _Client:
-    def __init__(self, spec: dict[str, Any]) -> None:
+    def __init__(self) -> None:
         env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         }
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.scenarios.scaleout", "client", json.dumps(spec)],
+            [sys.executable, "-m", "bench.scenarios.scaleout", "client"],
             cwd=ROOT,
             env=env,
             stdin=subprocess.PIPE,
@@ -216,8 +224,8 @@ class _Client:
 
 
 @contextmanager
-def _clients(count: int, spec: dict[str, Any]) -> Iterator[list[_Client]]:
-    clients = [_Client(spec) for _ in range(count)]
+def _clients(count: int) -> Iterator[list[_Client]]:
+    clients = [_Client() for _ in range(count)]
     try:
         for client in clients:
             if client.read() != "ready":
@@ -228,9 +236,19 @@ def _clients(count: int, spec: dict[str, Any]) -> Iterator[list[_Client]]:
             client.close()
 
 
-def _ask_all(clients: list[_Client], commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _arm_all(clients: list[_Client], commands: list[dict[str, Any]]) -> None:
+    """Send each client its command and wait until every one has its pool ready."""
     for client, command in zip(clients, commands, strict=True):
         client.send(**command)
+    for client in clients:
+        if client.read() != "armed":
+            raise RuntimeError("a client process could not build its pool")
+
+
+def _go_all(clients: list[_Client], **timing: Any) -> list[dict[str, Any]]:
+    """Tell every armed client when to start; their answers."""
+    for client in clients:
+        client.send(**timing)
     return [json.loads(client.read()) for client in clients]
 
 
@@ -241,7 +259,9 @@ def _instances(procs: list[Any], c: int) -> list[dict[str, Any]]:
     return [{"id": f"i{n}", "url": p.url, "max_concurrent": c} for n, p in enumerate(procs)]
 
 
-def _throughput(params: dict[str, Any], procs: list[Any], shared: dict[str, Any] | None) -> dict[str, Any]:
+def _throughput(
+    params: dict[str, Any], procs: list[Any], clients: list[_Client], shared: dict[str, Any] | None
+) -> dict[str, Any]:
     n, c, count = params["instances"], params["max_concurrent"], params["processes"]
     spec = {
         "instances": _instances(procs, c),
@@ -250,16 +270,16 @@ def _throughput(params: dict[str, Any], procs: list[Any], shared: dict[str, Any]
     }
     for proc in procs:
         proc.clear_log()  # also resets the servers' peak concurrency
-    with _clients(count, spec) as clients:
-        command = {
-            "op": "window",
-            # 2*N*c callers in all, as the scaling scenario: enough to keep every slot busy.
-            "workers": max(1, 2 * n * c // count),
-            "start": time.time() + 0.5,  # every process has its command by then
-            "warmup": params["warmup"],
-            "window": params["window"],
-        }
-        results = _ask_all(clients, [command] * count)
+    command = {
+        "op": "window",
+        "spec": spec,
+        # 2*N*c callers in all, as the scaling scenario: enough to keep every slot busy.
+        "workers": max(1, 2 * n * c // count),
+        "warmup": params["warmup"],
+        "window": params["window"],
+    }
+    _arm_all(clients, [command] * count)
+    results = _go_all(clients, start=time.time() + 0.2)
     peaks = [proc.state()["max_concurrency"] for proc in procs]
     limit = n * c / params["service_time"]
     total = sum(r["throughput_rps"] for r in results)
@@ -274,7 +294,9 @@ def _throughput(params: dict[str, Any], procs: list[Any], shared: dict[str, Any]
     }
 
 
-def _breaker(params: dict[str, Any], procs: list[Any], shared: dict[str, Any] | None) -> dict[str, Any]:
+def _breaker(
+    params: dict[str, Any], procs: list[Any], clients: list[_Client], shared: dict[str, Any] | None
+) -> dict[str, Any]:
     count, threshold = params["processes"], params["breaker_threshold"]
     spec = {
         "instances": _instances(procs, 8),
@@ -290,18 +312,16 @@ def _breaker(params: dict[str, Any], procs: list[Any], shared: dict[str, Any] | 
     for proc in procs:
         proc.clear_faults()
         proc.clear_log()
-    with _clients(count, spec) as clients:
-        fail_at = time.time() + 1.0  # every client is calling by then
-        until = fail_at + params["breaker_wait"]
-        heavy = {"op": "steady", "workers": 4, "every": 0, "until": until, "target": target_id}
-        light = {**heavy, "workers": 1, "every": params["light_every"]}
-        commands = [heavy] + [light] * (count - 1)
-        for client, command in zip(clients, commands, strict=True):
-            client.send(**command)
-        time.sleep(max(fail_at - time.time(), 0.0))  # the harness's schedule, not a wait for a condition
-        target.set_faults(error_rate=1.0)
-        results = [json.loads(client.read()) for client in clients]
-        target.clear_faults()
+    heavy = {"op": "steady", "spec": spec, "workers": 4, "every": 0, "target": target_id}
+    light = {**heavy, "workers": 1, "every": params["light_every"]}
+    _arm_all(clients, [heavy] + [light] * (count - 1))
+    fail_at = time.time() + 0.5  # every client is calling by then
+    for client in clients:
+        client.send(until=fail_at + params["breaker_wait"])
+    time.sleep(max(fail_at - time.time(), 0.0))  # the harness's schedule, not a wait for a condition
+    target.set_faults(error_rate=1.0)
+    results = [json.loads(client.read()) for client in clients]
+    target.clear_faults()
     failed = [r for r in target.requests() if r["path"] == "/api/chat" and r["status"] >= 500]
     opened = [r["opened_at"] for r in results]
     known = [t for t in opened if t is not None]
@@ -349,6 +369,7 @@ def _latency(params: dict[str, Any], proc: Any, shared: dict[str, Any]) -> dict[
         "shared": OllamaPoolProvider(instances=instances, shared_state=shared, health_checks=False),
     }
     samples: dict[str, list[float]] = {mode: [] for mode in MODES}
+    cpu: dict[str, float] = dict.fromkeys(MODES, 0.0)
     sent = 0
     try:
         for pool in pools.values():
@@ -361,10 +382,12 @@ def _latency(params: dict[str, Any], proc: Any, shared: dict[str, Any]) -> dict[
             for mode in MODES if (start // block) % 2 == 0 else reversed(MODES):
                 pool = pools[mode]
                 before = counter.sent
+                c0 = time.thread_time()
                 for _ in range(block):
                     t0 = time.perf_counter()
                     pool.chat_sync(MODEL, MESSAGES)
                     samples[mode].append(time.perf_counter() - t0)
+                cpu[mode] += time.thread_time() - c0
                 if mode == "shared":
                     sent += counter.sent - before
     finally:
@@ -376,6 +399,10 @@ def _latency(params: dict[str, Any], proc: Any, shared: dict[str, Any]) -> dict[
         "local": latency_summary(samples["local"]),
         "shared": latency_summary(samples["shared"]),
         "added_p50_ms": p50["shared"] - p50["local"],
+        # CPU of the calling thread per call: far less sensitive to a loaded machine than time.
+        "local_cpu_us": cpu["local"] / len(samples["local"]) * 1e6,
+        "shared_cpu_us": cpu["shared"] / len(samples["shared"]) * 1e6,
+        "added_cpu_us": (cpu["shared"] / len(samples["shared"]) - cpu["local"] / len(samples["local"])) * 1e6,
         "round_trips_per_call": sent / len(samples["shared"]),
     }
 
@@ -398,7 +425,7 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
     }
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {m: {"throughput": [], "breaker": []} for m in MODES}
     latency: list[dict[str, Any]] = []
-    with RedisServer() as redis_server, emulators(n, **settings) as procs:
+    with RedisServer() as redis_server, emulators(n, **settings) as procs, _clients(count) as clients:
         for run_index in range(params["runs"]):
             order = MODES if run_index % 2 == 0 else tuple(reversed(MODES))
             for mode in order:
@@ -408,7 +435,7 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
                     if mode == "shared"
                     else None
                 )
-                got = _throughput(params, procs, shared)
+                got = _throughput(params, procs, clients, shared)
                 runs[mode]["throughput"].append(got)
                 log(
                     f"scaleout run {run_index + 1} {mode}: {got['throughput_rps']:.1f}/s "
@@ -416,7 +443,7 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
                 )
                 if mode == "shared":
                     shared = {**shared, "namespace": f"bench-{run_index}-breaker"}
-                trip = _breaker(params, procs, shared)
+                trip = _breaker(params, procs, clients, shared)
                 runs[mode]["breaker"].append(trip)
                 log(
                     f"scaleout run {run_index + 1} {mode}: breaker open in {trip['opened_in']}/{count} "
@@ -432,7 +459,8 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
                 log(
                     f"scaleout latency run {run_index + 1}: p50 local {got['local']['p50_ms']:.3f} ms, "
                     f"shared {got['shared']['p50_ms']:.3f} ms, "
-                    f"{got['round_trips_per_call']:.2f} round trips/call"
+                    f"{got['round_trips_per_call']:.2f} round trips/call, "
+                    f"added CPU {got['added_cpu_us']:.0f} us/call"
                 )
     out: dict[str, Any] = {"params": params, "limit_rps": n * c / params["service_time"], "by_mode": {}}
     for mode in MODES:
@@ -456,6 +484,8 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
         "local_p50_ms": spread([r["local"]["p50_ms"] for r in latency]),
         "shared_p50_ms": spread([r["shared"]["p50_ms"] for r in latency]),
         "added_p50_ms": spread([r["added_p50_ms"] for r in latency]),
+        "added_cpu_us": spread([r["added_cpu_us"] for r in latency]),
+        "shared_cpu_us": spread([r["shared_cpu_us"] for r in latency]),
         "round_trips_per_call": spread([r["round_trips_per_call"] for r in latency]),
     }
     out["emulator"] = settings
@@ -463,10 +493,10 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "client":
+    if sys.argv[1:] == ["client"]:
         from bench._util import quiet_logging
 
         quiet_logging()
-        asyncio.run(_client(json.loads(sys.argv[2])))
+        asyncio.run(_client())
     else:
-        raise SystemExit("usage: python -m bench.scenarios.scaleout client SPEC_JSON (run by the scenario)")
+        raise SystemExit("usage: python -m bench.scenarios.scaleout client (run by the scenario)")
