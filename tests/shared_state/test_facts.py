@@ -138,11 +138,30 @@ def test_both_processes_observations_merge_into_one_estimate(
     est_two = two.by_id["a"].metrics.ttft.value_at(two.now)
     assert est_one == pytest.approx(est_two)  # one estimate, whichever process reads it
     assert est_one == pytest.approx(0.4)  # two's sample is the newest: its peak counts whole
-    wall[0] += 0.01
+    wall[0] += 0.1  # (a process writes its estimate at most every 50 ms, unless it peaked)
     for _ in range(5):
         one.finish("a", success(ttft=0.2, duration=0.3))  # then one's fast samples pull it down
     two.refresh()
     assert 0.2 < two.by_id["a"].metrics.ttft.value_at(two.now) < 0.3
+
+
+def test_a_process_writes_its_estimate_at_most_every_50_ms_unless_it_peaked(
+    procs: tuple[FactsProcess, FactsProcess], wall: list[float]
+) -> None:
+    one, two = procs
+    one.finish("a", success(ttft=0.2, duration=0.3))
+    wall[0] += 0.01
+    one.finish("a", success(ttft=0.1, duration=0.2))  # lower, 10 ms later: not written
+    two.refresh()
+    assert two.by_id["a"].metrics.ttft.value_at(two.now) == pytest.approx(0.2, rel=0.01)
+    wall[0] += 0.01
+    one.finish("a", success(ttft=0.9, duration=1.0))  # a peak: written at once
+    two.refresh()
+    assert two.by_id["a"].metrics.ttft.value_at(two.now) == pytest.approx(0.9)
+    wall[0] += 0.05
+    one.finish("a", success(ttft=0.1, duration=0.2))  # 50 ms on: written
+    two.refresh()
+    assert two.by_id["a"].metrics.ttft.value_at(two.now) < 0.9
 
 
 def test_a_process_gone_quiet_no_longer_counts_and_its_entry_is_deleted(

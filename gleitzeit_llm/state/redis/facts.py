@@ -19,8 +19,9 @@ its last write. Its fields:
 ============== ============================================== ====================================
 field          value                                          written by
 ============== ============================================== ====================================
-``l:<token>``  ``ttft ttft_at tpot tpot_at mass`` (``-``:     each process, for itself, on every
-               none), one process's latency estimates         release that taught it latency
+``l:<token>``  ``ttft ttft_at tpot tpot_at mass`` (``-``:     each process, for itself, on a
+               none), one process's latency estimates         release that taught it latency (at
+                                                              most every 50 ms, unless a peak)
 ``r:<model>``  ``until stamp``: resident until (``inf``:      whoever served the model (its
                kept loaded, ``0``: unloaded)                  keep_alive), at most every few s
 ``m:<spell>``  ``stamp``: this spelling answered 404          whoever got the 404
@@ -88,6 +89,10 @@ __all__ = ["DEFAULT_FACTS_TTL", "LatencyView", "SharedFacts", "latency_samples",
 
 #: Seconds a pool's facts outlive their last write (a pool that stopped leaves nothing behind).
 DEFAULT_FACTS_TTL = 3600.0
+# A process's latency entry is rewritten at most this often (seconds), unless its estimate
+# jumped by _PEAK: readers refresh every 100-250 ms, and a write per call would cost every call.
+_LATENCY_EVERY = 0.05
+_PEAK = 1.25
 # A residency entry is rewritten only when it moved this much (or a probe round came between):
 # every success extends it by the time since the last, which is not worth a write per call.
 _RESIDENCY_SLACK = 5.0
@@ -187,7 +192,7 @@ def merge_latency(
 class _Own:
     """This process's own latency estimates of one instance (wall-clock times): what it writes."""
 
-    __slots__ = ("decay", "mass", "mass_at", "tpot", "ttft")
+    __slots__ = ("decay", "mass", "mass_at", "tpot", "ttft", "written_at", "written_ttft")
 
     def __init__(self, decay: float, min_weight: float) -> None:
         self.decay = decay
@@ -195,6 +200,16 @@ class _Own:
         self.tpot = PeakEwma(decay, min_weight)
         self.mass = 0.0
         self.mass_at = 0.0
+        self.written_at = -math.inf
+        self.written_ttft = 0.0
+
+    def due(self, wall_now: float) -> bool:
+        """Whether to write now: the last write is older than _LATENCY_EVERY, or a peak."""
+        estimate = self.ttft.estimate or 0.0
+        if wall_now - self.written_at < _LATENCY_EVERY and estimate <= self.written_ttft * _PEAK:
+            return False
+        self.written_at, self.written_ttft = wall_now, estimate
+        return True
 
     def learn(self, obs: Observation, wall_now: float) -> bool:
         ttft, tpot = latency_samples(obs, self.ttft.value_at(wall_now))
@@ -424,7 +439,7 @@ class SharedFacts:
             if own is None:
                 ewma = inst.metrics.ttft
                 own = self._own[inst.id] = _Own(ewma.decay, ewma.min_weight)
-            if own.learn(obs, wall_now):
+            if own.learn(obs, wall_now) and own.due(wall_now):
                 pipe.hset(key, _LAT + self.token, own.encode())
                 wrote = True
             if outcome == Outcome.SUCCESS and obs.model is not None:
