@@ -36,39 +36,8 @@ __all__ = ["AlwaysProbe", "NoFacts", "ProbeElection", "SharedFacts"]
 
 
 class SharedFacts(Protocol):
-    """Facts shared through the store's round trips (see the module docstring)."""
-
-    def on_release(
-        self,
-        pipe: Any,
-        inst: OllamaInstance,
-        observation: Observation,
-        transitions: Transitions,
-        wall_now: float,
-    ) -> None: ...
-
-    def on_probe(self, pipe: Any, inst: OllamaInstance, result: ProbeResult, wall_now: float) -> None: ...
-
-    def read(self, pipe: Any, instance_ids: Sequence[str]) -> None: ...
-
-    def apply(
-        self, replies: Sequence[Any], instances: Mapping[str, OllamaInstance], now: float, wall_now: float
-    ) -> dict[str, Transitions]: ...
-
-
-class ProbeElection(Protocol):
-    """Whether this process runs the pool's health probes this round."""
-
-    def should_probe(self) -> bool: ...
-
-    def close(self) -> None: ...
-
-
-class NoFacts:
-    """The default: nothing beyond leases and breakers is shared."""
-
-    def __init__(self, keys: Keys | None = None) -> None:
-        self.keys = keys
+    """Facts shared through the store's round trips (see the module docstring). The bodies
+    here are the no-op defaults; an implementation subclasses this or just matches it."""
 
     def on_release(
         self,
@@ -90,6 +59,21 @@ class NoFacts:
         self, replies: Sequence[Any], instances: Mapping[str, OllamaInstance], now: float, wall_now: float
     ) -> dict[str, Transitions]:
         return {}
+
+
+class ProbeElection(Protocol):
+    """Whether this process runs the pool's health probes this round."""
+
+    def should_probe(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class NoFacts(SharedFacts):
+    """The default: nothing beyond leases and breakers is shared."""
+
+    def __init__(self, keys: Keys | None = None) -> None:
+        self.keys = keys
 
 
 class AlwaysProbe:
