@@ -7,13 +7,15 @@ windows, health results) is a :class:`SharedFacts`, and who runs the health prob
 anyway (``pipe`` is a redis-py pipeline; commands added to it go out with the store's own):
 
 * release: ``facts.on_release(pipe, inst, observation, transitions, wall_now)``, after the local
-  rules ran (``transitions`` is what they changed), in the release's round trip;
+  rules ran (``transitions`` is what they changed), in the release's round trip (the replies of
+  the commands it adds are not read);
 * a health probe's result: ``facts.on_probe(pipe, inst, result, wall_now)``, one round trip
-  (none when nothing was added);
+  (none when nothing was added; replies not read);
 * every snapshot refresh: ``facts.read(pipe, instance_ids)`` queues reads after the store's,
   then ``facts.apply(replies, instances, now, wall_now)`` gets exactly the replies of those reads
-  (under the pool's lock) and returns, per instance id, the :class:`Transitions` it made; the
-  pool acts on them (events, router caches, waking waiters);
+  (an error reply arrives as its exception object; under the pool's lock) and returns, per
+  instance id, the :class:`Transitions` it made; the pool acts on them (events, router caches,
+  waking waiters);
 * each health round: ``election.should_probe()``; False skips the round in this process (a
   leader probes for the pool). While Redis is down every process probes.
 

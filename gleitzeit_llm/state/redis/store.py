@@ -213,7 +213,10 @@ class RedisState:
         args += [self.keys.channel, self._announce + inst.id]
         pipe = self.client.pipeline(transaction=False)
         RELEASE.queue(pipe, keys, args)
-        self.facts.on_release(pipe, inst, obs, learned, wall)
+        try:
+            self.facts.on_release(pipe, inst, obs, learned, wall)
+        except Exception:  # a fact not shared must not fail the call that released
+            _log.exception("shared state: facts.on_release failed")
         try:
             reply = pipe.execute(raise_on_error=False)[0]
             if isinstance(reply, Exception):
@@ -241,7 +244,7 @@ class RedisState:
             self.facts.on_probe(pipe, inst, result, self._wall())
             if len(pipe):
                 try:
-                    pipe.execute()
+                    pipe.execute(raise_on_error=False)  # a reply's error is the facts' own business
                 except LINK_ERRORS as exc:
                     self.lost(exc)
         return learned
@@ -356,7 +359,10 @@ class RedisState:
             pipe.hmget(breaker, "s", "r", "o")
         mine = len(pipe)
         self.facts.read(pipe, ids)
-        replies = pipe.execute()
+        replies = pipe.execute(raise_on_error=False)
+        for reply in replies[:mine]:
+            if isinstance(reply, Exception):
+                raise reply
         freed = False
         changes: dict[str, Transitions] = {}
         with self._lock:
