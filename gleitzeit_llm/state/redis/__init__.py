@@ -25,9 +25,10 @@ def open_shared_state(config: PoolConfig, clock: Callable[[], float] = time.mono
         import redis  # noqa: F401
     except ImportError:
         raise ConfigError(
-            "shared_state needs the Redis client, which is not installed",
+            "shared_state needs the Redis client, which is not installed: "
+            "pip install 'gleitzeit-llm[redis]' (or remove shared_state to run on local state)",
             field="shared_state",
-            hint="pip install 'gleitzeit-llm[redis]' (or remove shared_state to run on local state)",
+            hint="pip install 'gleitzeit-llm[redis]'",
         ) from None
     from gleitzeit_llm.state.redis.connection import build_client
     from gleitzeit_llm.state.redis.facts import SharedFacts

@@ -7,13 +7,15 @@ windows, health results) is a :class:`SharedFacts`, and who runs the health prob
 anyway (``pipe`` is a redis-py pipeline; commands added to it go out with the store's own):
 
 * release: ``facts.on_release(pipe, inst, observation, transitions, wall_now)``, after the local
-  rules ran (``transitions`` is what they changed), in the release's round trip;
+  rules ran (``transitions`` is what they changed), in the release's round trip (the replies of
+  the commands it adds are not read);
 * a health probe's result: ``facts.on_probe(pipe, inst, result, wall_now)``, one round trip
-  (none when nothing was added);
+  (none when nothing was added; replies not read);
 * every snapshot refresh: ``facts.read(pipe, instance_ids)`` queues reads after the store's,
   then ``facts.apply(replies, instances, now, wall_now)`` gets exactly the replies of those reads
-  (under the pool's lock) and returns, per instance id, the :class:`Transitions` it made; the
-  pool acts on them (events, router caches, waking waiters);
+  (an error reply arrives as its exception object; under the pool's lock) and returns, per
+  instance id, the :class:`Transitions` it made; the pool acts on them (events, router caches,
+  waking waiters);
 * each health round: ``election.should_probe()``; False skips the round in this process (a
   leader probes for the pool). While Redis is down every process probes.
 
@@ -36,39 +38,8 @@ __all__ = ["AlwaysProbe", "NoFacts", "ProbeElection", "SharedFacts"]
 
 
 class SharedFacts(Protocol):
-    """Facts shared through the store's round trips (see the module docstring)."""
-
-    def on_release(
-        self,
-        pipe: Any,
-        inst: OllamaInstance,
-        observation: Observation,
-        transitions: Transitions,
-        wall_now: float,
-    ) -> None: ...
-
-    def on_probe(self, pipe: Any, inst: OllamaInstance, result: ProbeResult, wall_now: float) -> None: ...
-
-    def read(self, pipe: Any, instance_ids: Sequence[str]) -> None: ...
-
-    def apply(
-        self, replies: Sequence[Any], instances: Mapping[str, OllamaInstance], now: float, wall_now: float
-    ) -> dict[str, Transitions]: ...
-
-
-class ProbeElection(Protocol):
-    """Whether this process runs the pool's health probes this round."""
-
-    def should_probe(self) -> bool: ...
-
-    def close(self) -> None: ...
-
-
-class NoFacts:
-    """The default: nothing beyond leases and breakers is shared."""
-
-    def __init__(self, keys: Keys | None = None) -> None:
-        self.keys = keys
+    """Facts shared through the store's round trips (see the module docstring). The bodies
+    here are the no-op defaults; an implementation subclasses this or just matches it."""
 
     def on_release(
         self,
@@ -90,6 +61,21 @@ class NoFacts:
         self, replies: Sequence[Any], instances: Mapping[str, OllamaInstance], now: float, wall_now: float
     ) -> dict[str, Transitions]:
         return {}
+
+
+class ProbeElection(Protocol):
+    """Whether this process runs the pool's health probes this round."""
+
+    def should_probe(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class NoFacts(SharedFacts):
+    """The default: nothing beyond leases and breakers is shared."""
+
+    def __init__(self, keys: Keys | None = None) -> None:
+        self.keys = keys
 
 
 class AlwaysProbe:

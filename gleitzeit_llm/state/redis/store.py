@@ -23,6 +23,7 @@ are written back (renewal is an upsert) and sharing resumes. Calls never wait fo
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -126,6 +127,7 @@ class RedisState:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._subscriber: Subscriber | None = None
+        self._pid: int | None = None  # the process the threads run in (None: not started)
         self.refreshed = threading.Event()  # set after each refresh (tests wait on it)
 
     def bind(
@@ -148,6 +150,10 @@ class RedisState:
         return self._local.create(config)
 
     def acquire(self, inst: OllamaInstance, model: str | None, now: float, panic: bool) -> Grant:
+        if self._pid != os.getpid():
+            # Not started (a pool used without initialize) or a forked child (gunicorn --preload):
+            # the renewal and wake-ups must run in this process, under its own token.
+            self._start_here()
         member = self.held.new_member(model)
         if not self.link.is_up:
             grant = self._local.acquire(inst, model, now, panic)
@@ -207,7 +213,10 @@ class RedisState:
         args += [self.keys.channel, self._announce + inst.id]
         pipe = self.client.pipeline(transaction=False)
         RELEASE.queue(pipe, keys, args)
-        self.facts.on_release(pipe, inst, obs, learned, wall)
+        try:
+            self.facts.on_release(pipe, inst, obs, learned, wall)
+        except Exception:  # a fact not shared must not fail the call that released
+            _log.exception("shared state: facts.on_release failed")
         try:
             reply = pipe.execute(raise_on_error=False)[0]
             if isinstance(reply, Exception):
@@ -235,7 +244,7 @@ class RedisState:
             self.facts.on_probe(pipe, inst, result, self._wall())
             if len(pipe):
                 try:
-                    pipe.execute()
+                    pipe.execute(raise_on_error=False)  # a reply's error is the facts' own business
                 except LINK_ERRORS as exc:
                     self.lost(exc)
         return learned
@@ -350,7 +359,10 @@ class RedisState:
             pipe.hmget(breaker, "s", "r", "o")
         mine = len(pipe)
         self.facts.read(pipe, ids)
-        replies = pipe.execute()
+        replies = pipe.execute(raise_on_error=False)
+        for reply in replies[:mine]:
+            if isinstance(reply, Exception):
+                raise reply
         freed = False
         changes: dict[str, Transitions] = {}
         with self._lock:
@@ -405,9 +417,17 @@ class RedisState:
 
     def start(self) -> None:
         """Start the background thread (refresh, renewal, reconnect) and the subscriber (idempotent)."""
+        if self._pid != os.getpid():
+            self._start_here()
+
+    def _start_here(self) -> None:
         with self._lock:
-            if self._thread is not None or self._stop.is_set():
+            if self._pid == os.getpid() or self._stop.is_set():
                 return
+            if self._pid is not None:  # forked: the parent's threads and leases are not ours
+                self.held = HeldLeases()
+                self._announce = self.held.token + "\t"
+            self._pid = os.getpid()
             self._thread = threading.Thread(target=self._run, name="gleitzeit-shared-state", daemon=True)
             self._subscriber = Subscriber(
                 self.client, self.keys.channel, self._announced, self.config.reconnect_interval
