@@ -188,3 +188,24 @@ def test_a_leader_process_that_closes_hands_over_at_once(redis_server: RedisServ
         if child.is_alive():
             child.kill()
         child.join(10)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_takes_a_token_of_its_own_and_no_inherited_leadership(r: redis.Redis) -> None:
+    # gunicorn --preload: the pool is built, and may even lead, before the workers are forked.
+    from gleitzeit_llm.state.redis.facts import SharedFacts
+
+    leader, facts = ProbeLeader(KEY, ttl=60), SharedFacts("gleitzeit:{test}:facts")
+    assert leader.tick(r)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report and leave at once (no pytest teardown in a fork)
+        os.write(write, f"{leader.token} {facts.token} {int(leader.leading)}".encode())
+        os._exit(0)
+    os.close(write)
+    child_leader, child_facts, child_leading = os.read(read, 1000).decode().split()
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert child_leader != leader.token and child_facts != facts.token
+    assert child_leading == "0"  # the parent's lease is the parent's
+    assert f":{pid}:" in child_leader

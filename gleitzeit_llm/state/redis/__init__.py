@@ -33,7 +33,7 @@ def open_shared_state(config: PoolConfig, clock: Callable[[], float] = time.mono
     from gleitzeit_llm.state.redis.connection import build_client
     from gleitzeit_llm.state.redis.facts import SharedFacts
     from gleitzeit_llm.state.redis.keys import Keys, default_namespace
-    from gleitzeit_llm.state.redis.leader import LeaderElection, ProbeLeader, process_token
+    from gleitzeit_llm.state.redis.leader import LeaderElection, ProbeLeader
     from gleitzeit_llm.state.redis.store import RedisState
 
     shared = config.shared_state
@@ -42,9 +42,8 @@ def open_shared_state(config: PoolConfig, clock: Callable[[], float] = time.mono
     # leadership is a lease like a slot's: a dead leader's runs out after lease_ttl.
     client = build_client(shared)
     keys = Keys(shared.namespace or default_namespace(config.instances))
-    token = process_token()
-    election = LeaderElection(ProbeLeader(keys.key("leader"), ttl=shared.lease_ttl, token=token), client)
-    facts = SharedFacts(keys.key("facts"), token, clock=clock, election=election)
+    election = LeaderElection(ProbeLeader(keys.key("leader"), ttl=shared.lease_ttl), client)
+    facts = SharedFacts(keys.key("facts"), clock=clock, election=election)
     return RedisState(
         shared, config.load_balancing, config.instances, clock, client=client, facts=facts, election=election
     )

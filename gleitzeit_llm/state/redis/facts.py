@@ -79,11 +79,11 @@ from gleitzeit_llm.routing.health import ProbeResult
 from gleitzeit_llm.routing.instance import DEFAULT_RESIDENCY
 from gleitzeit_llm.routing.learning import NOTHING, Change, Outcome, Transitions, record_probe
 from gleitzeit_llm.routing.transitions import RESETS_PROBE_FAILURES, InstanceState
+from gleitzeit_llm.state.redis.leader import LeaderElection, process_token, renew_token_after_fork
 
 if TYPE_CHECKING:
     from gleitzeit_llm.routing.instance import OllamaInstance
     from gleitzeit_llm.routing.learning import Observation
-    from gleitzeit_llm.state.redis.leader import LeaderElection
 
 __all__ = ["DEFAULT_FACTS_TTL", "LatencyView", "SharedFacts", "latency_samples", "merge_latency"]
 
@@ -374,7 +374,8 @@ class SharedFacts:
     """The learned facts of one pool, shared through Redis (see the module docstring).
 
     ``prefix``: the key prefix of the pool's facts, with its hash tag (``gleitzeit:{ns}:facts``).
-    ``token``: this process's name (its latency field, its writes it need not read back).
+    ``token``: this process's name (its latency field, its writes it need not read back);
+    :func:`~gleitzeit_llm.state.redis.leader.process_token` by default, a new one in a forked child.
     ``ttl``: seconds the facts outlive their last write. ``horizon``: seconds after which another
     process's latency estimate is dropped (default: six decay constants, when its weight is
     below 0.3 %). ``clock``: the pool's clock (what the handles' times are on).
@@ -388,7 +389,7 @@ class SharedFacts:
     def __init__(
         self,
         prefix: str,
-        token: str,
+        token: str | None = None,
         *,
         ttl: float = DEFAULT_FACTS_TTL,
         horizon: float | None = None,
@@ -396,7 +397,7 @@ class SharedFacts:
         election: LeaderElection | None = None,
     ) -> None:
         self.prefix = prefix
-        self.token = token
+        self.token = token or process_token()
         self._clock = clock
         self.election = election
         self.ttl = ttl
@@ -407,6 +408,13 @@ class SharedFacts:
         self._expiry_set: dict[str, float] = {}  # instance id -> wall time its hash's TTL was set
         self._stale: dict[str, dict[str, str]] = {}  # instance id -> field -> value, to delete
         self._probes = 0
+        renew_token_after_fork(self)
+
+    def forked(self) -> None:
+        """In a forked child: a token of its own (its latency field, its probe ids), and none of
+        the parent's own estimates (they are the parent's, written under the parent's token)."""
+        self.token = process_token()
+        self._own = {}
 
     def key(self, instance_id: str) -> str:
         """The hash of one instance's facts."""

@@ -25,6 +25,7 @@ import os
 import socket
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -61,6 +62,20 @@ def process_token() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def renew_token_after_fork(owner: Any) -> None:
+    """Call ``owner.forked()`` in a forked child (gunicorn ``--preload`` builds the pool before it
+    forks its workers), which gives it a token of its own: two processes under one token would
+    each take the other's leadership, or facts, for their own."""
+    ref = weakref.ref(owner)
+
+    def renew() -> None:
+        alive = ref()
+        if alive is not None:
+            alive.forked()
+
+    os.register_at_fork(after_in_child=renew)
+
+
 def _as_str(value: Any) -> str | None:
     if value is None:
         return None
@@ -71,7 +86,8 @@ class ProbeLeader:
     """Who runs the pool's health probes: one process at a time, through the key ``key``.
 
     ``ttl``: seconds the key lives without renewal (tick at least every ``ttl / 3``).
-    ``token``: this process's name in the key (:func:`process_token` by default).
+    ``token``: this process's name in the key (:func:`process_token` by default; a forked child
+    takes a new one).
     ``clock``: the local monotonic clock (injectable for tests).
 
     >>> leader = ProbeLeader("gleitzeit:{pool}:leader", ttl=3.0)  # doctest: +SKIP
@@ -79,7 +95,7 @@ class ProbeLeader:
     True
     """
 
-    __slots__ = ("_clock", "_pending", "_sent_at", "_ttl_ms", "_until", "key", "token", "ttl")
+    __slots__ = ("__weakref__", "_clock", "_pending", "_sent_at", "_ttl_ms", "_until", "key", "token", "ttl")
 
     def __init__(
         self,
@@ -99,6 +115,13 @@ class ProbeLeader:
         self._until = -math.inf  # local clock time until which this process surely holds the key
         self._sent_at = 0.0
         self._pending: str | None = None  # "renew" or "acquire": what queue() sent
+        renew_token_after_fork(self)
+
+    def forked(self) -> None:
+        """In a forked child: a token of its own, and no leadership inherited from the parent."""
+        self.token = process_token()
+        self._until = -math.inf
+        self._pending = None
 
     @property
     def leading(self) -> bool:
