@@ -292,16 +292,23 @@ def test_the_probers_health_checks_move_every_process_through_the_same_rules(
     assert a.state is leader.by_id["a"].state is InstanceState.DEGRADED
 
 
-def test_a_follower_its_own_requests_degraded_recovers_by_the_probers_counts(
-    procs: tuple[FactsProcess, FactsProcess],
-) -> None:
+def _failed_in_the_follower(
+    procs: tuple[FactsProcess, FactsProcess], failures: int
+) -> tuple[FactsProcess, FactsProcess, OllamaInstance]:
+    """Both agree on a healthy "a" after a probe round; then the follower alone sees failures."""
     leader, follower = procs
     leader.probe("a", ok_probe("a"))
     follower.refresh()
-    a = follower.by_id["a"]
-    follower.finish("a", failure())
-    follower.finish("a", failure())  # two failed requests in a row: degraded, here only
-    assert a.state is InstanceState.DEGRADED
+    for _ in range(failures):
+        follower.finish("a", failure())
+    return leader, follower, follower.by_id["a"]
+
+
+def test_a_follower_its_own_requests_degraded_recovers_by_the_probers_counts(
+    procs: tuple[FactsProcess, FactsProcess],
+) -> None:
+    leader, follower, a = _failed_in_the_follower(procs, 2)
+    assert a.state is InstanceState.DEGRADED  # two failed requests in a row, here only
     leader.probe("a", ok_probe("a"))
     learned = follower.refresh()
     # The prober has passed twice in a row: with its count, the rule itself brings a back.
@@ -312,12 +319,7 @@ def test_a_follower_its_own_requests_degraded_recovers_by_the_probers_counts(
 def test_a_follower_the_rules_leave_elsewhere_takes_the_probers_verdict(
     procs: tuple[FactsProcess, FactsProcess],
 ) -> None:
-    leader, follower = procs
-    leader.probe("a", ok_probe("a"))
-    follower.refresh()
-    a = follower.by_id["a"]
-    for _ in range(5):
-        follower.finish("a", failure())  # its own breaker opened: unhealthy, here only
+    leader, follower, a = _failed_in_the_follower(procs, 5)  # its own breaker opened, here only
     assert a.state is InstanceState.UNHEALTHY
     leader.probe("a", ok_probe("a"))
     learned = follower.refresh()
