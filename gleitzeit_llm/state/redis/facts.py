@@ -212,7 +212,9 @@ class _Own:
         return True
 
     def learn(self, obs: Observation, wall_now: float) -> bool:
-        ttft, tpot = latency_samples(obs, self.ttft.value_at(wall_now))
+        # The current estimate matters only to a failure's sample: no exp for a success.
+        current = self.ttft.value_at(wall_now) if obs.outcome == Outcome.FAILURE else None
+        ttft, tpot = latency_samples(obs, current)
         if ttft is None:
             return False
         self.ttft.observe(ttft, wall_now)
