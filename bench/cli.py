@@ -25,6 +25,7 @@ SCENARIOS = [
     "failure",
     "routing",
     "footprint",
+    "scaleout",
 ]
 DEFAULT_OUT = ROOT / "bench" / "results"
 DEFAULT_DOCS = ROOT / "docs" / "performance.md"

@@ -309,7 +309,66 @@ def render(data: dict[str, Any], json_name: str, json_link: str, plots_rel: str 
         )
         if plots_rel:
             out += [f"![memory]({plots_rel}/memory.png)", ""]
+    out += _scaleout(sc.get("scaleout"))
     return "\n".join(out).rstrip() + "\n"
+
+
+def _scaleout(so: dict[str, Any] | None) -> list[str]:
+    if not so:
+        return []
+    p = so["params"]
+    out = [
+        f"### 8. Scale-out ({p['processes']} processes, {p['instances']} instances, max_concurrent "
+        f"{p['max_concurrent']}, service time {p['service_time'] * 1e3:.0f} ms; limit "
+        f"{so['limit_rps']:.0f}/s)",
+        "",
+    ]
+    rows = [
+        [
+            f"`{mode}`",
+            _m(r["throughput_rps"], 1),
+            _m(r["vs_limit"], 0, 100),
+            f"{r['peak_concurrency']} ({r['cap_violations']})",
+            _m(r["breaker_reach_all_s"], 3),
+            _m(r["failed_calls_at_target"], 0),
+            str(r["throughput_errors"] + r["breaker_errors"]),
+        ]
+        for mode, r in so["by_mode"].items()
+    ]
+    out += _table(
+        [
+            "state",
+            "throughput /s",
+            "% of N*c/t",
+            "servers' peak concurrency (runs over the cap)",
+            "breaker trip reaches all, s",
+            "failed calls at the failing instance",
+            "failed",
+        ],
+        rows,
+    )
+    lat = so["latency"]
+    out += _table(
+        [
+            "concurrency 1",
+            "p50 ms without",
+            "p50 ms with shared state",
+            "added p50 ms",
+            "added CPU us/call",
+            "Redis round trips/call",
+        ],
+        [
+            [
+                "one instance, zero model time",
+                _m(lat["local_p50_ms"], 3),
+                _m(lat["shared_p50_ms"], 3),
+                _m(lat["added_p50_ms"], 3),
+                _m(lat.get("added_cpu_us"), 0),
+                _m(lat["round_trips_per_call"], 2),
+            ]
+        ],
+    )
+    return out
 
 
 def update_docs(doc: Path, section: str) -> None:

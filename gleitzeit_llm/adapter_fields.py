@@ -34,6 +34,13 @@ class PoolFields(BaseModel):
     pool: OllamaPoolProvider | None = Field(
         default=None, exclude=True, description="An existing OllamaPoolProvider to share."
     )
+    shared_state: Any = Field(
+        default=None,
+        exclude=True,
+        repr=False,
+        description="Share the pool's state with other processes through Redis: a URL or "
+        "{'url': ..., 'namespace': ...} (docs/scale-out.md).",
+    )
     load_balancing_strategy: str | None = Field(default=None, description="Routing hint: the strategy.")
     instance_tags: list[str] | None = Field(
         default=None, description="Routing hint: instances with these tags."

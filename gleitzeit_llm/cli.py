@@ -44,7 +44,13 @@ class UsageError(Exception):
 def _pool_config(args: argparse.Namespace) -> Any:
     from gleitzeit_llm.config import PoolConfig
 
-    return PoolConfig.load(args.config)
+    return _with_shared_state(args, PoolConfig.load(args.config))
+
+
+def _with_shared_state(args: argparse.Namespace, config: Any) -> Any:
+    """``--shared-state URL`` over whatever the pool's configuration says."""
+    url = getattr(args, "shared_state", None)
+    return config if not url else config.model_copy(update={"shared_state": url})
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -189,6 +195,10 @@ def render_status(status: dict[str, Any], *, color: bool = False) -> str:
     footer += f"  waiting {status.get('waiting_requests', 0)}"
     if status.get("source"):
         footer += f"  source {status['source']}"
+    shared = status.get("shared_state")
+    if shared:  # counts are pool-wide while Redis answers
+        mode = "up" if shared["up"] else "DOWN, local state"
+        footer += f"  shared state {mode} ({shared['url']}, namespace {shared['namespace']})"
     return "\n".join([*lines, footer])
 
 
@@ -483,7 +493,8 @@ def _run(args: argparse.Namespace) -> int:
             after = f"  after {', '.join(task.depends_on)}" if task.depends_on else ""
             print(f"  {task.name}: {task.method} {task.params.get('model')}{after}")
         return EXIT_OK
-    config = _pool_config(args) if args.config else (workflow.pool_config() or _pool_config(args))
+    from_workflow = None if args.config else workflow.pool_config()
+    config = _with_shared_state(args, from_workflow) if from_workflow else _pool_config(args)
     # Opened before running: an unwritable --output must not cost a whole run's results.
     sink = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
 
@@ -675,6 +686,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"gleitzeit-llm {__version__}")
     parser.add_argument(
         "--config", metavar="FILE", help="pool configuration YAML (default: GLEITZEIT_OLLAMA_* environment)"
+    )
+    parser.add_argument(
+        "--shared-state",
+        metavar="URL",
+        help="share the pool's state with other processes through this Redis (redis://, rediss://, "
+        "unix://; default: shared_state of the config, GLEITZEIT_OLLAMA_SHARED_STATE_URL)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log the pool's decisions to stderr")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")

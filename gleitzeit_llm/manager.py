@@ -54,11 +54,12 @@ from gleitzeit_llm.routing.instance import InstanceState, OllamaInstance
 from gleitzeit_llm.routing.learning import NOTHING, Observation, Outcome, Transitions, classify
 from gleitzeit_llm.routing.prefix import PromptPrefix, capacity_blocks
 from gleitzeit_llm.routing.strategies import Route, Router, RouteRequest
-from gleitzeit_llm.state.base import GRANTED
+from gleitzeit_llm.state.base import GRANTED, StateStore
 from gleitzeit_llm.state.local import LocalState
 
 if TYPE_CHECKING:
     from gleitzeit_llm.ollama import AsyncOllamaTransport, OllamaTransport
+    from gleitzeit_llm.state.redis.store import RedisState
 
 __all__ = ["Lease", "OllamaPoolManager", "Outcome"]
 
@@ -104,11 +105,13 @@ def _build_config(
     circuit_breaker_config: Mapping[str, Any] | None,
     load_balancing: Mapping[str, Any] | None,
     config: PoolConfig | Mapping[str, Any] | str | None,
+    shared_state: Mapping[str, Any] | str | None = None,
 ) -> PoolConfig:
     if config is not None and instances is not None:
         raise ConfigError("give either instances=... or config=..., not both", field="instances")
     if config is None and instances is None:
-        return PoolConfig.load(None)
+        loaded = PoolConfig.load(None)
+        return loaded if shared_state is None else loaded.model_copy(update={"shared_state": shared_state})
     base = PoolConfig.load(config) if config is not None else None
     data: dict[str, Any] = (
         base.model_dump(exclude_unset=True) if base is not None else {"instances": list(instances or [])}
@@ -124,6 +127,8 @@ def _build_config(
     if circuit_breaker_config:
         lb["circuit_breaker"] = {**dict(lb.get("circuit_breaker") or {}), **dict(circuit_breaker_config)}
     data["load_balancing"] = lb
+    if shared_state is not None:
+        data["shared_state"] = shared_state
     return PoolConfig.from_dict(data)
 
 
@@ -164,16 +169,33 @@ class OllamaPoolManager(GuideApi, Lifecycle):
         health_checks: bool = True,
         clock: Any = time.monotonic,
         rng: Any = None,
+        shared_state: Mapping[str, Any] | str | None = None,
     ) -> None:
         self.config = _build_config(
-            instances, strategy, health_check_interval, circuit_breaker_config, load_balancing, config
+            instances,
+            strategy,
+            health_check_interval,
+            circuit_breaker_config,
+            load_balancing,
+            config,
+            shared_state,
         )
         lb = self.config.load_balancing
         self.strategy: str = _strategy_name(lb.strategy)
         self.events = events or EventBus()
         self._clock = clock
         self._lock = threading.RLock()
-        self._state = LocalState(lb, clock)
+        self._state: StateStore
+        # Shared through Redis (docs/scale-out.md) only when configured: without it the redis
+        # package is never imported.
+        self._shared: RedisState | None = None
+        if self.config.shared_state is None:
+            self._state = LocalState(lb, clock)
+        else:
+            from gleitzeit_llm.state.redis import open_shared_state
+
+            self._state = self._shared = open_shared_state(self.config, clock)
+            self._shared.bind(self._lock, lambda: self._instances, self._apply, self._wake_waiters)
         self._router = Router(rng, self._state.epoch)
         self._router.balance_epsilon = lb.balance_epsilon
         self._router.prefix_weight = lb.prefix_weight
@@ -230,6 +252,8 @@ class OllamaPoolManager(GuideApi, Lifecycle):
         self.start()
 
     def _start(self) -> bool:
+        if self._shared is not None:
+            self._shared.start()
         with self._lock:
             if self._started or not self._health_checks:
                 self._started = True
@@ -249,6 +273,8 @@ class OllamaPoolManager(GuideApi, Lifecycle):
                 return
             self._closed = True
         self._monitor.stop()
+        if self._shared is not None:
+            self._shared.close()
         with self._lock:
             timer, self._timer = self._timer, None
         if timer is not None:
@@ -303,7 +329,7 @@ class OllamaPoolManager(GuideApi, Lifecycle):
                 return
             inst.removed = True
             self._router.invalidate()
-            in_flight = inst.in_flight
+            in_flight = self._state.own_in_flight(inst)  # this process's leases drain here
             if in_flight == 0:
                 self._drop(inst)
         self.events.emit(InstanceRemoved(instance_id, in_flight))
@@ -396,19 +422,27 @@ class OllamaPoolManager(GuideApi, Lifecycle):
             if self._closed:
                 raise NoInstanceAvailableError("the pool is closed")
             now = self._clock()
-            route = self._router.select(self._instances, request, now)
-            inst = route.instance
-            if inst is None:
-                return route
-            grant = self._state.acquire(inst, request.model, now, route.panic)
-            if grant is GRANTED:  # the usual answer: nothing else to read
-                probe = False
-            else:
+            refused: frozenset[str] = frozenset()
+            why = ""
+            while True:
+                route = self._router.select(self._instances, request, now)
+                inst = route.instance
+                if inst is None or inst.id in refused:
+                    return route if not refused else Route(None, saturated=True, reason=why)
+                grant = self._state.acquire(inst, request.model, now, route.panic)
+                if grant is GRANTED:  # the usual answer: nothing else to read
+                    probe = False
+                    break
                 if grant.transitions is not NOTHING:
                     self._apply(inst, grant.transitions)
-                if not grant.admitted:
-                    return Route(None, saturated=True, reason=grant.reason)
-                probe = grant.probe
+                if grant.admitted:
+                    probe = grant.probe
+                    break
+                # Refused: a shared store saw the pool-wide state (full, or a breaker open in
+                # another process) and its answer updated the handle; route again without it.
+                refused |= {inst.id}
+                why = grant.reason
+                request = dataclasses.replace(request, exclude=request.exclude | refused)
             lease = Lease(
                 inst,
                 request.model,
@@ -746,7 +780,7 @@ class OllamaPoolManager(GuideApi, Lifecycle):
                 )
             if learned is not NOTHING:
                 self._apply(inst, learned)
-            if inst.removed and inst.in_flight == 0:
+            if inst.removed and self._state.own_in_flight(inst) == 0:
                 self._drop(inst)
             # A plain release frees one slot: one hand-out. A change in what is routable (health,
             # breaker, busy mark, missing model) may free or block more: every request is tried.
@@ -849,6 +883,7 @@ class OllamaPoolManager(GuideApi, Lifecycle):
             "active_requests": sum(i["active_requests"] for i in instances.values()),
             "waiting_requests": len(self._queue),
             "instances": instances,
+            **({"shared_state": self._shared.status()} if self._shared is not None else {}),
         }
 
     async def get_pool_status(self) -> dict[str, Any]:
@@ -858,6 +893,8 @@ class OllamaPoolManager(GuideApi, Lifecycle):
     # -- health -------------------------------------------------------------------------------
 
     def _probe_targets(self) -> list[ProbeTarget]:
+        if self._shared is not None and not self._shared.should_probe():
+            return []  # another process probes for the whole pool
         return [
             ProbeTarget(
                 i.id,

@@ -27,6 +27,7 @@ def provider_from_options(
     timeouts: Mapping[str, Any] | None = None,
     headers: Mapping[str, str] | None = None,
     health_checks: bool = True,
+    shared_state: Mapping[str, Any] | str | None = None,
 ) -> tuple[OllamaPoolProvider, bool]:
     """The provider to use and whether the caller owns it (and so closes it).
 
@@ -34,8 +35,9 @@ def provider_from_options(
     ``config`` (anything :meth:`PoolConfig.load` takes) and ``base_url`` may be given; with none,
     the ``GLEITZEIT_OLLAMA_*`` variables or ``http://localhost:11434`` are used. ``load_balancing``
     and ``timeouts`` override fields of those sections and ``headers`` is added to every instance
-    (an instance's own headers win); the result is validated like any configuration, so a bad
-    value raises :class:`~gleitzeit_llm.errors.ConfigError` naming the field.
+    (an instance's own headers win); ``shared_state`` sets the pool's shared state (a Redis URL or
+    mapping, docs/scale-out.md); the result is validated like any configuration, so a bad value
+    raises :class:`~gleitzeit_llm.errors.ConfigError` naming the field.
     """
     given = [
         name
@@ -54,7 +56,12 @@ def provider_from_options(
             raise TypeError(f"pool must be an OllamaPoolProvider, got {type(pool).__name__}")
         extra = [
             n
-            for n, v in (("load_balancing", load_balancing), ("timeouts", timeouts), ("headers", headers))
+            for n, v in (
+                ("load_balancing", load_balancing),
+                ("timeouts", timeouts),
+                ("headers", headers),
+                ("shared_state", shared_state),
+            )
             if v
         ]
         if extra:
@@ -69,8 +76,10 @@ def provider_from_options(
     else:
         source = config  # None: the environment, else http://localhost:11434
     cfg = PoolConfig.load(source)
-    if load_balancing or timeouts or headers:
+    if load_balancing or timeouts or headers or shared_state is not None:
         data = cfg.model_dump()
+        if shared_state is not None:
+            data["shared_state"] = shared_state
         data["load_balancing"].update(load_balancing or {})
         data["timeouts"].update(timeouts or {})
         if headers:

@@ -76,7 +76,16 @@ def open_provider(*, request_timeout: float | None = None, **options: Any) -> Pr
 
 
 #: The fields in which LlamaIndex objects name their pool (the keywords of :func:`open_provider`).
-POOL_FIELDS = ("pool", "instances", "config", "base_url", "load_balancing", "headers", "request_timeout")
+POOL_FIELDS = (
+    "pool",
+    "instances",
+    "config",
+    "base_url",
+    "load_balancing",
+    "headers",
+    "request_timeout",
+    "shared_state",
+)
 
 
 def provider_of(obj: Any, fields: tuple[str, ...] = POOL_FIELDS) -> ProviderHandle:

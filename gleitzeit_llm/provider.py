@@ -574,6 +574,9 @@ class OllamaPoolProvider(Lifecycle, AsyncSendChain, SendChain):
     :meth:`embed`, and their sync twins (``chat_sync``, ...). Routing hints
     (``load_balancing_strategy``, ``instance_tags``, ``require_gpu``, ``fallback_model``,
     ``max_latency`` in ms) are accepted per call and never sent to Ollama.
+
+    ``shared_state={"url": "redis://cache:6379/0"}`` shares leases, breakers and wake-ups with
+    every process running the same pool (docs/scale-out.md).
     """
 
     def __init__(
@@ -586,11 +589,12 @@ class OllamaPoolProvider(Lifecycle, AsyncSendChain, SendChain):
         manager: OllamaPoolManager | None = None,
         events: EventBus | None = None,
         health_checks: bool = True,
+        shared_state: Mapping[str, Any] | str | None = None,
     ) -> None:
         self.provider_id = provider_id
         if manager is not None:
-            if instances is not None or config is not None:
-                raise GleitzeitError("give either manager=... or instances/config, not both")
+            if instances is not None or config is not None or shared_state is not None:
+                raise GleitzeitError("give either manager=... or instances/config/shared_state, not both")
             self.manager = manager
         else:
             self.manager = OllamaPoolManager(
@@ -599,6 +603,7 @@ class OllamaPoolProvider(Lifecycle, AsyncSendChain, SendChain):
                 config=config,
                 events=events,
                 health_checks=health_checks,
+                shared_state=shared_state,
             )
         self.config = self.manager.config
         self.events = self.manager.events

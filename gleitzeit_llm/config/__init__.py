@@ -26,6 +26,7 @@ from gleitzeit_llm.config.models import (
     InstanceConfig,
     LoadBalancingConfig,
     LoadBalancingStrategy,
+    SharedStateConfig,
     TimeoutConfig,
 )
 from gleitzeit_llm.config.pool import PoolConfig
@@ -43,5 +44,6 @@ __all__ = [
     "LoadBalancingConfig",
     "LoadBalancingStrategy",
     "PoolConfig",
+    "SharedStateConfig",
     "TimeoutConfig",
 ]

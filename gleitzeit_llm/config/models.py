@@ -27,13 +27,14 @@ from gleitzeit_llm.config.errors import _config_error, _Invalid, _show, _validat
 from gleitzeit_llm.config.tls import _existing_file, _load_tls
 from gleitzeit_llm.errors import ConfigError
 from gleitzeit_llm.ollama.timeouts import TIMEOUT_HINT, Timeouts, timeout_problem
-from gleitzeit_llm.ollama.urls import InvalidURL, parse_url, redact_url
+from gleitzeit_llm.ollama.urls import InvalidURL, parse_url, redact_store_url, redact_url
 
 __all__ = [
     "CircuitBreakerConfig",
     "InstanceConfig",
     "LoadBalancingConfig",
     "LoadBalancingStrategy",
+    "SharedStateConfig",
     "TimeoutConfig",
 ]
 
@@ -344,6 +345,76 @@ class LoadBalancingConfig(_ConfigModel):
 
 
 _PREFIX_FALLBACKS = (LoadBalancingStrategy.LEAST_LOADED, LoadBalancingStrategy.LATENCY_BASED)
+
+_STORE_SCHEMES = ("redis", "rediss", "unix")
+_STORE_URL_HINT = (
+    "e.g. shared_state: {url: redis://localhost:6379/0} (also rediss://, unix:///path/redis.sock)"
+)
+_NAMESPACE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
+class SharedStateConfig(_ConfigModel):
+    """Where processes running the same pool share their state (docs/scale-out.md): a Redis or
+    Valkey server. Without it each process keeps its own state, as before.
+
+    Also accepts a plain URL string: ``shared_state: redis://cache:6379/0``.
+    """
+
+    url: str
+    """``redis://[user:password@]host[:port][/db]``, ``rediss://`` (TLS) or ``unix:///path/to.sock``.
+    Credentials are used to connect and never shown (status, logs, errors, metrics)."""
+    namespace: str | None = None
+    """Keys and channel prefix; default: a hash of the pool's instance ids and URLs, so the same
+    configuration meets itself in every process and two different pools never mix."""
+    timeout: _Seconds = 0.25
+    """Socket timeout of each Redis command. Acquire and release run on the call path: a Redis
+    slower than this counts as down and the pool falls back to local state."""
+    connect_timeout: _Seconds = 0.5
+    """Opening a connection to Redis."""
+    lease_ttl: _Seconds = 10.0
+    """How long a slot stays taken when its holder stops renewing it (a crashed process); holders
+    renew every third of it."""
+    refresh_interval: _Seconds = 0.1
+    """How often each process reads the pool-wide counts and breakers (the snapshot it routes on);
+    its staleness is at most this plus one round trip."""
+    reconnect_interval: _Seconds = 2.0
+    """While Redis is down, how often a background thread tries it again."""
+
+    @_model_validator(mode="before")
+    @classmethod
+    def _from_url(cls, value: Any) -> Any:
+        return {"url": value} if isinstance(value, str) else value
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme.lower() not in _STORE_SCHEMES:
+            shown = redact_store_url(value)
+            raise _Invalid(
+                f"{shown!r} is not a Redis URL: expected redis://, rediss:// or unix://",
+                hint=_STORE_URL_HINT,
+                show_value=False,
+            )
+        if not rest.strip("/") or rest.startswith("@"):
+            raise _Invalid("the URL names no server", hint=_STORE_URL_HINT, show_value=False)
+        return scheme.lower() + "://" + rest
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not _NAMESPACE.fullmatch(value):
+            raise _Invalid(
+                "a namespace is 1-64 letters, digits, '_', '-' or '.'",
+                hint="e.g. namespace: chat-prod (or leave it out: derived from the instances)",
+            )
+        return value
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, redact_store_url(value) if name == "url" else value
 
 
 # --------------------------------------------------------------------------------------------------

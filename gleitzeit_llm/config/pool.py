@@ -18,6 +18,7 @@ from gleitzeit_llm.config.models import (
     _SECTION,
     InstanceConfig,
     LoadBalancingConfig,
+    SharedStateConfig,
     TimeoutConfig,
     _ConfigModel,
     _split_entries,
@@ -42,6 +43,9 @@ class PoolConfig(_ConfigModel):
         default_factory=lambda: LoadBalancingConfig()
     )
     timeouts: Annotated[TimeoutConfig, _SECTION] = Field(default_factory=lambda: TimeoutConfig())
+    shared_state: SharedStateConfig | None = None
+    """Share leases, breakers and what is learned with every process running this pool, through
+    Redis (docs/scale-out.md); ``None``: this process keeps its own state."""
 
     @field_validator("instances", mode="before")
     @classmethod

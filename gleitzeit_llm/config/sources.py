@@ -20,6 +20,7 @@ from gleitzeit_llm.config.errors import _Invalid, _Origin, _show
 from gleitzeit_llm.config.models import (
     CircuitBreakerConfig,
     LoadBalancingConfig,
+    SharedStateConfig,
     TimeoutConfig,
     _parse_instance_string,
     _split_entries,
@@ -60,6 +61,8 @@ def _env_table() -> dict[str, tuple[str, ...]]:
         table[_ENV_PREFIX + "CIRCUIT_BREAKER_" + name.upper()] = ("load_balancing", "circuit_breaker", name)
     for name in TimeoutConfig.model_fields:
         table[_ENV_PREFIX + "TIMEOUT_" + name.upper()] = ("timeouts", name)
+    for name in SharedStateConfig.model_fields:
+        table[_ENV_PREFIX + "SHARED_STATE_" + name.upper()] = ("shared_state", name)
     return table
 
 
@@ -106,7 +109,7 @@ def env_source(environ: Mapping[str, str] | None) -> tuple[dict[str, Any], _Orig
             )
             data["instances"] = ["http://localhost:11434"]
     for var, loc in ENV_VARIABLES.items():
-        if var in values and loc[:1] in (("load_balancing",), ("timeouts",)):
+        if var in values and loc[:1] in (("load_balancing",), ("timeouts",), ("shared_state",)):
             data = _set_path(data, loc, values[var].strip())
             origin.env.append((loc, var))
     if ENV_MAX_CONCURRENT in values and isinstance(data.get("instances"), list):

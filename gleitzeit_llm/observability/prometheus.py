@@ -115,6 +115,7 @@ class PoolCollector(Collector):
             info,
             checks,
             waiting,
+            shared_up,
         ) = families
         for instance, snap in status["instances"].items():
             for name in _INSTANCE_STATES:
@@ -142,6 +143,9 @@ class PoolCollector(Collector):
             checks.add_metric([instance, "ok"], probes - probe_failures)
             checks.add_metric([instance, "failed"], probe_failures)
         waiting.add_metric([], status["waiting_requests"])
+        shared = status.get("shared_state")
+        if shared is not None:  # only pools configured with shared_state have the series
+            shared_up.add_metric([], 1.0 if shared["up"] else 0.0)
         return families
 
     def _probe_counts(self, instance: str) -> tuple[int, int]:
@@ -219,6 +223,11 @@ class PoolCollector(Collector):
             g(
                 "gleitzeit_pool_waiting_requests",
                 "Calls waiting in the pool's queue for a free slot.",
+                labels=[],
+            ),
+            g(
+                "gleitzeit_shared_state_up",
+                "1 while the pool's shared state (Redis) answers, 0 while this process runs on local state.",
                 labels=[],
             ),
         ]

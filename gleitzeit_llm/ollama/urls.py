@@ -21,6 +21,7 @@ __all__ = [
     "InvalidURL",
     "parse_instance_url",
     "parse_url",
+    "redact_store_url",
     "redact_url",
 ]
 
@@ -46,6 +47,19 @@ def redact_url(url: object) -> str:
     if "@" not in text:
         return text
     return _USERINFO.sub("", text)
+
+
+_SECRET_PARAM = re.compile(r"(?i)([?&](?:password|username|user)=)[^&#]*")
+
+
+def redact_store_url(url: object) -> str:
+    """A shared-state URL (``redis://``, ``rediss://``, ``unix://``) without its credentials:
+    the ``user:pass@`` part and ``password=``/``username=`` query parameters; never raises.
+
+    >>> redact_store_url("rediss://app:s3cret@cache:6380/0"), redact_store_url("unix:///r.sock?password=x")
+    ('rediss://cache:6380/0', 'unix:///r.sock?password=***')
+    """
+    return _SECRET_PARAM.sub(r"\1***", redact_url(url))
 
 
 class InvalidURL(ValueError):

@@ -201,6 +201,40 @@ class CircuitBreaker:
             return self._transition(CircuitState.CLOSED, "reset")
         return None
 
+    def adopt(
+        self,
+        state: CircuitState,
+        now: float,
+        *,
+        retry_in: float = 0.0,
+        open_for: float | None = None,
+        probe: bool = False,
+        reason: str = "shared state",
+    ) -> Transition | None:
+        """Take a state another process decided (a shared store holds the pool-wide breaker).
+
+        ``OPEN``: open until ``retry_in`` seconds from ``now`` (``open_for``: the whole open time).
+        ``HALF_OPEN``: probing; ``probe`` counts one admitted here. ``CLOSED``: closed, failures
+        forgotten. The rules that decide (trips, growth of the open time) stay in this class.
+        """
+        if state is _OPEN:
+            if open_for is not None:
+                self._open_for = max(open_for, 0.0)
+            self._opened_at = now + retry_in - self._open_for
+            self._probes_in_flight = 0
+            self.epoch.bump()  # the retry time moved, even when the state did not
+        elif state is _HALF_OPEN:
+            if self._state is not _HALF_OPEN:
+                self._probes_in_flight = 0
+            if probe:
+                self._probes_in_flight += 1
+        else:
+            self._consecutive_failures = 0
+            self._probes_in_flight = 0
+            if self._state is not _CLOSED:
+                self._closed_at = now
+        return self._transition(state, reason)
+
     # -- internals ---------------------------------------------------------------------------
 
     def _trip(self, now: float, reason: str) -> Transition | None:

@@ -108,3 +108,18 @@ class StateStore(Protocol):
         elected prober writes).
         """
         ...
+
+    def should_probe(self) -> bool:
+        """Whether this process runs the next health round (a shared store elects one prober).
+
+        Remote: 0 RT (the election renews itself in the background).
+        """
+        ...
+
+    def own_in_flight(self, inst: OllamaInstance) -> int:
+        """Slots this process holds on ``inst`` (a removed instance is dropped when they are
+        done); the handle's ``in_flight`` is the pool-wide count with a shared store.
+
+        Remote: 0 RT.
+        """
+        ...

@@ -76,3 +76,9 @@ class LocalState:
 
     def record_probe(self, inst: OllamaInstance, result: ProbeResult, now: float) -> Transitions:
         return inst.record_probe(result, now)
+
+    def should_probe(self) -> bool:
+        return True
+
+    def own_in_flight(self, inst: OllamaInstance) -> int:
+        return inst.in_flight

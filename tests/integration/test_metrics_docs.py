@@ -4,6 +4,7 @@ every scraped metric and label is in its tables (the docs cannot drift from the 
 from __future__ import annotations
 
 import re
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,15 @@ def exported(registry: CollectorRegistry) -> dict[str, tuple[str, set[str]]]:
 
 async def test_the_metric_docs_match_the_exported_metrics(ollama_emulators: Any) -> None:
     (emulator,) = ollama_emulators(1, models=["llama3.2"], loaded=["llama3.2"])
-    config = {"instances": [{"id": "gpu", "url": emulator.url}]}
+    # Shared state configured but unreachable (a closed loopback port): the pool runs on local
+    # state and gleitzeit_shared_state_up says 0.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    config = {
+        "instances": [{"id": "gpu", "url": emulator.url}],
+        "shared_state": {"url": f"redis://127.0.0.1:{closed_port}/0"},
+    }
     registry = CollectorRegistry()
     async with OllamaPoolProvider(config=config) as pool:
         metrics = instrument(pool, registry)

@@ -143,3 +143,23 @@ def test_reset_closes_and_forgets(clock: Clock) -> None:
 def test_rejects_impossible_limits(kwargs: dict[str, int]) -> None:
     with pytest.raises(ValueError):
         CircuitBreaker(**kwargs)  # type: ignore[arg-type]
+
+
+def test_adopt_takes_a_state_decided_elsewhere(clock: Clock) -> None:
+    breaker, changes = make(clock)
+    moved = breaker.adopt(CircuitState.OPEN, clock.now, retry_in=4.0, open_for=20.0, reason="elsewhere")
+    assert moved == (CircuitState.CLOSED, CircuitState.OPEN, "elsewhere")
+    assert breaker.retry_at() == clock.now + 4.0
+    assert breaker.open_for == 20.0
+    assert not breaker.allows(clock.now)
+    clock.now += 4.0
+    assert breaker.state_at(clock.now) is CircuitState.HALF_OPEN  # due when the other process said
+
+    breaker.adopt(CircuitState.HALF_OPEN, clock.now, probe=True)  # a probe admitted pool-wide
+    assert breaker.record_success(clock.now) == (
+        CircuitState.HALF_OPEN,
+        CircuitState.CLOSED,
+        "probe succeeded",
+    )
+    assert breaker.adopt(CircuitState.CLOSED, clock.now) is None  # already there: no change
+    assert changes == [("closed", "open"), ("open", "half_open"), ("half_open", "closed")]

@@ -72,6 +72,9 @@ class PoolFields(BaseModel):
     """One server, as in ChatOllama and OllamaEmbeddings (a pool of one)."""
     pool: OllamaPoolProvider | None = Field(default=None, exclude=True, repr=False)
     """An existing provider to share between many chat models and embeddings (not closed by them)."""
+    shared_state: Any = Field(default=None, exclude=True, repr=False)
+    """Share the pool's state with the other processes running it, through Redis: a URL
+    (``"redis://cache:6379/0"``) or ``{"url": ..., "namespace": ...}`` (docs/scale-out.md)."""
     health_checks: bool = True
     """Whether a pool built by this model runs background health checks."""
 
@@ -135,6 +138,7 @@ def open_pool(
     max_retries: int | None = None,
     health_checks: bool = True,
     validate: str | None = None,
+    shared_state: Any = None,
 ) -> PoolHandle:
     """The handle for a model's pool arguments. No connection is made here, unless ``validate``
     names a model to check for (:func:`validate_model`); then a pool built here is closed again
@@ -161,6 +165,7 @@ def open_pool(
         else {"retry_attempts": max_retries, "retry_same_instance": True},
         "timeouts": None if timeout is None else {"total": timeout},
         "health_checks": health_checks,
+        "shared_state": shared_state,
     }
     origin = rebuilt_from()
     if origin is not None and _OPENED_WITH.get(origin._handle) == options:

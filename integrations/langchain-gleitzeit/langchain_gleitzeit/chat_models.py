@@ -221,6 +221,7 @@ class ChatOllamaPool(BaseChatModel, PoolFields, ProviderOwner):
             max_retries=self.max_retries,
             health_checks=self.health_checks,
             validate=self.model if self.validate_model_on_init else None,
+            shared_state=self.shared_state,
         )
         return self
 

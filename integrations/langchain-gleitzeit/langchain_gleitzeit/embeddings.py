@@ -97,6 +97,7 @@ class OllamaPoolEmbeddings(PoolFields, Embeddings, ProviderOwner):
             base_url=self.base_url,
             health_checks=self.health_checks,
             validate=self.model if self.validate_model_on_init else None,
+            shared_state=self.shared_state,
         )
         return self
 

@@ -1,0 +1,172 @@
+"""The Redis store against a real redis-server, with several pools in this process standing in
+for processes (each pool has its own store, connections and process token)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+from prometheus_client import CollectorRegistry
+
+from gleitzeit_llm import OllamaPoolManager, OllamaPoolProvider
+from gleitzeit_llm.manager import Lease
+from gleitzeit_llm.observability.prometheus import instrument
+from gleitzeit_llm.routing.health import ProbeResult
+
+MODEL = "llama3.2"
+# No request reaches these: the tests reserve and release slots through the manager.
+INSTANCES = [{"id": "a", "url": "http://127.0.0.1:9", "max_concurrent": 2}]
+
+
+def eventually(condition: Callable[[], Any], timeout: float = 10.0) -> Any:
+    """Poll ``condition`` until it is truthy (its value), failing after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.01)
+
+
+def _lease_or_none(got: Any) -> Lease | None:
+    return got if isinstance(got, Lease) else None
+
+
+@pytest.fixture
+def pools(redis_server: Any) -> Iterator[Callable[..., OllamaPoolManager]]:
+    """``pools(**shared_state overrides, load_balancing=...)``: a started manager on Redis."""
+    made: list[OllamaPoolManager] = []
+
+    def make(
+        load_balancing: dict[str, Any] | None = None, instances: list[Any] = INSTANCES, **shared: Any
+    ) -> OllamaPoolManager:
+        manager = OllamaPoolManager(
+            instances=instances,
+            load_balancing=load_balancing,
+            shared_state={"url": redis_server.url, **shared},
+            health_checks=False,
+        )
+        manager.start()
+        made.append(manager)
+        return manager
+
+    yield make
+    for manager in made:
+        manager.close_sync()
+
+
+def test_half_open_admits_its_probes_pool_wide_and_the_verdict_holds_for_all(pools: Any) -> None:
+    breaker = {"failure_threshold": 1, "recovery_timeout": 0.2, "half_open_requests": 1}
+    # "b" is routable but full throughout: with "a" open nothing is free (no panic routing).
+    instances = [*INSTANCES, {"id": "b", "url": "http://127.0.0.1:10", "max_concurrent": 1, "tags": ["b"]}]
+    first, second = (pools({"circuit_breaker": breaker}, instances) for _ in range(2))
+    b_lease = first.try_acquire(first.route_request(MODEL, tags=["b"]))
+    request = first.route_request(MODEL)
+    lease = first.try_acquire(request)
+    assert isinstance(lease, Lease)
+    assert lease.instance_id == "a"
+    first.finish(lease, ConnectionError("refused"))  # trips: open for everyone
+    first._apply_probe(ProbeResult("a", ok=True))  # answering again: routable once half-open
+
+    assert not isinstance(second.try_acquire(request), Lease)
+    probe = eventually(lambda: _lease_or_none(first.try_acquire(request)))
+    assert probe.probe
+    # The one probe of the whole pool is out: the other process is refused, not given its own.
+    refused = second.try_acquire(request)
+    assert not isinstance(refused, Lease)
+    assert "half-open" in refused.reason
+
+    first.finish(probe, None)  # the probe succeeded: closed for everyone
+    after = second.try_acquire(request)
+    assert isinstance(after, Lease)
+    assert not after.probe
+    second.finish(after, None)
+    first.finish(b_lease, None)
+
+
+def test_a_release_in_one_process_wakes_a_waiter_in_another(pools: Any) -> None:
+    holder, waiter = pools(), pools(refresh_interval=60)  # only the announcement can wake it
+    request = holder.route_request(MODEL)
+    held = [holder.try_acquire(request) for _ in range(2)]
+    assert all(isinstance(lease, Lease) for lease in held)
+    eventually(lambda: waiter._shared._subscriber.subscribed.is_set())
+    got: list[Lease] = []
+    thread = threading.Thread(target=lambda: got.append(waiter.acquire_sync(request, timeout=10)))
+    thread.start()
+    eventually(lambda: waiter.status()["waiting_requests"] == 1)
+
+    holder.finish(held[0], None)
+
+    thread.join(timeout=10)
+    assert len(got) == 1
+    waiter.finish(got[0], None)
+    holder.finish(held[1], None)
+
+
+def test_redis_restarted_empty_gets_back_the_leases_still_held(pools: Any, redis_server: Any) -> None:
+    pool = pools(lease_ttl=0.6, reconnect_interval=0.1)
+    other = pools()
+    request = pool.route_request(MODEL)
+    held = [pool.try_acquire(request) for _ in range(2)]
+    raw = redis.Redis.from_url(redis_server.url)
+    key = pool._shared.keys.leases("a")
+    assert raw.zcard(key) == 2
+
+    redis_server.restart()  # comes back empty
+    eventually(lambda: raw.zcard(key) == 2)  # the renewal wrote them back
+    eventually(lambda: other.status()["instances"]["a"]["active_requests"] == 2)
+    assert not isinstance(other.try_acquire(request), Lease)  # the cap still holds pool-wide
+
+    for lease in held:
+        pool.finish(lease, None)
+    assert raw.zcard(key) == 0
+
+
+async def test_redis_down_falls_back_to_local_state_and_sharing_resumes(
+    ollama_emulators: Any, redis_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    (emulator,) = ollama_emulators(1, models=[MODEL], loaded=[MODEL], num_parallel=4)
+    shared = {"url": redis_server.url, "reconnect_interval": 0.1}
+    registry = CollectorRegistry()
+    caplog.set_level(logging.WARNING, logger="gleitzeit_llm.shared_state")
+    async with OllamaPoolProvider(
+        instances=[{"id": "a", "url": emulator.url}], shared_state=shared, health_checks=False
+    ) as pool:
+        metrics = instrument(pool, registry)
+        await pool.chat(MODEL, [{"role": "user", "content": "hi"}])
+        assert registry.get_sample_value("gleitzeit_shared_state_up") == 1.0
+
+        redis_server.kill()
+        for _ in range(5):
+            answer = await pool.chat(MODEL, [{"role": "user", "content": "hi"}])
+            assert answer.pool.instance_id == "a"
+        assert pool.status()["shared_state"]["up"] is False
+        assert registry.get_sample_value("gleitzeit_shared_state_up") == 0.0
+        warnings = [r for r in caplog.records if r.name == "gleitzeit_llm.shared_state"]
+        assert len(warnings) == 1
+
+        redis_server.start()
+        eventually(lambda: pool.status()["shared_state"]["up"])
+        await pool.chat(MODEL, [{"role": "user", "content": "hi"}])
+        assert registry.get_sample_value("gleitzeit_shared_state_up") == 1.0
+        metrics.close()
+
+
+def test_a_breaker_tripped_in_one_process_shows_open_in_the_others(pools: Any) -> None:
+    breaker = {"failure_threshold": 1, "recovery_timeout": 30}
+    first, second = (
+        pools({"circuit_breaker": breaker}),
+        pools({"circuit_breaker": breaker}, refresh_interval=0.02),
+    )
+    lease = first.try_acquire(first.route_request(MODEL))
+    first.finish(lease, ConnectionError("refused"))
+
+    # No call needed: the background refresh brings the open breaker.
+    eventually(lambda: second.status()["instances"]["a"]["circuit_state"] == "open")
