@@ -68,3 +68,14 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 
 bench: $(BENCH_STAMP)
 	$(PY) -m bench $(if $(QUICK),--quick) $(BENCH_ARGS)
+
+# LiteLLM's proxy for the gateway scenario's side-by-side figures, in a venv of its own (never the
+# project's): `make bench-litellm`, then `make bench`. Pinned: a LiteLLM release was compromised on
+# PyPI in 2026 (1.107.0, reported and withdrawn), and 1.106.x is the newest line whose [proxy] extra installs without the
+# separate litellm-proxy distribution.
+LITELLM_VENV := bench/.venv-litellm
+LITELLM_VERSION ?= 1.106.12
+.PHONY: bench-litellm
+bench-litellm:
+	@test -x $(LITELLM_VENV)/bin/python || $(PYTHON) -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/pip install --quiet --disable-pip-version-check "litellm[proxy]==$(LITELLM_VERSION)"

@@ -29,10 +29,8 @@ import httpx
 
 from bench._util import ROOT
 
-#: LiteLLM's venv and the one version installed there (pinned: a release of it was compromised on
-#: PyPI in 2026, so an unpinned install is not something the bench should do by itself).
+#: LiteLLM's venv (``make bench-litellm`` installs the pinned version there).
 LITELLM_VENV = ROOT / "bench" / ".venv-litellm"
-LITELLM_VERSION = "1.110.2"
 
 # LiteLLM reaches out to the internet unless told not to (the model cost map at import, telemetry):
 # every bench byte stays on loopback.
@@ -144,17 +142,16 @@ class ServerProcess:
 
 
 def gateway_available() -> str | None:
-    """None when ``gleitzeit-llm serve`` exists in this checkout, else why not."""
-    done = subprocess.run(
-        [sys.executable, "-m", "gleitzeit_llm.cli", "serve", "--help"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if done.returncode != 0:
-        return f"`gleitzeit-llm serve` is not in this checkout: {(done.stderr or done.stdout)[-300:]}"
+    """None when ``gleitzeit-llm serve`` can run from this checkout, else why not."""
+    import importlib.util
+
+    for module in ("gleitzeit_llm.gateway.serve", "starlette", "uvicorn"):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ImportError:
+            found = False
+        if not found:
+            return f"{module} is not installed (the gateway extra: pip install -e '.[gateway]')"
     return None
 
 

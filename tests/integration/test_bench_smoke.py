@@ -72,3 +72,52 @@ def test_quick_bench_writes_results_and_the_docs_table(tmp_path: Path) -> None:
     assert page.startswith("# Performance\n\nHand-written prose stays.")
     assert "bench:results:begin" in page and "### Targets" in page and "### 1. Overhead" in page
     assert "### 3b. Cold start" in page
+
+
+def test_quick_gateway_bench_measures_the_gateway_against_direct_calls(tmp_path: Path) -> None:
+    docs = tmp_path / "performance.md"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--only",
+            "gateway",
+            "--runs",
+            "1",
+            "--set",
+            'gateway.clients=["direct", "gateway"]',
+            "--set",
+            "gateway.litellm=false",
+            "--set",
+            "gateway.concurrency=[1, 4]",
+            "--set",
+            'gateway.rounds={"1": 5, "4": 1}',
+            "--set",
+            'gateway.batch={"1": 1, "4": 8}',
+            "--out",
+            str(tmp_path),
+            "--docs",
+            str(docs),
+            "--no-plots",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    (result,) = tmp_path.glob("*-quick-partial.json")
+    gateway = json.loads(result.read_text())["scenarios"]["gateway"]
+    assert gateway["skipped"] == {}
+    assert set(gateway["clients"]) == {"direct", "gateway"}
+    pair = gateway["by_concurrency"]["1"]["pairs"]["gateway-vs-direct"]
+    assert pair["added_p50_ms"]["n"] == 1 and pair["throughput_ratio"]["n"] == 1
+    assert gateway["by_concurrency"]["4"]["clients"]["gateway"]["p50_ms"]["n"] == 1
+    targets = {t["id"]: t for t in json.loads(result.read_text())["targets"]}
+    assert targets["gateway_latency"]["measured"] is not None
+    assert targets["gateway_throughput"]["met"] is None  # concurrency 64 was not run
+    assert "### 8. Gateway" in docs.read_text()
