@@ -155,8 +155,9 @@ def gateway_available() -> str | None:
     return None
 
 
-def gateway_server(instances: list[dict[str, Any]], *, timeout: float = 60.0) -> ServerProcess:
-    """``gleitzeit-llm serve`` on a free loopback port over ``instances`` (no key: loopback)."""
+def gateway_server(instances: list[dict[str, Any]], api_key: str, *, timeout: float = 60.0) -> ServerProcess:
+    """``gleitzeit-llm serve`` on a free loopback port over ``instances``, requiring ``api_key``
+    (as a deployment would: the key check is part of every call's cost)."""
     port = free_port()
     config = Path(tempfile.mkdtemp(prefix="bench-gateway-")) / "pool.yaml"
     config.write_text(json.dumps({"instances": instances}))  # JSON is YAML
@@ -173,6 +174,7 @@ def gateway_server(instances: list[dict[str, Any]], *, timeout: float = 60.0) ->
         str(port),
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("GLEITZEIT_")}
+    env["GLEITZEIT_GATEWAY_API_KEYS"] = api_key  # not on the command line, where ps shows it
     server = ServerProcess("gateway", argv, f"http://127.0.0.1:{port}", "/healthz", env)
     server.wait_ready(timeout)
     return server
@@ -200,9 +202,10 @@ def litellm_version() -> str | None:
     return None
 
 
-def litellm_server(model: str, urls: list[str], *, timeout: float = 120.0) -> ServerProcess:
+def litellm_server(model: str, urls: list[str], api_key: str, *, timeout: float = 180.0) -> ServerProcess:
     """LiteLLM's proxy, one worker, ``model`` served by every URL as an ``ollama_chat`` deployment
-    (its default simple-shuffle routing between them), no database, no master key."""
+    (its default simple-shuffle routing between them), no database, ``api_key`` as its master key
+    (it refuses to start without one)."""
     port = free_port()
     config = Path(tempfile.mkdtemp(prefix="bench-litellm-")) / "config.yaml"
     config.write_text(
@@ -236,6 +239,7 @@ def litellm_server(model: str, urls: list[str], *, timeout: float = 120.0) -> Se
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": os.environ.get("HOME", "/tmp"),
         **_LITELLM_ENV,
+        "LITELLM_MASTER_KEY": api_key,
     }
     server = ServerProcess("litellm", argv, f"http://127.0.0.1:{port}", "/health/liveliness", env)
     server.wait_ready(timeout)

@@ -15,6 +15,8 @@ Clients (a request is the same chat, ``stream: false`` unless named ``_stream``)
 * ``gateway_openai`` / ``gateway_openai_stream``: the gateway's ``/v1/chat/completions``.
 * ``litellm_openai`` / ``litellm_openai_stream``: LiteLLM's ``/v1/chat/completions``.
 
+Both proxies run with an API key (``Authorization: Bearer``), as deployed ones do.
+
 Per run and client: p50/p90/p99, throughput, and the CPU time per call of the load generator and
 of the proxy process (with its workers), which shared-machine noise disturbs far less than wall
 time. A subject's added latency is its percentile minus its baseline's in the same run.
@@ -25,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -52,6 +55,10 @@ PARAMS = {
     },
 }
 
+#: Both proxies require a key, as deployed ones do (LiteLLM refuses to start without a master key);
+#: a fresh one per run, never logged.
+API_KEY = "sk-bench-" + secrets.token_hex(24)
+
 # subject -> baseline, each ratio taken within one run.
 PAIRS = [
     ("gateway", "direct"),
@@ -73,11 +80,12 @@ class Client:
     server: servers.ServerProcess | None  # whose CPU a call costs besides the emulator's
 
 
-def _http_client(url: str) -> Any:
+def _http_client(url: str, api_key: str | None = None) -> Any:
     import httpx
 
     return httpx.AsyncClient(
         base_url=url,
+        headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
         timeout=60.0,
         limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
     )
@@ -146,9 +154,8 @@ def _start_proxies(
         why = servers.gateway_available()
         if why is None:
             try:
-                procs["gateway"] = servers.gateway_server(
-                    [{"id": "emu", "url": emu_url, "max_concurrent": 64}]
-                )
+                instances = [{"id": "emu", "url": emu_url, "max_concurrent": 64}]
+                procs["gateway"] = servers.gateway_server(instances, API_KEY)
             except Exception as exc:
                 why = f"{type(exc).__name__}: {exc}"
         if why is not None:
@@ -157,7 +164,7 @@ def _start_proxies(
         why = servers.litellm_available()
         if why is None:
             try:
-                procs["litellm"] = servers.litellm_server(MODEL, [emu_url])
+                procs["litellm"] = servers.litellm_server(MODEL, [emu_url], API_KEY)
             except Exception as exc:
                 why = f"{type(exc).__name__}: {exc}"
         if why is not None:
@@ -177,7 +184,7 @@ async def _clients(
         Client("direct_stream", "httpx -> emulator /api/chat, stream: true", streamed, None),
     ]
     if "gateway" in procs:
-        https.append(_http_client(procs["gateway"].url))
+        https.append(_http_client(procs["gateway"].url, API_KEY))
         plain, streamed = _ollama_calls(https[-1])
         clients += [
             Client("gateway", "httpx -> gateway /api/chat", plain, procs["gateway"]),
@@ -194,7 +201,7 @@ async def _clients(
             ),
         ]
     if "litellm" in procs:
-        https.append(_http_client(procs["litellm"].url))
+        https.append(_http_client(procs["litellm"].url, API_KEY))
         plain, streamed = _openai_calls(https[-1])
         clients += [
             Client("litellm_openai", "httpx -> LiteLLM proxy /v1/chat/completions", plain, procs["litellm"]),
