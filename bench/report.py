@@ -307,7 +307,41 @@ def render(data: dict[str, Any], json_name: str, json_link: str, plots_rel: str 
         )
         if plots_rel:
             out += [f"![memory]({plots_rel}/memory.png)", ""]
+    gw = sc.get("gateway")
+    if gw:
+        out += _gateway(gw)
     return "\n".join(out).rstrip() + "\n"
+
+
+def _gateway(gw: dict[str, Any]) -> list[str]:
+    version = f" {gw['litellm_version']}" if gw.get("litellm_version") else ""
+    out = [f"### 8. Gateway (one instance, zero model time; LiteLLM{version} beside it)", ""]
+    for conc, block in gw["by_concurrency"].items():
+        out += [f"Concurrency {conc}:", ""]
+        rows = [
+            [
+                f"`{name}`",
+                _m(v["p50_ms"]),
+                _m(v["p99_ms"]),
+                _m(v["throughput_rps"], 0),
+                _m(v["proxy_cpu_us_per_request"], 0),
+            ]
+            for name, v in block["clients"].items()
+        ]
+        out += _table(["client", "p50 ms", "p99 ms", "throughput /s", "proxy CPU us/call"], rows)
+        rows = [
+            [
+                f"`{p['subject']}` vs `{p['baseline']}`",
+                _m(p["added_p50_ms"]),
+                _m(p["added_p99_ms"]),
+                _m(p["throughput_ratio"]),
+            ]
+            for p in block["pairs"].values()
+        ]
+        out += _table(["pair", "added p50 ms", "added p99 ms", "throughput ratio"], rows)
+    if gw.get("skipped"):
+        out += ["Skipped: " + "; ".join(f"`{k}` ({v})" for k, v in gw["skipped"].items()), ""]
+    return out
 
 
 def update_docs(doc: Path, section: str) -> None:

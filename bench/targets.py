@@ -27,6 +27,8 @@ TARGETS = {
     "residency": ("Cold loads while a loaded replica has a free slot (model_affinity)", "0", "loads"),
     "import": ("import gleitzeit_llm", "< 150 ms", "ms"),
     "memory": ("Memory growth over 100,000 requests", "< 10 MB", "MB"),
+    "gateway_latency": ("Gateway added p50 at concurrency 1 vs direct", "< 1 ms", "ms"),
+    "gateway_throughput": ("Gateway throughput at concurrency 64 vs direct", ">= 70 %", "%"),
 }
 
 
@@ -176,6 +178,48 @@ def _memory(sc: dict[str, Any]) -> tuple[Any, bool | None, str] | None:
     return growth_mb, (growth_mb < 10.0) if full else None, detail
 
 
+def _gateway_pairs(sc: dict[str, Any], conc: str) -> dict[str, Any]:
+    return _get(sc, "gateway", "by_concurrency", conc, "pairs") or {}
+
+
+def _gateway_detail(pairs: dict[str, Any], key: str, scale: float) -> str:
+    """The same measure for the OpenAI route, the streams and LiteLLM's proxy, where measured."""
+    names = {
+        "gateway_stream-vs-direct_stream": "streamed",
+        "gateway_openai-vs-direct": "/v1 (OpenAI)",
+        "gateway_openai_stream-vs-direct_stream": "/v1 streamed",
+        "litellm_openai-vs-direct": "LiteLLM proxy /v1",
+        "litellm_openai_stream-vs-direct_stream": "LiteLLM proxy /v1 streamed",
+    }
+    return "; ".join(f"{label} {_fmt(pairs[k][key], scale)}" for k, label in names.items() if k in pairs)
+
+
+def _gateway_latency(sc: dict[str, Any]) -> tuple[Any, bool | None, str] | None:
+    pairs = _gateway_pairs(sc, "1")
+    pair = pairs.get("gateway-vs-direct")
+    if not pair:
+        return None
+    added = pair["added_p50_ms"]["median"]
+    detail = (
+        f"p50 through the gateway's /api/chat minus p50 straight to the server, same run: "
+        f"{_fmt(pair['added_p50_ms'])} ms; {_gateway_detail(pairs, 'added_p50_ms', 1)} ms"
+    )
+    return added, added < 1.0, detail
+
+
+def _gateway_throughput(sc: dict[str, Any]) -> tuple[Any, bool | None, str] | None:
+    pairs = _gateway_pairs(sc, "64")
+    pair = pairs.get("gateway-vs-direct")
+    if not pair:
+        return None
+    ratio = pair["throughput_ratio"]["median"]
+    detail = (
+        f"calls/s through the gateway's /api/chat over calls/s straight to the server: "
+        f"{_fmt(pair['throughput_ratio'], 100, 0)} %; {_gateway_detail(pairs, 'throughput_ratio', 100)} %"
+    )
+    return ratio * 100, ratio >= 0.7, detail
+
+
 CHECKS: dict[str, Callable[[dict[str, Any]], tuple[Any, bool | None, str] | None]] = {
     "routing_100": _routing,
     "added_latency": _added_latency,
@@ -186,6 +230,8 @@ CHECKS: dict[str, Callable[[dict[str, Any]], tuple[Any, bool | None, str] | None
     "residency": _residency,
     "import": _import,
     "memory": _memory,
+    "gateway_latency": _gateway_latency,
+    "gateway_throughput": _gateway_throughput,
 }
 
 

@@ -1,0 +1,331 @@
+"""Scenario 8, gateway: what ``gleitzeit-llm serve`` adds to a call, beside LiteLLM's proxy.
+
+One emulator process with zero model time (``time_scale=0``) and one model resident, as in the
+overhead scenario. In front of it, each in its own process on 127.0.0.1: the gateway (a pool of
+that one instance, ``max_concurrent`` 64 so the pool never queues) and, when it is installed in
+``bench/.venv-litellm`` (``make bench-litellm``), LiteLLM's proxy with the same server as an
+``ollama_chat`` deployment. One load generator (httpx, keep-alive) calls every client at
+concurrency 1 and 64, interleaved as the overhead scenario does (call by call at concurrency 1,
+batches in rotating order at 64), so machine noise hits a subject and its baseline alike.
+
+Clients (a request is the same chat, ``stream: false`` unless named ``_stream``):
+
+* ``direct`` / ``direct_stream``: the emulator's ``/api/chat``, no proxy: the baseline.
+* ``gateway`` / ``gateway_stream``: the gateway's ``/api/chat`` (Ollama's API, relayed).
+* ``gateway_openai`` / ``gateway_openai_stream``: the gateway's ``/v1/chat/completions``.
+* ``litellm_openai`` / ``litellm_openai_stream``: LiteLLM's ``/v1/chat/completions``.
+
+Per run and client: p50/p90/p99, throughput, and the CPU time per call of the load generator and
+of the proxy process (with its workers), which shared-machine noise disturbs far less than wall
+time. A subject's added latency is its percentile minus its baseline's in the same run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bench import servers
+from bench._util import MESSAGES, MODEL, closed_loop, emulators, latency_summary, log, spread
+
+PARAMS = {
+    "full": {
+        "runs": 5,
+        "concurrency": [1, 64],
+        "batch": {"1": 1, "64": 384},
+        "rounds": {"1": 200, "64": 3},
+        "clients": None,  # None: every client; or a list of names
+        "litellm": True,
+    },
+    "quick": {
+        "runs": 2,
+        "concurrency": [1, 64],
+        "batch": {"1": 1, "64": 128},
+        "rounds": {"1": 30, "64": 1},
+        "clients": None,
+        "litellm": True,
+    },
+}
+
+# subject -> baseline, each ratio taken within one run.
+PAIRS = [
+    ("gateway", "direct"),
+    ("gateway_stream", "direct_stream"),
+    ("gateway_openai", "direct"),
+    ("gateway_openai_stream", "direct_stream"),
+    ("litellm_openai", "direct"),
+    ("litellm_openai_stream", "direct_stream"),
+    ("gateway_openai", "litellm_openai"),
+    ("gateway_openai_stream", "litellm_openai_stream"),
+]
+
+
+@dataclass
+class Client:
+    name: str
+    label: str
+    call: Callable[[], Awaitable[Any]]
+    server: servers.ServerProcess | None  # whose CPU a call costs besides the emulator's
+
+
+def _http_client(url: str) -> Any:
+    import httpx
+
+    return httpx.AsyncClient(
+        base_url=url,
+        timeout=60.0,
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
+    )
+
+
+def _ollama_calls(http: Any) -> tuple[Callable[[], Awaitable[Any]], Callable[[], Awaitable[Any]]]:
+    """A plain and a streamed ``/api/chat`` call through ``http`` (NDJSON decoded line by line)."""
+    body = {"model": MODEL, "messages": MESSAGES, "stream": False}
+    body_stream = {**body, "stream": True}
+
+    async def plain() -> Any:
+        response = await http.post("/api/chat", json=body)
+        response.raise_for_status()
+        return response.json()
+
+    async def streamed() -> Any:
+        last = None
+        async with http.stream("POST", "/api/chat", json=body_stream) as response:
+            response.raise_for_status()
+            async for line in response.aiter_lines():
+                if line:
+                    last = json.loads(line)
+        if not last or not last.get("done"):
+            raise RuntimeError(f"stream ended without done: {last}")
+        return last
+
+    return plain, streamed
+
+
+def _openai_calls(http: Any) -> tuple[Callable[[], Awaitable[Any]], Callable[[], Awaitable[Any]]]:
+    """A plain and a streamed ``/v1/chat/completions`` call (SSE decoded event by event)."""
+    body = {"model": MODEL, "messages": MESSAGES}
+    body_stream = {**body, "stream": True}
+
+    async def plain() -> Any:
+        response = await http.post("/v1/chat/completions", json=body)
+        response.raise_for_status()
+        return response.json()
+
+    async def streamed() -> Any:
+        last = None
+        async with http.stream("POST", "/v1/chat/completions", json=body_stream) as response:
+            response.raise_for_status()
+            async for line in response.aiter_lines():
+                if line.startswith("data: "):
+                    last = line[6:]
+                    if last != "[DONE]":
+                        json.loads(last)
+        if last != "[DONE]":
+            raise RuntimeError(f"SSE stream ended without [DONE]: {last}")
+        return last
+
+    return plain, streamed
+
+
+def _start_proxies(
+    params: dict[str, Any], emu_url: str, wanted: set[str] | None
+) -> tuple[dict[str, servers.ServerProcess], dict[str, str]]:
+    procs: dict[str, servers.ServerProcess] = {}
+    skipped: dict[str, str] = {}
+
+    def want(prefix: str) -> bool:
+        return wanted is None or any(n.startswith(prefix) for n in wanted)
+
+    if want("gateway"):
+        why = servers.gateway_available()
+        if why is None:
+            try:
+                procs["gateway"] = servers.gateway_server(
+                    [{"id": "emu", "url": emu_url, "max_concurrent": 64}]
+                )
+            except Exception as exc:
+                why = f"{type(exc).__name__}: {exc}"
+        if why is not None:
+            skipped["gateway"] = why[:600]
+    if want("litellm") and params.get("litellm", True):
+        why = servers.litellm_available()
+        if why is None:
+            try:
+                procs["litellm"] = servers.litellm_server(MODEL, [emu_url])
+            except Exception as exc:
+                why = f"{type(exc).__name__}: {exc}"
+        if why is not None:
+            skipped["litellm"] = why[:600]
+    for name, why in skipped.items():
+        log(f"gateway scenario: {name} skipped: {why}")
+    return procs, skipped
+
+
+async def _clients(
+    emu_url: str, procs: dict[str, servers.ServerProcess], wanted: set[str] | None, skipped: dict[str, str]
+) -> tuple[list[Client], list[Any]]:
+    https = [_http_client(emu_url)]
+    plain, streamed = _ollama_calls(https[0])
+    clients = [
+        Client("direct", "httpx -> emulator /api/chat", plain, None),
+        Client("direct_stream", "httpx -> emulator /api/chat, stream: true", streamed, None),
+    ]
+    if "gateway" in procs:
+        https.append(_http_client(procs["gateway"].url))
+        plain, streamed = _ollama_calls(https[-1])
+        clients += [
+            Client("gateway", "httpx -> gateway /api/chat", plain, procs["gateway"]),
+            Client("gateway_stream", "httpx -> gateway /api/chat, stream: true", streamed, procs["gateway"]),
+        ]
+        plain, streamed = _openai_calls(https[-1])
+        clients += [
+            Client("gateway_openai", "httpx -> gateway /v1/chat/completions", plain, procs["gateway"]),
+            Client(
+                "gateway_openai_stream",
+                "httpx -> gateway /v1/chat/completions, stream: true",
+                streamed,
+                procs["gateway"],
+            ),
+        ]
+    if "litellm" in procs:
+        https.append(_http_client(procs["litellm"].url))
+        plain, streamed = _openai_calls(https[-1])
+        clients += [
+            Client("litellm_openai", "httpx -> LiteLLM proxy /v1/chat/completions", plain, procs["litellm"]),
+            Client(
+                "litellm_openai_stream",
+                "httpx -> LiteLLM proxy /v1/chat/completions, stream: true",
+                streamed,
+                procs["litellm"],
+            ),
+        ]
+    if wanted is not None:
+        clients = [c for c in clients if c.name in wanted]
+    working = []
+    for client in clients:  # each must actually work to be measured
+        try:
+            await client.call()
+            working.append(client)
+        except Exception as exc:
+            skipped[client.name] = f"{type(exc).__name__}: {exc}"[:400]
+            log(f"gateway scenario: {client.name} skipped: {skipped[client.name]}")
+    return working, https
+
+
+async def _batch(client: Client, conc: int, batch: int) -> tuple[list[float], float, float, float]:
+    """Latencies, wall seconds, load-generator CPU seconds and proxy CPU seconds of one batch."""
+    server0 = client.server.cpu_seconds() if client.server else 0.0
+    if conc == 1 and batch == 1:
+        c0, t0 = time.process_time(), time.perf_counter()
+        await client.call()
+        seconds = time.perf_counter() - t0
+        got, cpu = [seconds], time.process_time() - c0
+    else:
+        got, seconds, cpu = await closed_loop(client.call, conc, batch)
+    server = (client.server.cpu_seconds() - server0) if client.server else 0.0
+    return got, seconds, cpu, server
+
+
+async def _measure(
+    params: dict[str, Any], clients: list[Client], emu: Any
+) -> list[dict[int, dict[str, Any]]]:
+    per_run: list[dict[int, dict[str, Any]]] = []
+    for run in range(params["runs"]):
+        result: dict[int, dict[str, Any]] = {}
+        for conc in params["concurrency"]:
+            batch = params["batch"].get(str(conc), 4 * conc)
+            rounds = params["rounds"].get(str(conc), 3)
+            for client in clients:  # warm connections at this concurrency
+                await closed_loop(client.call, conc, max(2 * conc, 10))
+            lat: dict[str, list[float]] = {c.name: [] for c in clients}
+            sums = {c.name: [0.0, 0.0, 0.0] for c in clients}  # wall, client CPU, proxy CPU
+            # The proxy's CPU clock ticks in 10 ms, far coarser than a call at concurrency 1; the
+            # sum of the per-call differences is still right on average over hundreds of calls.
+            for rnd in range(rounds):
+                shift = (run * rounds + rnd) % len(clients)
+                for client in clients[shift:] + clients[:shift]:
+                    got, seconds, cpu, server = await _batch(client, conc, batch)
+                    lat[client.name].extend(got)
+                    for i, value in enumerate((seconds, cpu, server)):
+                        sums[client.name][i] += value
+            result[conc] = {
+                name: {
+                    **latency_summary(values),
+                    "throughput_rps": len(values) / sums[name][0],
+                    "cpu_us_per_request": sums[name][1] / len(values) * 1e6,
+                    "proxy_cpu_us_per_request": sums[name][2] / len(values) * 1e6,
+                }
+                for name, values in lat.items()
+            }
+        per_run.append(result)
+        await asyncio.to_thread(emu.clear_log)  # the emulator's request log grows without bound
+        first = result[params["concurrency"][0]]
+        log(
+            f"gateway run {run + 1}/{params['runs']}: c={params['concurrency'][0]} p50 "
+            + ", ".join(f"{n}={v['p50_ms']:.2f}ms" for n, v in first.items())
+        )
+    return per_run
+
+
+def _summarise(
+    params: dict[str, Any], names: list[str], per_run: list[dict[int, dict[str, Any]]]
+) -> dict[str, Any]:
+    keys = ("p50_ms", "p90_ms", "p99_ms", "throughput_rps", "cpu_us_per_request", "proxy_cpu_us_per_request")
+    by_conc: dict[str, Any] = {}
+    for conc in params["concurrency"]:
+        runs = [r[conc] for r in per_run]
+        table = {name: {key: spread([r[name][key] for r in runs]) for key in keys} for name in names}
+        pairs = {}
+        for subject, baseline in PAIRS:
+            if subject not in names or baseline not in names:
+                continue
+            pairs[f"{subject}-vs-{baseline}"] = {
+                "subject": subject,
+                "baseline": baseline,
+                "added_p50_ms": spread([r[subject]["p50_ms"] - r[baseline]["p50_ms"] for r in runs]),
+                "added_p99_ms": spread([r[subject]["p99_ms"] - r[baseline]["p99_ms"] for r in runs]),
+                "throughput_ratio": spread(
+                    [r[subject]["throughput_rps"] / r[baseline]["throughput_rps"] for r in runs]
+                ),
+            }
+        by_conc[str(conc)] = {"clients": table, "pairs": pairs}
+    return {"by_concurrency": by_conc}
+
+
+async def _run_all(params: dict[str, Any], emu: Any, procs: dict[str, Any], skipped: dict[str, str]) -> Any:
+    wanted = set(params["clients"]) if params.get("clients") else None
+    clients, https = await _clients(emu.url, procs, wanted, skipped)
+    try:
+        per_run = await _measure(params, clients, emu)
+    finally:
+        for http in https:
+            with contextlib.suppress(Exception):
+                await http.aclose()
+    return clients, per_run
+
+
+def run(params: dict[str, Any]) -> dict[str, Any]:
+    settings = {"models": [MODEL], "loaded": [MODEL], "time_scale": 0, "num_parallel": 64}
+    wanted = set(params["clients"]) if params.get("clients") else None
+    with emulators(1, **settings) as (emu,):
+        procs, skipped = _start_proxies(params, emu.url, wanted)
+        try:
+            clients, per_run = asyncio.run(_run_all(params, emu, procs, skipped))
+        finally:
+            for proc in procs.values():
+                proc.stop()
+    result = _summarise(params, [c.name for c in clients], per_run)
+    return {
+        "params": params,
+        "clients": {c.name: c.label for c in clients},
+        "skipped": skipped,
+        "litellm_version": servers.litellm_version() if "litellm" in procs else None,
+        "emulator": settings,
+        **result,
+    }
