@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gleitzeit_llm.config import PoolConfig
 from gleitzeit_llm.errors import RequestError
-from gleitzeit_llm.gateway import admin, ollama_routes, ops
+from gleitzeit_llm.gateway import admin, ollama_routes, openai_routes, ops
 from gleitzeit_llm.gateway.auth import OPEN_PATHS, authorized
 from gleitzeit_llm.gateway.context import Gateway
 from gleitzeit_llm.gateway.errors import GatewayError
@@ -64,6 +64,7 @@ def create_app(
     app = Starlette(
         routes=[
             *ollama_routes.routes(gateway),
+            *openai_routes.routes(gateway),
             *admin.routes(gateway),
             *ops.routes(gateway, metrics),
         ],
@@ -75,13 +76,26 @@ def create_app(
     return app
 
 
+def _error_json(path: str, status: int, message: str, param: str | None = None) -> Any:
+    # /v1 answers in OpenAI's error shape, everything else in Ollama's.
+    if path.startswith("/v1/"):
+        return openai_routes.openai_error(status, message, param)
+    return {"error": message}
+
+
 async def _gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
-    return JSONResponse({"error": exc.message}, exc.status, headers=exc.headers)
+    return JSONResponse(
+        _error_json(request.url.path, exc.status, exc.message), exc.status, headers=exc.headers
+    )
 
 
 async def _request_error(request: Request, exc: Exception) -> Response:
-    return JSONResponse({"error": str(exc)}, 400)
+    # A bad hint header, or an OpenAI body the translation refuses (its param named).
+    assert isinstance(exc, RequestError)
+    message = getattr(exc, "message", None) or str(exc)
+    status = exc.status if isinstance(exc.status, int) and 400 <= exc.status < 500 else 400
+    return JSONResponse(_error_json(request.url.path, status, message, exc.field), status)
 
 
 class _Front:
@@ -105,7 +119,7 @@ class _Front:
             and not authorized(_header(scope, b"authorization"), self.keys)
         ):
             status = 401
-            await _unauthorized(send)
+            await _unauthorized(send, path)
             self.metrics.observe(path, scope["method"], status, started)
             return
 
@@ -132,10 +146,9 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
-async def _unauthorized(send: Send) -> None:
-    body = json_bytes(
-        {"error": "unauthorized: send 'Authorization: Bearer <key>' with a key of this gateway"}
-    )
+async def _unauthorized(send: Send, path: str) -> None:
+    message = "unauthorized: send 'Authorization: Bearer <key>' with a key of this gateway"
+    body = json_bytes(_error_json(path, 401, message))
     await send(
         {
             "type": "http.response.start",

@@ -23,12 +23,14 @@ from gleitzeit_llm.errors import (
     AllInstancesFailedError,
     GleitzeitError,
     InstanceBusyError,
+    InstanceError,
     InstanceTimeoutError,
     ModelNotFoundError,
     NoInstanceAvailableError,
     PoolSaturatedError,
     RequestError,
 )
+from gleitzeit_llm.gateway.headers import ATTEMPTS, INSTANCE
 from gleitzeit_llm.ollama import model_key, redact_url, spelling_key
 
 if TYPE_CHECKING:
@@ -57,6 +59,7 @@ def failure(exc: BaseException, manager: OllamaPoolManager, model: str | None) -
     if isinstance(exc, GatewayError):
         return exc
     status, headers = _status(exc, manager, model)
+    headers.update(_tried(exc))
     if status == 404 and model is not None:
         message = model_missing_message(model)
     elif isinstance(exc, RequestError) and exc.ollama_message:
@@ -86,6 +89,17 @@ def _status(exc: BaseException, manager: OllamaPoolManager, model: str | None) -
     if isinstance(exc, GleitzeitError):
         return 502, {}
     return 500, {}
+
+
+def _tried(exc: BaseException) -> dict[str, str]:
+    # The pool headers of an answer no instance gave: how many attempts were made, and the
+    # instance when there was just one.
+    if isinstance(exc, AllInstancesFailedError):
+        return {ATTEMPTS: str(exc.attempts)}
+    instance = getattr(exc, "instance", None)
+    if isinstance(exc, InstanceError) and instance:
+        return {INSTANCE: instance, ATTEMPTS: "1"}
+    return {}
 
 
 def _nobody_has(manager: OllamaPoolManager, model: str) -> bool:

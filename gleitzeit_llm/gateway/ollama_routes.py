@@ -40,10 +40,10 @@ def routes(gateway: Gateway) -> list[Route]:
         )
 
     async def tags(request: Request) -> Response:
-        return JSONResponse({"models": await _union(gateway, request, "/api/tags")})
+        return JSONResponse({"models": await union(gateway, request, "/api/tags")})
 
     async def ps(request: Request) -> Response:
-        return JSONResponse({"models": await _union(gateway, request, "/api/ps")})
+        return JSONResponse({"models": await union(gateway, request, "/api/ps")})
 
     async def version(request: Request) -> Response:
         hints = gateway.hints(request)
@@ -72,7 +72,7 @@ def routes(gateway: Gateway) -> list[Route]:
     ]
 
 
-async def _union(gateway: Gateway, request: Request, path: str) -> list[dict[str, Any]]:
+async def union(gateway: Gateway, request: Request, path: str) -> list[dict[str, Any]]:
     """Every instance's list, one entry per model; each entry lists where it lives (``WHERE``)."""
     hints: RoutingHints = gateway.hints(request)
     answers = await each_instance(

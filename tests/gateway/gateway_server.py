@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+import time
 from typing import Any
 
 import uvicorn
@@ -29,7 +28,9 @@ class GatewayServer:
         self._sock.bind(("127.0.0.1", 0))
         self._sock.listen(512)
         self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-        config_ = uvicorn.Config(self.app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
+        config_ = uvicorn.Config(
+            self.app, log_level="warning", loop="asyncio", lifespan="on", timeout_graceful_shutdown=2
+        )
         self._server = uvicorn.Server(config_)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
@@ -55,18 +56,10 @@ class GatewayServer:
 
 
 def _wait(predicate: Any, timeout: float) -> bool:
-    event = threading.Event()
-    import time
-
+    event = threading.Event()  # never set: wait() is a sleep that does not spin
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             return False
         event.wait(0.005)
     return True
-
-
-@contextmanager
-def serving(config: Any, **settings: Any) -> Iterator[GatewayServer]:
-    with GatewayServer(config, GatewaySettings(**settings)) as server:
-        yield server
