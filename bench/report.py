@@ -339,6 +339,12 @@ def _gateway(gw: dict[str, Any]) -> list[str]:
             for p in block["pairs"].values()
         ]
         out += _table(["pair", "added p50 ms", "added p99 ms", "throughput ratio"], rows)
+    if gw.get("errors"):
+        out += [
+            "Failed calls (counted in the latencies): "
+            + "; ".join(f"`{k}` {v['count']} ({v['last']})" for k, v in gw["errors"].items()),
+            "",
+        ]
     if gw.get("skipped"):
         out += ["Skipped: " + "; ".join(f"`{k}` ({v})" for k, v in gw["skipped"].items()), ""]
     return out

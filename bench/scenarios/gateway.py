@@ -84,6 +84,15 @@ class Client:
     call: Callable[[], Awaitable[Any]]
     server: servers.ServerProcess | None  # whose CPU a call costs besides the emulator's
     share: float = 1.0  # of the rounds (concurrency 1) or of the batch size (higher) it takes part in
+    errors: int = 0  # failed calls (counted, with their time, not raised: one must not end a run)
+    last_error: str | None = None
+
+    async def measured(self) -> None:
+        try:
+            await self.call()
+        except Exception as exc:
+            self.errors += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"[:300]
 
 
 def _http_client(url: str, api_key: str | None = None) -> Any:
@@ -243,11 +252,11 @@ async def _batch(client: Client, conc: int, batch: int) -> tuple[list[float], fl
     server0 = client.server.cpu_seconds() if client.server else 0.0
     if conc == 1 and batch == 1:
         c0, t0 = time.process_time(), time.perf_counter()
-        await client.call()
+        await client.measured()
         seconds = time.perf_counter() - t0
         got, cpu = [seconds], time.process_time() - c0
     else:
-        got, seconds, cpu = await closed_loop(client.call, conc, batch)
+        got, seconds, cpu = await closed_loop(client.measured, conc, batch)
     server = (client.server.cpu_seconds() - server0) if client.server else 0.0
     return got, seconds, cpu, server
 
@@ -262,7 +271,7 @@ async def _measure(
             batch = params["batch"].get(str(conc), 4 * conc)
             rounds = params["rounds"].get(str(conc), 3)
             for client in clients:  # warm connections at this concurrency
-                await closed_loop(client.call, conc, int(max(2 * conc, 10) * client.share))
+                await closed_loop(client.measured, conc, int(max(2 * conc, 10) * client.share))
             lat: dict[str, list[float]] = {c.name: [] for c in clients}
             sums = {c.name: [0.0, 0.0, 0.0] for c in clients}  # wall, client CPU, proxy CPU
             # The proxy's CPU clock ticks in 10 ms, far coarser than a call at concurrency 1; the
@@ -347,6 +356,7 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
     return {
         "params": params,
         "clients": {c.name: c.label for c in clients},
+        "errors": {c.name: {"count": c.errors, "last": c.last_error} for c in clients if c.errors},
         "skipped": skipped,
         "litellm_version": servers.litellm_version() if "litellm" in procs else None,
         "emulator": settings,
