@@ -658,6 +658,8 @@ def _serve(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     try:
         serve(args.config, settings, host=args.host, port=args.port, workers=args.workers)
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown: a normal stop
+        return EXIT_OK
     except OSError as exc:
         raise UsageError(f"serve: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
     return EXIT_OK

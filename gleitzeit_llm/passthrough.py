@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from gleitzeit_llm.manager import Lease
     from gleitzeit_llm.provider import OllamaPoolProvider
 
-__all__ = ["RawRequest", "passthrough"]
+__all__ = ["RawRequest", "passthrough", "passthrough_whole"]
 
 
 @dataclass(frozen=True)
@@ -54,15 +54,9 @@ class _RawCall(_Call):
     request: RawRequest
 
     def open_stream(self, transport: Any) -> Any:
-        request, timeouts = self.request, self.attempt_timeouts()
-        if request.stream:
-            return transport.stream_raw(
-                request.path, dict(request.body), model=request.model, timeouts=timeouts
-            )
-        return _one(
-            transport.request_raw(
-                "POST", request.path, dict(request.body), model=request.model, timeouts=timeouts
-            )
+        request = self.request
+        return transport.stream_raw(
+            request.path, dict(request.body), model=request.model, timeouts=self.attempt_timeouts()
         )
 
     def stream_ended(
@@ -73,7 +67,39 @@ class _RawCall(_Call):
             error = asyncio.CancelledError()
         super().stream_ended(lease, error, final, holder)
 
+    async def collect_async(
+        self, transport: Any, timeouts: Any, on_first: Callable[[], object]
+    ) -> list[dict[str, Any]]:
+        """Every chunk of one attempt (one item for a one-object answer): the send chain's
+        one-shot attempt, so a stream that breaks before the caller saw anything fails over."""
+        request = self.request
+        if not request.stream:
+            answer = await transport.request_raw(
+                "POST", request.path, dict(request.body), model=request.model, timeouts=timeouts
+            )
+            on_first()
+            return [answer]
+        chunks: list[dict[str, Any]] = []
+        async with transport.stream_raw(
+            request.path, dict(request.body), model=request.model, timeouts=timeouts
+        ) as stream:
+            async for chunk in stream:
+                if not chunks:
+                    on_first()
+                chunks.append(chunk)
+        return chunks
+
+    def collect_sync(
+        self, transport: Any, timeouts: Any, on_first: Callable[[], object]
+    ) -> list[dict[str, Any]]:
+        raise TypeError("pass-through calls are async only")  # the sync send chain's twin of the above
+
+    def result(self, lease: Lease, answer: Any) -> Any:
+        return answer, self.info(lease)
+
     def finish_kwargs(self, final: Any) -> dict[str, Any]:
+        if isinstance(final, list):  # a collected attempt: the server's figures are in its last chunk
+            final = final[-1] if final else None
         if not final:
             return {}
         load = final.get("load_duration")
@@ -87,8 +113,30 @@ class _RawCall(_Call):
         }
 
 
-async def _one(answer: Awaitable[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
-    yield await answer
+async def passthrough_whole(
+    provider: OllamaPoolProvider,
+    path: str,
+    body: Mapping[str, Any],
+    hints: RoutingHints | None = None,
+    *,
+    stream: bool = True,
+) -> tuple[list[dict[str, Any]], PoolInfo]:
+    """Like :func:`passthrough`, for a caller that wants the whole answer: every chunk of the
+    attempt that succeeded, and who served it (``stream=False``: an endpoint that answers with one
+    JSON object, the list has one item). Nothing reaches the caller before the end, so any
+    instance failure (a stream that breaks half-way too) fails over, as a library call does."""
+    call = _start(provider, path, body, hints, stream)
+    return await provider._run_async(call)  # type: ignore[no-any-return]
+
+
+def _start(
+    provider: OllamaPoolProvider, path: str, body: Mapping[str, Any], hints: RoutingHints | None, stream: bool
+) -> _RawCall:
+    provider._ensure_started()
+    request = RawRequest(path, body, body["model"], stream)
+    call = _RawCall(provider, "raw", request, hints if hints is not None else RoutingHints())
+    call.first_route = call.route()  # hints are checked before any instance is picked
+    return call
 
 
 def passthrough(
@@ -96,20 +144,14 @@ def passthrough(
     path: str,
     body: Mapping[str, Any],
     hints: RoutingHints | None = None,
-    *,
-    stream: bool = True,
 ) -> PoolStream[dict[str, Any]]:
-    """Send ``body`` (it has a non-empty string ``model``) to ``path`` on an instance the pool
-    picks, with failover until the first chunk; the chunks come back as dicts.
+    """Send ``body`` (it has a non-empty string ``model`` and asks for a stream) to ``path`` on an
+    instance the pool picks, with failover until the first chunk; the chunks come back as dicts.
 
-    ``stream=False`` for endpoints that answer with one JSON object: the stream then has one item.
     Hints are validated here (a bad one raises :class:`~gleitzeit_llm.errors.RequestError` before
     any instance is picked). Use as ``async with passthrough(...) as chunks: async for ...``;
     ``chunks.pool`` says who served once the first chunk is in.
     """
-    provider._ensure_started()
-    request = RawRequest(path, body, body["model"], stream)
-    call = _RawCall(provider, "raw", request, hints if hints is not None else RoutingHints())
-    call.first_route = call.route()
+    call = _start(provider, path, body, hints, True)
     holder: list[PoolInfo] = []
     return PoolStream(provider._stream_async(call, holder), holder)

@@ -22,7 +22,7 @@ from gleitzeit_llm.gateway.errors import GatewayError, failure
 from gleitzeit_llm.gateway.headers import ATTEMPTS, INSTANCE
 from gleitzeit_llm.hints import RoutingHints
 from gleitzeit_llm.ollama.models import fold_wire_chunks
-from gleitzeit_llm.passthrough import passthrough
+from gleitzeit_llm.passthrough import passthrough, passthrough_whole
 
 if TYPE_CHECKING:
     from starlette.types import Message, Receive, Scope, Send
@@ -113,33 +113,41 @@ class Relay:
             group.cancel_scope.cancel()
 
     async def _relay(self, send: Send) -> None:
-        manager = self.provider.manager
-        model = self.body.get("model")
+        if self.client_stream:
+            await self._stream(send)
+            return
         try:
-            chunks = passthrough(self.provider, self.path, self.body, self.hints, stream=self.upstream_stream)
+            chunks, info = await passthrough_whole(
+                self.provider, self.path, self.body, self.hints, stream=self.upstream_stream
+            )
+        except Exception as exc:
+            await self._error(send, self._failure(exc))
+            return
+        headers = {INSTANCE: info.instance_id, ATTEMPTS: str(info.attempts)}
+        await _send_json(send, 200, self.shape.whole(chunks), headers)
+
+    async def _stream(self, send: Send) -> None:
+        try:
+            chunks = passthrough(self.provider, self.path, self.body, self.hints)
         except Exception as exc:  # a bad hint or a closed pool, before any instance was picked
-            await self._error(send, failure(exc, manager, model))
+            await self._error(send, self._failure(exc))
             return
         try:
             try:
                 first = await chunks.__anext__()
             except Exception as exc:
-                await self._error(send, failure(exc, manager, model))
+                await self._error(send, self._failure(exc))
                 return
-            headers = _served(chunks)
-            if self.client_stream:
-                await self._stream(send, chunks, first, headers)
-            else:
-                await self._whole(send, chunks, first, headers)
+            await self._relay_chunks(send, chunks, first)
         finally:
             # Shielded: a cancelled relay (the client left) still closes the upstream response.
             with anyio.CancelScope(shield=True):
                 await chunks.aclose()
 
-    async def _stream(
-        self, send: Send, chunks: PoolStream[Any], first: dict[str, Any], headers: dict[str, str]
-    ) -> None:
+    async def _relay_chunks(self, send: Send, chunks: PoolStream[Any], first: dict[str, Any]) -> None:
         shape = self.shape
+        info = chunks.pool
+        headers = {} if info is None else {INSTANCE: info.instance_id, ATTEMPTS: str(info.attempts)}
         await _start(send, 200, shape.media_type, headers)
         data = shape.chunk(first)
         if data:
@@ -151,36 +159,17 @@ class Relay:
                     await send({"type": "http.response.body", "body": data, "more_body": True})
         except Exception as exc:
             # Output went out already: end the stream as the API does, with the status kept.
-            message = failure(exc, self.provider.manager, self.body.get("model")).message
+            message = self._failure(exc).message
             await send({"type": "http.response.body", "body": shape.stream_error(message), "more_body": True})
         await send({"type": "http.response.body", "body": shape.end, "more_body": False})
 
-    async def _whole(
-        self, send: Send, chunks: PoolStream[Any], first: dict[str, Any], headers: dict[str, str]
-    ) -> None:
-        collected = [first]
-        try:
-            async for chunk in chunks:
-                collected.append(chunk)
-        except Exception as exc:
-            await self._error(send, failure(exc, self.provider.manager, self.body.get("model")), headers)
-            return
-        await _send_json(send, 200, self.shape.whole(collected), headers)
+    def _failure(self, exc: BaseException) -> GatewayError:
+        return failure(exc, self.provider.manager, self.body.get("model"))
 
-    async def _error(self, send: Send, error: GatewayError, headers: Mapping[str, str] | None = None) -> None:
+    async def _error(self, send: Send, error: GatewayError) -> None:
         await _send_json(
-            send,
-            error.status,
-            self.shape.error_body(error.status, error.message),
-            {**(headers or {}), **error.headers},
+            send, error.status, self.shape.error_body(error.status, error.message), error.headers
         )
-
-
-def _served(chunks: PoolStream[Any]) -> dict[str, str]:
-    info = chunks.pool
-    if info is None:
-        return {}
-    return {INSTANCE: info.instance_id, ATTEMPTS: str(info.attempts)}
 
 
 async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:

@@ -52,10 +52,26 @@ def gateway(start_gateway: GatewayFactory, two: list[OllamaEmulator]) -> Gateway
     return server
 
 
+def _httpx_clients(owner: Any, depth: int = 0) -> list[Any]:
+    """The httpx clients an SDK object holds (ollama, openai, LangChain and LlamaIndex objects
+    keep theirs one or two attributes down)."""
+    if isinstance(owner, (httpx.Client, httpx.AsyncClient)):
+        return [owner]
+    if owner is None or depth > 3:
+        return []
+    inner = []
+    for name in ("_client", "_async_client", "client", "async_client"):
+        try:
+            inner.append(getattr(owner, name, None))
+        except Exception:  # a pydantic private attribute never set
+            continue
+    return [found for value in inner for found in _httpx_clients(value, depth + 1)]
+
+
 @pytest.fixture
 async def closing() -> AsyncIterator[Callable[[Any], Any]]:
-    """``closing(client)``: an ollama/openai/httpx client whose httpx client is closed after the test
-    (those libraries leave theirs open, an unclosed socket is a ResourceWarning)."""
+    """``closing(obj)``: an SDK object whose httpx clients are closed after the test (those
+    libraries leave theirs open, and an unclosed socket is a ResourceWarning here)."""
     owners: list[Any] = []
 
     def register(owner: Any) -> Any:
@@ -63,13 +79,8 @@ async def closing() -> AsyncIterator[Callable[[Any], Any]]:
         return owner
 
     yield register
-    for owner in owners:
-        for client in (owner, getattr(owner, "_client", None)):
-            if isinstance(client, httpx.AsyncClient):
-                await client.aclose()
-            elif isinstance(client, httpx.Client):
-                client.close()
-            elif client is not None and hasattr(client, "close") and client is not owner:
-                result = client.close()
-                if hasattr(result, "__await__"):
-                    await result
+    for client in {id(c): c for owner in owners for c in _httpx_clients(owner)}.values():
+        if isinstance(client, httpx.AsyncClient):
+            await client.aclose()
+        else:
+            client.close()
