@@ -55,7 +55,7 @@ clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
 
 # `make bench` (12-16 minutes on two shared cores, most of it 100,000 calls for the memory
-# scenario) or `make bench QUICK=1` (a smoke run of a minute or two):
+# scenario, plus about 20 for the gateway one) or `make bench QUICK=1` (a smoke run of a few minutes):
 # writes bench/results/<date>.json and the plots, and (full runs) the table in docs/performance.md.
 BENCH_STAMP := $(VENV)/.gleitzeit-bench-installed
 BENCH_ARGS ?=

@@ -141,6 +141,11 @@ class ServerProcess:
             os.unlink(self._log.name)
 
 
+def _listen(config: Path, port: int) -> list[str]:
+    """The arguments both servers take alike: their configuration file and a loopback port."""
+    return ["--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
+
+
 def gateway_available() -> str | None:
     """None when ``gleitzeit-llm serve`` can run from this checkout, else why not."""
     import importlib.util
@@ -161,18 +166,7 @@ def gateway_server(instances: list[dict[str, Any]], api_key: str, *, timeout: fl
     port = free_port()
     config = Path(tempfile.mkdtemp(prefix="bench-gateway-")) / "pool.yaml"
     config.write_text(json.dumps({"instances": instances}))  # JSON is YAML
-    argv = [
-        sys.executable,
-        "-m",
-        "gleitzeit_llm.cli",
-        "serve",
-        "--config",
-        str(config),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
+    argv = [sys.executable, "-m", "gleitzeit_llm.cli", "serve", *_listen(config, port)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("GLEITZEIT_")}
     env["GLEITZEIT_GATEWAY_API_KEYS"] = api_key  # not on the command line, where ps shows it
     server = ServerProcess("gateway", argv, f"http://127.0.0.1:{port}", "/healthz", env)
@@ -224,12 +218,7 @@ def litellm_server(model: str, urls: list[str], api_key: str, *, timeout: float 
     )
     argv = [
         str(LITELLM_VENV / "bin" / "litellm"),
-        "--config",
-        str(config),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
+        *_listen(config, port),
         "--num_workers",
         "1",
         "--telemetry",

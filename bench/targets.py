@@ -194,30 +194,39 @@ def _gateway_detail(pairs: dict[str, Any], key: str, scale: float) -> str:
     return "; ".join(f"{label} {_fmt(pairs[k][key], scale)}" for k, label in names.items() if k in pairs)
 
 
-def _gateway_latency(sc: dict[str, Any]) -> tuple[Any, bool | None, str] | None:
-    pairs = _gateway_pairs(sc, "1")
-    pair = pairs.get("gateway-vs-direct")
-    if not pair:
-        return None
-    added = pair["added_p50_ms"]["median"]
-    detail = (
-        f"p50 through the gateway's /api/chat minus p50 straight to the server, same run: "
-        f"{_fmt(pair['added_p50_ms'])} ms; {_gateway_detail(pairs, 'added_p50_ms', 1)} ms"
-    )
-    return added, added < 1.0, detail
+def _gateway(conc: str, key: str, scale: float, unit: str, what: str, met: Callable[[float], bool]) -> Any:
+    """The check of one gateway target: the gateway's /api/chat against direct calls."""
+
+    def check(sc: dict[str, Any]) -> tuple[Any, bool | None, str] | None:
+        pairs = _gateway_pairs(sc, conc)
+        pair = pairs.get("gateway-vs-direct")
+        if not pair:
+            return None
+        value = pair[key]["median"]
+        detail = (
+            f"{what}, same run: {_fmt(pair[key], scale)} {unit}; {_gateway_detail(pairs, key, scale)} {unit}"
+        )
+        return value * scale, met(value), detail
+
+    return check
 
 
-def _gateway_throughput(sc: dict[str, Any]) -> tuple[Any, bool | None, str] | None:
-    pairs = _gateway_pairs(sc, "64")
-    pair = pairs.get("gateway-vs-direct")
-    if not pair:
-        return None
-    ratio = pair["throughput_ratio"]["median"]
-    detail = (
-        f"calls/s through the gateway's /api/chat over calls/s straight to the server: "
-        f"{_fmt(pair['throughput_ratio'], 100, 0)} %; {_gateway_detail(pairs, 'throughput_ratio', 100)} %"
-    )
-    return ratio * 100, ratio >= 0.7, detail
+_gateway_latency = _gateway(
+    "1",
+    "added_p50_ms",
+    1,
+    "ms",
+    "p50 through the gateway's /api/chat minus p50 straight to the server",
+    lambda v: v < 1.0,
+)
+_gateway_throughput = _gateway(
+    "64",
+    "throughput_ratio",
+    100,
+    "%",
+    "calls/s through the gateway's /api/chat over calls/s straight to the server",
+    lambda v: v >= 0.7,
+)
 
 
 CHECKS: dict[str, Callable[[dict[str, Any]], tuple[Any, bool | None, str] | None]] = {

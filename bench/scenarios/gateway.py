@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -34,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench import servers
-from bench._util import MESSAGES, MODEL, closed_loop, emulators, latency_summary, log, spread
+from bench._util import MODEL, chat_calls, closed_loop, emulators, latency_summary, log, summarise_clients
 
 PARAMS = {
     "full": {
@@ -106,54 +105,16 @@ def _http_client(url: str, api_key: str | None = None) -> Any:
     )
 
 
-def _ollama_calls(http: Any) -> tuple[Callable[[], Awaitable[Any]], Callable[[], Awaitable[Any]]]:
-    """A plain and a streamed ``/api/chat`` call through ``http`` (NDJSON decoded line by line)."""
-    body = {"model": MODEL, "messages": MESSAGES, "stream": False}
-    body_stream = {**body, "stream": True}
-
-    async def plain() -> Any:
-        response = await http.post("/api/chat", json=body)
-        response.raise_for_status()
-        return response.json()
-
-    async def streamed() -> Any:
-        last = None
-        async with http.stream("POST", "/api/chat", json=body_stream) as response:
-            response.raise_for_status()
-            async for line in response.aiter_lines():
-                if line:
-                    last = json.loads(line)
-        if not last or not last.get("done"):
-            raise RuntimeError(f"stream ended without done: {last}")
-        return last
-
-    return plain, streamed
+OPENAI_CHAT = "/v1/chat/completions"
 
 
-def _openai_calls(http: Any) -> tuple[Callable[[], Awaitable[Any]], Callable[[], Awaitable[Any]]]:
-    """A plain and a streamed ``/v1/chat/completions`` call (SSE decoded event by event)."""
-    body = {"model": MODEL, "messages": MESSAGES}
-    body_stream = {**body, "stream": True}
-
-    async def plain() -> Any:
-        response = await http.post("/v1/chat/completions", json=body)
-        response.raise_for_status()
-        return response.json()
-
-    async def streamed() -> Any:
-        last = None
-        async with http.stream("POST", "/v1/chat/completions", json=body_stream) as response:
-            response.raise_for_status()
-            async for line in response.aiter_lines():
-                if line.startswith("data: "):
-                    last = line[6:]
-                    if last != "[DONE]":
-                        json.loads(last)
-        if last != "[DONE]":
-            raise RuntimeError(f"SSE stream ended without [DONE]: {last}")
-        return last
-
-    return plain, streamed
+def _both(http: Any, name: str, what: str, path: str, server: servers.ServerProcess | None) -> list[Client]:
+    """The plain and the streamed client of one route (``name`` and ``name_stream``)."""
+    plain, streamed = chat_calls(http, path, sse=path == OPENAI_CHAT)
+    return [
+        Client(name, f"httpx -> {what}", plain, server),
+        Client(f"{name}_stream", f"httpx -> {what}, stream: true", streamed, server),
+    ]
 
 
 def _start_proxies(
@@ -197,40 +158,18 @@ async def _clients(
     share: float,
 ) -> tuple[list[Client], list[Any]]:
     https = [_http_client(emu_url)]
-    plain, streamed = _ollama_calls(https[0])
-    clients = [
-        Client("direct", "httpx -> emulator /api/chat", plain, None),
-        Client("direct_stream", "httpx -> emulator /api/chat, stream: true", streamed, None),
-    ]
+    clients = _both(https[0], "direct", "emulator /api/chat", "/api/chat", None)
     if "gateway" in procs:
         https.append(_http_client(procs["gateway"].url, API_KEY))
-        plain, streamed = _ollama_calls(https[-1])
-        clients += [
-            Client("gateway", "httpx -> gateway /api/chat", plain, procs["gateway"]),
-            Client("gateway_stream", "httpx -> gateway /api/chat, stream: true", streamed, procs["gateway"]),
-        ]
-        plain, streamed = _openai_calls(https[-1])
-        clients += [
-            Client("gateway_openai", "httpx -> gateway /v1/chat/completions", plain, procs["gateway"]),
-            Client(
-                "gateway_openai_stream",
-                "httpx -> gateway /v1/chat/completions, stream: true",
-                streamed,
-                procs["gateway"],
-            ),
-        ]
+        clients += _both(https[-1], "gateway", "gateway /api/chat", "/api/chat", procs["gateway"])
+        clients += _both(
+            https[-1], "gateway_openai", "gateway /v1/chat/completions", OPENAI_CHAT, procs["gateway"]
+        )
     if "litellm" in procs:
         https.append(_http_client(procs["litellm"].url, API_KEY))
-        plain, streamed = _openai_calls(https[-1])
-        clients += [
-            Client("litellm_openai", "httpx -> LiteLLM proxy /v1/chat/completions", plain, procs["litellm"]),
-            Client(
-                "litellm_openai_stream",
-                "httpx -> LiteLLM proxy /v1/chat/completions, stream: true",
-                streamed,
-                procs["litellm"],
-            ),
-        ]
+        clients += _both(
+            https[-1], "litellm_openai", "LiteLLM proxy /v1/chat/completions", OPENAI_CHAT, procs["litellm"]
+        )
     if wanted is not None:
         clients = [c for c in clients if c.name in wanted]
     for client in clients:
@@ -311,22 +250,7 @@ def _summarise(
     keys = ("p50_ms", "p90_ms", "p99_ms", "throughput_rps", "cpu_us_per_request", "proxy_cpu_us_per_request")
     by_conc: dict[str, Any] = {}
     for conc in params["concurrency"]:
-        runs = [r[conc] for r in per_run]
-        table = {name: {key: spread([r[name][key] for r in runs]) for key in keys} for name in names}
-        pairs = {}
-        for subject, baseline in PAIRS:
-            if subject not in names or baseline not in names:
-                continue
-            pairs[f"{subject}-vs-{baseline}"] = {
-                "subject": subject,
-                "baseline": baseline,
-                "added_p50_ms": spread([r[subject]["p50_ms"] - r[baseline]["p50_ms"] for r in runs]),
-                "added_p99_ms": spread([r[subject]["p99_ms"] - r[baseline]["p99_ms"] for r in runs]),
-                "throughput_ratio": spread(
-                    [r[subject]["throughput_rps"] / r[baseline]["throughput_rps"] for r in runs]
-                ),
-            }
-        by_conc[str(conc)] = {"clients": table, "pairs": pairs}
+        by_conc[str(conc)] = summarise_clients(names, PAIRS, [r[conc] for r in per_run], keys)
     return {"by_concurrency": by_conc}
 
 

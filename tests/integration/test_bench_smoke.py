@@ -10,27 +10,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_quick_bench_writes_results_and_the_docs_table(tmp_path: Path) -> None:
-    docs = tmp_path / "performance.md"
-    docs.write_text("# Performance\n\nHand-written prose stays.\n")
-    done = subprocess.run(
+def run_bench(tmp_path: Path, docs: Path, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """``python -m bench --quick`` with ``args``, results and docs in ``tmp_path``, no plots."""
+    return subprocess.run(
         [
             sys.executable,
             "-m",
             "bench",
             "--quick",
-            "--only",
-            "routing,overhead,coldstart",
-            "--runs",
-            "1",
-            "--set",
-            'overhead.clients=["httpx", "pool"]',
-            "--set",
-            "overhead.concurrency=[1, 4]",
-            "--set",
-            "routing.sizes=[1, 10]",
-            "--set",
-            "coldstart.requests=24",
+            *args,
             "--out",
             str(tmp_path),
             "--docs",
@@ -40,8 +28,30 @@ def test_quick_bench_writes_results_and_the_docs_table(tmp_path: Path) -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=50,
+        timeout=timeout,
         check=False,
+    )
+
+
+def test_quick_bench_writes_results_and_the_docs_table(tmp_path: Path) -> None:
+    docs = tmp_path / "performance.md"
+    docs.write_text("# Performance\n\nHand-written prose stays.\n")
+    done = run_bench(
+        tmp_path,
+        docs,
+        "--only",
+        "routing,overhead,coldstart",
+        "--runs",
+        "1",
+        "--set",
+        'overhead.clients=["httpx", "pool"]',
+        "--set",
+        "overhead.concurrency=[1, 4]",
+        "--set",
+        "routing.sizes=[1, 10]",
+        "--set",
+        "coldstart.requests=24",
+        timeout=50,
     )
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -76,37 +86,24 @@ def test_quick_bench_writes_results_and_the_docs_table(tmp_path: Path) -> None:
 
 def test_quick_gateway_bench_measures_the_gateway_against_direct_calls(tmp_path: Path) -> None:
     docs = tmp_path / "performance.md"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "--quick",
-            "--only",
-            "gateway",
-            "--runs",
-            "1",
-            "--set",
-            'gateway.clients=["direct", "gateway"]',
-            "--set",
-            "gateway.litellm=false",
-            "--set",
-            "gateway.concurrency=[1, 4]",
-            "--set",
-            'gateway.rounds={"1": 5, "4": 1}',
-            "--set",
-            'gateway.batch={"1": 1, "4": 8}',
-            "--out",
-            str(tmp_path),
-            "--docs",
-            str(docs),
-            "--no-plots",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    done = run_bench(
+        tmp_path,
+        docs,
+        "--only",
+        "gateway",
+        "--runs",
+        "1",
+        "--set",
+        'gateway.clients=["direct", "gateway"]',
+        "--set",
+        "gateway.litellm=false",
+        "--set",
+        "gateway.concurrency=[1, 4]",
+        "--set",
+        'gateway.rounds={"1": 5, "4": 1}',
+        "--set",
+        'gateway.batch={"1": 1, "4": 8}',
         timeout=90,
-        check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
 
