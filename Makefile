@@ -55,7 +55,7 @@ clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
 
 # `make bench` (12-16 minutes on two shared cores, most of it 100,000 calls for the memory
-# scenario) or `make bench QUICK=1` (a smoke run of a minute or two):
+# scenario, plus about 20 for the gateway one) or `make bench QUICK=1` (a smoke run of a few minutes):
 # writes bench/results/<date>.json and the plots, and (full runs) the table in docs/performance.md.
 BENCH_STAMP := $(VENV)/.gleitzeit-bench-installed
 BENCH_ARGS ?=
@@ -68,3 +68,14 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 
 bench: $(BENCH_STAMP)
 	$(PY) -m bench $(if $(QUICK),--quick) $(BENCH_ARGS)
+
+# LiteLLM's proxy for the gateway scenario's side-by-side figures, in a venv of its own (never the
+# project's): `make bench-litellm`, then `make bench`. Pinned: a LiteLLM release was compromised on
+# PyPI in 2026 (1.107.0, reported and withdrawn), and 1.106.x is the newest line whose [proxy] extra installs without the
+# separate litellm-proxy distribution.
+LITELLM_VENV := bench/.venv-litellm
+LITELLM_VERSION ?= 1.106.12
+.PHONY: bench-litellm
+bench-litellm:
+	@test -x $(LITELLM_VENV)/bin/python || $(PYTHON) -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/pip install --quiet --disable-pip-version-check "litellm[proxy]==$(LITELLM_VERSION)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import os
 import platform
@@ -62,6 +63,31 @@ def spread(values: Sequence[float]) -> dict[str, Any]:
         "n": len(clean),
         "runs": [round(v, 9) for v in clean],
     }
+
+
+def summarise_clients(
+    names: Sequence[str],
+    pairs: Sequence[tuple[str, str]],
+    runs: Sequence[dict[str, dict[str, float]]],
+    keys: Sequence[str],
+    added: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Per-client spreads of ``keys`` over ``runs`` (one ``{client: {key: value}}`` per run), and
+    per (subject, baseline) pair the spreads of the added p50/p99 (plus ``added`` keys, as
+    ``added_<key>``) and of the throughput ratio, each taken within a run."""
+    table = {name: {key: spread([r[name][key] for r in runs]) for key in keys} for name in names}
+    out: dict[str, Any] = {}
+    for subject, baseline in pairs:
+        if subject not in names or baseline not in names:
+            continue
+        pair: dict[str, Any] = {"subject": subject, "baseline": baseline}
+        for key in ("p50_ms", "p99_ms", *added):
+            pair[f"added_{key}"] = spread([r[subject][key] - r[baseline][key] for r in runs])
+        pair["throughput_ratio"] = spread(
+            [r[subject]["throughput_rps"] / r[baseline]["throughput_rps"] for r in runs]
+        )
+        out[f"{subject}-vs-{baseline}"] = pair
+    return {"clients": table, "pairs": out}
 
 
 def latency_summary(latencies: Sequence[float]) -> dict[str, float]:
@@ -325,6 +351,45 @@ def pool_sample(start: float, reply: Any) -> Sample:
         attempts=info.attempts if info else 1,
         cold_load=load / 1e9 > 0.5,
     )
+
+
+def _ndjson_item(line: str) -> Any:
+    return json.loads(line) if line else None
+
+
+def _sse_item(line: str) -> Any:
+    if not line.startswith("data: "):
+        return None
+    data = line[6:]
+    return data if data == "[DONE]" else json.loads(data)
+
+
+def chat_calls(
+    http: Any, path: str = "/api/chat", *, sse: bool = False
+) -> tuple[Callable[[], Awaitable[Any]], Callable[[], Awaitable[Any]]]:
+    """A plain (``stream: false``) and a streamed chat call of :data:`MESSAGES` through the httpx
+    client ``http``; the stream is decoded item by item (NDJSON lines, or SSE events with ``sse``)
+    and must end as the API ends one (``done: true``, or ``data: [DONE]``)."""
+    body = {"model": MODEL, "messages": MESSAGES, "stream": False}
+    body_stream = {**body, "stream": True}
+    item = _sse_item if sse else _ndjson_item
+
+    async def plain() -> Any:
+        response = await http.post(path, json=body)
+        response.raise_for_status()
+        return response.json()
+
+    async def streamed() -> Any:
+        last = None
+        async with http.stream("POST", path, json=body_stream) as response:
+            response.raise_for_status()
+            async for line in response.aiter_lines():
+                last = item(line) or last
+        if last != "[DONE]" and not (isinstance(last, dict) and last.get("done")):
+            raise RuntimeError(f"{path}: the stream ended early, last {last!r}"[:300])
+        return last
+
+    return plain, streamed
 
 
 # -- emulators --------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ SCENARIOS = [
     "routing",
     "footprint",
     "scaleout",
+    "gateway",
 ]
 DEFAULT_OUT = ROOT / "bench" / "results"
 DEFAULT_DOCS = ROOT / "docs" / "performance.md"

@@ -44,6 +44,27 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [*lines, ""]
 
 
+def _by_concurrency(
+    conc: str, block: dict[str, Any], cpu: str, cpu_label: str, added_cpu: str | None
+) -> list[str]:
+    """One concurrency's client table and pair table (overhead and gateway scenarios)."""
+    out = [f"Concurrency {conc}:", ""]
+    rows = [
+        [f"`{name}`", _m(v["p50_ms"]), _m(v["p99_ms"]), _m(v["throughput_rps"], 0), _m(v[cpu], 0)]
+        for name, v in block["clients"].items()
+    ]
+    out += _table(["client", "p50 ms", "p99 ms", "throughput /s", cpu_label], rows)
+    header = ["pair", "added p50 ms", "added p99 ms"]
+    header += ["added CPU us/call"] if added_cpu else []
+    rows = [
+        [f"`{p['subject']}` vs `{p['baseline']}`", _m(p["added_p50_ms"]), _m(p["added_p99_ms"])]
+        + ([_m(p.get(added_cpu), 0)] if added_cpu else [])
+        + [_m(p["throughput_ratio"])]
+        for p in block["pairs"].values()
+    ]
+    return out + _table([*header, "throughput ratio"], rows)
+
+
 def render(data: dict[str, Any], json_name: str, json_link: str, plots_rel: str | None) -> str:
     m = data["machine"]
     sc = data["scenarios"]
@@ -81,31 +102,7 @@ def render(data: dict[str, Any], json_name: str, json_link: str, plots_rel: str 
     if ov:
         out += ["### 1. Overhead (one instance, zero model time)", ""]
         for conc, block in ov["by_concurrency"].items():
-            out += [f"Concurrency {conc}:", ""]
-            rows = [
-                [
-                    f"`{name}`",
-                    _m(v["p50_ms"]),
-                    _m(v["p99_ms"]),
-                    _m(v["throughput_rps"], 0),
-                    _m(v["cpu_us_per_request"], 0),
-                ]
-                for name, v in block["clients"].items()
-            ]
-            out += _table(["client", "p50 ms", "p99 ms", "throughput /s", "client CPU us/call"], rows)
-            rows = [
-                [
-                    f"`{p['subject']}` vs `{p['baseline']}`",
-                    _m(p["added_p50_ms"]),
-                    _m(p["added_p99_ms"]),
-                    _m(p.get("added_cpu_us"), 0),
-                    _m(p["throughput_ratio"]),
-                ]
-                for p in block["pairs"].values()
-            ]
-            out += _table(
-                ["pair", "added p50 ms", "added p99 ms", "added CPU us/call", "throughput ratio"], rows
-            )
+            out += _by_concurrency(conc, block, "cpu_us_per_request", "client CPU us/call", "added_cpu_us")
         if ov.get("skipped"):
             out += ["Skipped: " + "; ".join(f"`{k}` ({v})" for k, v in ov["skipped"].items()), ""]
         if plots_rel:
@@ -310,6 +307,9 @@ def render(data: dict[str, Any], json_name: str, json_link: str, plots_rel: str 
         if plots_rel:
             out += [f"![memory]({plots_rel}/memory.png)", ""]
     out += _scaleout(sc.get("scaleout"))
+    gw = sc.get("gateway")
+    if gw:
+        out += _gateway(gw)
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -368,6 +368,22 @@ def _scaleout(so: dict[str, Any] | None) -> list[str]:
             ]
         ],
     )
+    return out
+
+
+def _gateway(gw: dict[str, Any]) -> list[str]:
+    version = f" {gw['litellm_version']}" if gw.get("litellm_version") else ""
+    out = [f"### 9. Gateway (one instance, zero model time; LiteLLM{version} beside it)", ""]
+    for conc, block in gw["by_concurrency"].items():
+        out += _by_concurrency(conc, block, "proxy_cpu_us_per_request", "proxy CPU us/call", None)
+    if gw.get("errors"):
+        out += [
+            "Failed calls (counted in the latencies): "
+            + "; ".join(f"`{k}` {v['count']} ({v['last']})" for k, v in gw["errors"].items()),
+            "",
+        ]
+    if gw.get("skipped"):
+        out += ["Skipped: " + "; ".join(f"`{k}` ({v})" for k, v in gw["skipped"].items()), ""]
     return out
 
 

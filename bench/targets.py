@@ -42,6 +42,8 @@ TARGETS = {
     "shared_latency": ("Added latency p50 with shared state (Redis on loopback)", "<= 1 ms", "ms"),
     "shared_round_trips": ("Redis round trips per call with shared state", "<= 2", "round trips"),
     "shared_breaker": ("A breaker trip reaching every process (shared state)", "<= 0.25 s", "s"),
+    "gateway_latency": ("Gateway added p50 at concurrency 1 vs direct", "< 1 ms", "ms"),
+    "gateway_throughput": ("Gateway throughput at concurrency 64 vs direct", ">= 70 %", "%"),
 }
 
 
@@ -271,6 +273,57 @@ def _shared_breaker(sc: dict[str, Any]) -> tuple[Any, bool | None, str] | None:
     return reach["median"], reach["median"] <= 0.25, detail
 
 
+def _gateway_pairs(sc: dict[str, Any], conc: str) -> dict[str, Any]:
+    return _get(sc, "gateway", "by_concurrency", conc, "pairs") or {}
+
+
+def _gateway_detail(pairs: dict[str, Any], key: str, scale: float) -> str:
+    """The same measure for the OpenAI route, the streams and LiteLLM's proxy, where measured."""
+    names = {
+        "gateway_stream-vs-direct_stream": "streamed",
+        "gateway_openai-vs-direct": "/v1 (OpenAI)",
+        "gateway_openai_stream-vs-direct_stream": "/v1 streamed",
+        "litellm_openai-vs-direct": "LiteLLM proxy /v1",
+        "litellm_openai_stream-vs-direct_stream": "LiteLLM proxy /v1 streamed",
+    }
+    return "; ".join(f"{label} {_fmt(pairs[k][key], scale)}" for k, label in names.items() if k in pairs)
+
+
+def _gateway(conc: str, key: str, scale: float, unit: str, what: str, met: Callable[[float], bool]) -> Any:
+    """The check of one gateway target: the gateway's /api/chat against direct calls."""
+
+    def check(sc: dict[str, Any]) -> tuple[Any, bool | None, str] | None:
+        pairs = _gateway_pairs(sc, conc)
+        pair = pairs.get("gateway-vs-direct")
+        if not pair:
+            return None
+        value = pair[key]["median"]
+        detail = (
+            f"{what}, same run: {_fmt(pair[key], scale)} {unit}; {_gateway_detail(pairs, key, scale)} {unit}"
+        )
+        return value * scale, met(value), detail
+
+    return check
+
+
+_gateway_latency = _gateway(
+    "1",
+    "added_p50_ms",
+    1,
+    "ms",
+    "p50 through the gateway's /api/chat minus p50 straight to the server",
+    lambda v: v < 1.0,
+)
+_gateway_throughput = _gateway(
+    "64",
+    "throughput_ratio",
+    100,
+    "%",
+    "calls/s through the gateway's /api/chat over calls/s straight to the server",
+    lambda v: v >= 0.7,
+)
+
+
 CHECKS: dict[str, Callable[[dict[str, Any]], tuple[Any, bool | None, str] | None]] = {
     "routing_100": _routing,
     "added_latency": _added_latency,
@@ -293,6 +346,8 @@ CHECKS: dict[str, Callable[[dict[str, Any]], tuple[Any, bool | None, str] | None
     "shared_latency": _shared_latency,
     "shared_round_trips": _shared_round_trips,
     "shared_breaker": _shared_breaker,
+    "gateway_latency": _gateway_latency,
+    "gateway_throughput": _gateway_throughput,
 }
 
 

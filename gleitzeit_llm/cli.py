@@ -6,6 +6,7 @@
     gleitzeit-llm run workflow.yaml --var k=v    a YAML workflow, results as JSON
     gleitzeit-llm emulate --instances 3          emulated Ollama servers on loopback
     gleitzeit-llm metrics --port 9464            the pool's Prometheus metrics, served
+    gleitzeit-llm serve --port 11435             the pool behind Ollama's and OpenAI's API
     gleitzeit-llm demo                           the embedded demo on emulated servers
 
 The pool comes from ``--config file.yaml``, else the ``GLEITZEIT_OLLAMA_*`` environment. Exit
@@ -657,6 +658,33 @@ def _metrics(args: argparse.Namespace) -> int:
             metrics.close()
 
 
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        from gleitzeit_llm.gateway.serve import serve
+        from gleitzeit_llm.gateway.settings import GatewaySettings
+    except ImportError as exc:  # the gateway extra is not installed
+        raise UsageError(
+            f"serve needs the gateway extra: pip install 'gleitzeit-llm[gateway]' ({exc})"
+        ) from None
+    if args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    try:
+        settings = GatewaySettings(
+            api_keys=GatewaySettings.keys_from(args.api_key),
+            allow_admin=args.allow_admin,
+            max_body=args.max_body,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        serve(args.config, settings, host=args.host, port=args.port, workers=args.workers)
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown: a normal stop
+        return EXIT_OK
+    except OSError as exc:
+        raise UsageError(f"serve: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    return EXIT_OK
+
+
 def _demo(args: argparse.Namespace) -> int:
     from gleitzeit_llm.demo import run_demo
 
@@ -801,6 +829,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     metrics.add_argument("--port", type=int, default=9464, help="port (default 9464; 0 picks a free one)")
     metrics.add_argument("--addr", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+
+    serve = _command(
+        commands,
+        "serve",
+        _serve,
+        "serve the pool behind Ollama's and OpenAI's HTTP API",
+        "Serve the pool as one Ollama server (/api/...) and an OpenAI-compatible API (/v1/...), with "
+        "the pool's routing, failover and metrics, until Ctrl-C. See docs/gateway.md.",
+    )
+    serve.add_argument(
+        "--config",
+        default=argparse.SUPPRESS,
+        metavar="FILE",
+        help="pool configuration YAML (as the global --config)",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=11435, help="port (default 11435; 0 picks a free one)")
+    serve.add_argument(
+        "--api-key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="require 'Authorization: Bearer KEY' (repeatable; also GLEITZEIT_GATEWAY_API_KEYS)",
+    )
+    serve.add_argument(
+        "--allow-admin", action="store_true", help="allow pull and delete (fanned out to every instance)"
+    )
+    serve.add_argument(
+        "--max-body",
+        type=int,
+        default=8 * 1024 * 1024,
+        metavar="BYTES",
+        help="largest request body (default 8 MiB)",
+    )
+    serve.add_argument(
+        "--workers", type=int, default=1, metavar="N", help="uvicorn worker processes (default 1)"
+    )
 
     demo = commands.add_parser("demo", help="run the embedded demo on emulated Ollama servers")
     demo.add_argument("--requests", type=int, default=120, help="how many chat requests (default 120)")

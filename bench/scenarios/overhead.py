@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -34,11 +33,12 @@ from typing import Any
 from bench._util import (
     MESSAGES,
     MODEL,
+    chat_calls,
     closed_loop,
     emulators,
     latency_summary,
     log,
-    spread,
+    summarise_clients,
 )
 
 PARAMS = {
@@ -94,23 +94,7 @@ async def _httpx_clients(url: str) -> list[Client]:
         timeout=60.0,
         limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
     )
-    body = {"model": MODEL, "messages": MESSAGES, "stream": False}
-    body_stream = {"model": MODEL, "messages": MESSAGES, "stream": True}
-
-    async def plain() -> Any:
-        response = await client.post("/api/chat", json=body)
-        response.raise_for_status()
-        return response.json()
-
-    async def streamed() -> Any:
-        last = None
-        async with client.stream("POST", "/api/chat", json=body_stream) as response:
-            response.raise_for_status()
-            async for line in response.aiter_lines():
-                if line:
-                    last = json.loads(line)
-        return last
-
+    plain, streamed = chat_calls(client)
     return [
         Client("httpx", "plain httpx, stream: false", plain, client.aclose),
         Client("httpx_stream", "plain httpx, stream: true (NDJSON)", streamed, _nothing),
@@ -288,31 +272,16 @@ def _summarise(
     names = [c.name for c in clients]
     by_conc: dict[str, Any] = {}
     for conc in params["concurrency"]:
-        runs = [r[conc] for r in per_run]
-        table = {
-            name: {
-                key: spread([r[name][key] for r in runs])
-                for key in ("p50_ms", "p90_ms", "p99_ms", "throughput_rps", "cpu_us_per_request")
-            }
-            for name in names
-        }
-        pairs = {}
-        for subject, baseline in PAIRS:
-            if subject not in names or baseline not in names:
-                continue
-            pairs[f"{subject}-vs-{baseline}"] = {
-                "subject": subject,
-                "baseline": baseline,
-                "added_p50_ms": spread([r[subject]["p50_ms"] - r[baseline]["p50_ms"] for r in runs]),
-                "added_p99_ms": spread([r[subject]["p99_ms"] - r[baseline]["p99_ms"] for r in runs]),
-                "added_cpu_us": spread(
-                    [r[subject]["cpu_us_per_request"] - r[baseline]["cpu_us_per_request"] for r in runs]
-                ),
-                "throughput_ratio": spread(
-                    [r[subject]["throughput_rps"] / r[baseline]["throughput_rps"] for r in runs]
-                ),
-            }
-        by_conc[str(conc)] = {"clients": table, "pairs": pairs}
+        block = summarise_clients(
+            names,
+            PAIRS,
+            [r[conc] for r in per_run],
+            ("p50_ms", "p90_ms", "p99_ms", "throughput_rps", "cpu_us_per_request"),
+            ("cpu_us_per_request",),
+        )
+        for pair in block["pairs"].values():  # the name the results and the report have used
+            pair["added_cpu_us"] = pair.pop("added_cpu_us_per_request")
+        by_conc[str(conc)] = block
     return {
         "params": params,
         "clients": {c.name: c.label for c in clients},

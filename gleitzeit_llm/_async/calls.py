@@ -101,6 +101,8 @@ class AsyncSendChain:
             if call.kind == "embed":
                 final = await transport.embed(call.request, timeouts=timeouts)
                 lease.mark_first_chunk()
+            elif call.kind == "raw":  # the gateway's pass-through (gleitzeit_llm.passthrough)
+                final = await call.collect_async(transport, timeouts, lease.mark_first_chunk)
             else:
                 # Streamed on the wire (per-chunk idle timeouts), folded and validated once:
                 # validating every chunk cost about 5 us per token.

@@ -102,6 +102,8 @@ class SendChain:
             if call.kind == "embed":
                 final = transport.embed(call.request, timeouts=timeouts)
                 lease.mark_first_chunk()
+            elif call.kind == "raw":  # the gateway's pass-through (gleitzeit_llm.passthrough)
+                final = call.collect_sync(transport, timeouts, lease.mark_first_chunk)
             else:
                 # Streamed on the wire (per-chunk idle timeouts), folded and validated once:
                 # validating every chunk cost about 5 us per token.

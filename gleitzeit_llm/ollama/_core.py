@@ -306,6 +306,20 @@ class TransportCore:
             raise self._error_in_200(response, str(extra["error"]))
         return result
 
+    def parse_raw(self, response: httpx.Response, body: bytes, call: Call) -> dict[str, Any]:
+        """A complete JSON object body as a dict (the gateway's pass-through: nothing dropped)."""
+        if not 200 <= response.status_code < 300:
+            raise self.status_error(response, body, call)
+        try:
+            result = json.loads(body)
+        except ValueError:
+            raise self._not_ollama(response, body, call, "not JSON") from None
+        if not isinstance(result, dict):
+            raise self._not_ollama(response, body, call, f"not a {call.path} response (not an object)")
+        if "error" in result:
+            raise self._error_in_200(response, str(result["error"]))
+        return result
+
     def chunk(self, model: type[M], obj: dict[str, Any], chunks: int, call: Call) -> M:
         try:
             return model.__pydantic_validator__.validate_python(obj)  # type: ignore[no-any-return]

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gleitzeit_llm.testing import model_admin
 from gleitzeit_llm.testing.faults import BUSY_MESSAGE, Faults
 from gleitzeit_llm.testing.generation import (
     GenerationRequest,
@@ -70,6 +71,9 @@ _ROUTES: dict[str, dict[str, str]] = {
     "/api/generate": {"POST": "_generate"},
     "/api/embed": {"POST": "_embed"},
     "/api/embeddings": {"POST": "_embeddings"},
+    "/api/pull": {"POST": "_pull"},
+    "/api/delete": {"DELETE": "_delete"},
+    "/api/copy": {"POST": "_copy"},
 }
 _INFERENCE = frozenset({"/api/chat", "/api/generate", "/api/embed", "/api/embeddings"})
 
@@ -294,6 +298,17 @@ class OllamaApi:
         stream = body.get("stream") is not False
         record.stream = stream
         return stream, keep_alive
+
+    # -- model management (testing/model_admin.py) -------------------------------------------
+
+    async def _pull(self, request: HttpRequest, ex: Exchange, record: RequestRecord) -> None:
+        await model_admin.pull(self.state, self._body(request, record, "PullRequest", {}), ex)
+
+    async def _delete(self, request: HttpRequest, ex: Exchange, record: RequestRecord) -> None:
+        await model_admin.delete(self.state, self._body(request, record, "DeleteRequest", {}), ex)
+
+    async def _copy(self, request: HttpRequest, ex: Exchange, record: RequestRecord) -> None:
+        await model_admin.copy(self.state, self._body(request, record, "CopyRequest", {}), ex)
 
     # -- chat and generate -----------------------------------------------------------------
 

@@ -108,3 +108,30 @@ def test_quick_promptcache_scenario_reports_every_strategy_and_its_targets(tmp_p
     assert targets["cache_ttft"]["measured"] is not None
     assert targets["cache_skew"]["measured"] is not None
     assert "### 4b. Prompt-cache affinity" in docs.read_text()
+
+
+def test_quick_gateway_bench_measures_the_gateway_against_direct_calls(tmp_path: Path) -> None:
+    docs = tmp_path / "performance.md"
+    sets = {
+        "clients": '["direct", "gateway"]',
+        "litellm": "false",
+        "concurrency": "[1, 4]",
+        "rounds": '{"1": 5, "4": 1}',
+        "batch": '{"1": 1, "4": 8}',
+    }
+    args = [arg for key, value in sets.items() for arg in ("--set", f"gateway.{key}={value}")]
+    out = ["--out", str(tmp_path), "--docs", str(docs), "--no-plots"]
+    done = run_bench(["--quick", "--only", "gateway", "--runs", "1", *args, *out], timeout=90)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    (result,) = tmp_path.glob("*-quick-partial.json")
+    gateway = json.loads(result.read_text())["scenarios"]["gateway"]
+    assert gateway["skipped"] == {}
+    assert set(gateway["clients"]) == {"direct", "gateway"}
+    pair = gateway["by_concurrency"]["1"]["pairs"]["gateway-vs-direct"]
+    assert pair["added_p50_ms"]["n"] == 1 and pair["throughput_ratio"]["n"] == 1
+    assert gateway["by_concurrency"]["4"]["clients"]["gateway"]["p50_ms"]["n"] == 1
+    targets = {t["id"]: t for t in json.loads(result.read_text())["targets"]}
+    assert targets["gateway_latency"]["measured"] is not None
+    assert targets["gateway_throughput"]["met"] is None  # concurrency 64 was not run
+    assert "### 9. Gateway" in docs.read_text()

@@ -83,7 +83,9 @@ def pool_env(*emulators: Any, names: Sequence[str] = ("a", "b", "c")) -> dict[st
     return {"GLEITZEIT_OLLAMA_INSTANCES": entries, "GLEITZEIT_OLLAMA_HEALTH_CHECK_TIMEOUT": "1"}
 
 
-@pytest.mark.parametrize("command", ["", "status", "chat", "batch", "run", "emulate", "metrics", "demo"])
+@pytest.mark.parametrize(
+    "command", ["", "status", "chat", "batch", "run", "emulate", "metrics", "serve", "demo"]
+)
 def test_every_command_has_help(command: str) -> None:
     result = run(*([command] if command else []), "--help")
     assert result.returncode == 0, result.stderr

@@ -157,6 +157,29 @@ class OllamaTransport(TransportBase):
         req = EmbedRequest.coerce(request)
         return self._call("POST", "/api/embed", req.to_wire(), EmbedResponse, req.model, timeouts)
 
+    # -- pass-through (the gateway): Ollama's JSON as plain dicts, nothing validated or dropped --
+
+    def stream_raw(
+        self, path: str, body: dict[str, Any], *, model: str | None = None, timeouts: Timeouts | None = None
+    ) -> ResponseStream[dict[str, Any]]:
+        """``POST path`` with ``body`` as given (it should ask for a stream): one decoded dict per
+        NDJSON chunk, unknown fields kept. Errors are classified as for :meth:`stream_chat`."""
+        return ResponseStream(self._stream_raw(path, body, model, timeouts))
+
+    def request_raw(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        *,
+        model: str | None = None,
+        timeouts: Timeouts | None = None,
+    ) -> dict[str, Any]:
+        """One request whose answer is a single JSON object, returned as a dict, unknown fields kept."""
+        call = self._core.start(method, path, model, timeouts)
+        response, content = self._send_and_read(call, body)
+        return self._core.parse_raw(response, content, call)
+
     # -- inspection (cheap: none of these loads a model) ---------------------------------------
 
     def tags(self, *, timeouts: Timeouts | None = None) -> ListResponse:
@@ -314,3 +337,21 @@ class OllamaTransport(TransportBase):
                 item = core.chunk(model, obj, chunks, call)
                 chunks += 1
                 yield item
+
+    def _stream_raw(
+        self, path: str, body: dict[str, Any], name: str | None, timeouts: Timeouts | None
+    ) -> Generator[dict[str, Any], None, None]:
+        core = self._core
+        call = core.start("POST", path, name, timeouts)
+        with self._ndjson_response(call, body) as response:
+            decoder = NDJSONDecoder(instance=core.instance, url=core.url)
+            try:
+                for data in response.iter_bytes():
+                    for obj in decoder.feed(data):
+                        if call.deadline is not None and obj.get("done") is not True:
+                            core.check_deadline(call, decoder.chunks_received)
+                        yield obj
+            except httpx.HTTPError as exc:
+                raise core.body_error(exc, call, response, decoder.chunks_received) from exc
+            for obj in decoder.close():
+                yield obj
