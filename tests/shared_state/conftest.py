@@ -67,9 +67,10 @@ def spawn() -> Iterator[Callable[[dict[str, Any]], Worker]]:
         worker.proc.communicate()
 
 
-def run_together(workers: list[Worker]) -> list[dict[str, Any]]:
-    """Start every worker's calls at once (all are ready first); their results."""
-    for worker in workers:
+def run_together(workers: list[Worker], *, started: bool = False) -> list[dict[str, Any]]:
+    """Start every worker's calls at once (all are ready first; ``started``: the caller saw
+    their ``ready`` already); their results."""
+    for worker in workers if not started else ():
         worker.expect("ready")
     for worker in workers:
         worker.go()

@@ -61,11 +61,14 @@ def test_one_process_breaker_trip_keeps_the_other_processes_away(
         },
         "calls": 6,
     }
-    (first,) = run_together([spawn(spec)])  # pays the failures that trip its breaker
+    first_process, second_process = spawn(spec), spawn(spec)  # both start up at once
+    first_process.expect("ready")
+    second_process.expect("ready")
+    (first,) = run_together([first_process], started=True)  # pays the failures that trip its breaker
     assert first["errors"] == []
     assert len(bad.requests_for("/api/chat")) == 2
 
-    (second,) = run_together([spawn(spec)])
+    (second,) = run_together([second_process], started=True)
 
     assert second["errors"] == []
     assert second["served"] == {"e0": 6}
