@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-__all__ = ["OllamaName", "display_shortest", "folds_case", "parse_name", "parse_name_bare"]
+__all__ = ["OllamaName", "display_shortest", "folds_case", "parse_name", "parse_name_bare", "version_tuple"]
 
 DEFAULT_HOST = "registry.ollama.ai"
 DEFAULT_NAMESPACE = "library"
@@ -98,6 +98,11 @@ def display_shortest(name: OllamaName) -> str:
     if name.namespace.casefold() != DEFAULT_NAMESPACE:
         return f"{name.namespace}/{name.model}:{name.tag}"
     return f"{name.model}:{name.tag}"
+
+
+def version_tuple(text: str) -> tuple[int, int, int]:
+    """``(major, minor, patch)`` of a reported Ollama version (a development build is the newest)."""
+    return _version(text)
 
 
 def _version(text: str) -> tuple[int, int, int]:

@@ -6,7 +6,7 @@ Modelled on Ollama's Go runner as of the version the emulator reports by default
 * a loaded model has ``num_parallel`` cache slots, each holding up to ``num_ctx`` tokens;
 * a request takes a free slot (``LoadCacheSlot``). By default (``OLLAMA_MULTIUSER_CACHE`` off) that
   is the free slot with the longest common prefix with the prompt, the lowest index on ties
-  (``findLongestCacheSlot``: an empty slot only wins when no slot shares a token). With
+  (``findLongestCacheSlot``; with no shared token at all, the first free slot, full or not). With
   ``multiuser_cache`` (``findBestCacheSlot``) a free slot whose whole content is a prefix of the
   prompt is reused; otherwise the least recently used free slot is taken and the longest
   matching prefix of any slot is copied into it;
@@ -18,6 +18,12 @@ Modelled on Ollama's Go runner as of the version the emulator reports by default
 * embeddings take a slot without reusing it (``LoadCacheSlot(inputs, false)``), so the slot then
   holds the embedded text.
 
+From 0.30 Ollama runs llama.cpp's ``llama-server`` instead (``llm/llama_server.go`` starts it with
+``-c num_ctx*num_parallel -np num_parallel``), whose ``get_available_slot`` picks the free,
+non-empty slot whose common prefix is the largest fraction of the prompt, if above 0.1
+(``slot_prompt_similarity``), else the least recently released free slot (the last one on ties):
+the ``"similarity"`` policy, used when the emulator reports such a version.
+
 Tokens are strings (special markers, newlines, words with their leading space, punctuation);
 nothing here knows about HTTP or time.
 """
@@ -28,22 +34,40 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
+from itertools import chain
 from typing import Any
+
+from gleitzeit_llm.testing.names import version_tuple
 
 __all__ = [
     "CacheSlot",
     "PromptCache",
     "Vocabulary",
     "chat_prompt_tokens",
+    "common_prefix",
     "render_assistant",
     "render_messages",
     "shift_tokens",
+    "slot_policy",
     "tokenize",
     "truncate_tokens",
 ]
 
 #: Ollama's default ``num_keep`` (``api.DefaultOptions``).
 DEFAULT_NUM_KEEP = 4
+#: llama-server's default ``--slot-prompt-similarity``.
+SLOT_PROMPT_SIMILARITY = 0.1
+#: Slot choices: the Go runner's ``findLongestCacheSlot`` / ``findBestCacheSlot``, llama-server's.
+POLICIES = ("longest", "multiuser", "similarity")
+
+
+def slot_policy(version: str, multiuser: bool) -> str:
+    """The slot choice of an Ollama server reporting ``version``."""
+    if version_tuple(version) >= (0, 30, 0):
+        return "similarity"
+    return "multiuser" if multiuser else "longest"
+
 
 # Special markers, a newline, a word with at most one leading space, one punctuation character
 # with at most one leading space, other whitespace runs. Newlines stand alone, so the text after a
@@ -78,23 +102,36 @@ def render_assistant(content: str, tool_calls: Sequence[Any] | None = None) -> s
     return text
 
 
-def render_messages(messages: Sequence[Mapping[str, Any]], tools: Sequence[Any] = ()) -> str:
-    """The rendered prompt of a conversation, ending with the generation prompt.
-
-    Thinking in earlier assistant messages is left out, as reasoning models' templates do.
-    """
-    parts: list[str] = []
+def _blocks(messages: Sequence[Mapping[str, Any]], tools: Sequence[Any]) -> tuple[str, list[str], str]:
+    """The tools block ('' without tools), one block per message, and the generation prompt."""
+    head = ""
     if tools:
         tools_json = json.dumps(list(tools), ensure_ascii=False)
-        parts.append(f"<|im_start|>system\n# Tools\n{tools_json}<|im_end|>\n")
+        head = f"<|im_start|>system\n# Tools\n{tools_json}<|im_end|>\n"
+    blocks = []
     for message in messages:
         role = str(message.get("role") or "user")
         content = str(message.get("content") or "")
         if role == "assistant":
             content = render_assistant(content, message.get("tool_calls"))
-        parts.append(f"<|im_start|>{role}\n{content}<|im_end|>\n")
-    parts.append("<|im_start|>assistant\n")
-    return "".join(parts)
+        blocks.append(f"<|im_start|>{role}\n{content}<|im_end|>\n")
+    return head, blocks, "<|im_start|>assistant\n"
+
+
+def render_messages(messages: Sequence[Mapping[str, Any]], tools: Sequence[Any] = ()) -> str:
+    """The rendered prompt of a conversation, ending with the generation prompt.
+
+    Thinking in earlier assistant messages is left out, as reasoning models' templates do.
+    """
+    head, blocks, tail = _blocks(messages, tools)
+    return head + "".join(blocks) + tail
+
+
+@lru_cache(maxsize=2048)
+def _block_tokens(block: str) -> tuple[str, ...]:
+    # Blocks end with "<|im_end|>\n", both tokens of their own, so no token spans two blocks and a
+    # conversation's history is tokenized once, not again at every turn.
+    return tuple(_TOKEN.findall(block))
 
 
 def chat_prompt_tokens(
@@ -105,17 +142,26 @@ def chat_prompt_tokens(
     As ``server/prompt.go``: the last message is always kept, and so are the system messages
     before the first kept one; without ``truncate`` nothing is dropped.
     """
-    tokens = tokenize(render_messages(messages, tools))
-    if not truncate or len(tokens) <= num_ctx or len(messages) < 2:
-        return tokens
-    first = len(messages) - 1
-    for start in range(len(messages) - 2, -1, -1):
-        kept = [m for m in messages[:start] if m.get("role") == "system"] + list(messages[start:])
-        if len(tokenize(render_messages(kept, tools))) > num_ctx:
-            break
-        first = start
-    kept = [m for m in messages[:first] if m.get("role") == "system"] + list(messages[first:])
-    return tokenize(render_messages(kept, tools))
+    head, blocks, tail = _blocks(messages, tools)
+    pieces = [_block_tokens(b) for b in blocks]
+    fixed = len(_block_tokens(head)) + len(_block_tokens(tail))
+    first = 0
+    if truncate and len(messages) > 1 and fixed + sum(map(len, pieces)) > num_ctx:
+        first = len(messages) - 1
+        for start in range(len(messages) - 2, -1, -1):
+            systems = sum(
+                len(p) for m, p in zip(messages[:start], pieces, strict=False) if m.get("role") == "system"
+            )
+            if fixed + systems + sum(map(len, pieces[start:])) > num_ctx:
+                break
+            first = start
+    kept = [p for m, p in zip(messages[:first], pieces, strict=False) if m.get("role") == "system"]
+    return [
+        *_block_tokens(head),
+        *chain.from_iterable(kept),
+        *chain.from_iterable(pieces[first:]),
+        *_block_tokens(tail),
+    ]
 
 
 def truncate_tokens(tokens: list[str], num_ctx: int, num_keep: int) -> list[str]:
@@ -156,12 +202,18 @@ def shift_tokens(tokens: list[str], num_ctx: int, num_keep: int) -> list[str]:
 
 def common_prefix(a: Sequence[str], b: Sequence[str]) -> int:
     """``countCommonPrefix``: how many leading tokens ``a`` and ``b`` share."""
-    count = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        count += 1
-    return count
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    # Bisect with slice comparisons (done in C): a[:low] == b[:low], a[:high] != b[:high].
+    low, high = 0, n
+    while high - low > 1:
+        mid = (low + high) // 2
+        if a[low:mid] == b[low:mid]:
+            low = mid
+        else:
+            high = mid
+    return low
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,8 +227,9 @@ class CacheSlot:
     id: int
     tokens: list[str] = field(default_factory=list)
     in_use: bool = False
-    #: A counter, not a clock: the order in which slots were taken (0: never).
+    #: Counters, not clocks: when the slot was last taken / given back (0: never).
     last_used: int = 0
+    last_released: int = 0
     #: Requests served from this slot, and prompt tokens they found cached.
     requests: int = 0
     cached_tokens: int = 0
@@ -201,12 +254,14 @@ class PromptCache:
     Args:
         slots: number of slots (the runner's ``num_parallel``).
         num_ctx: tokens each slot holds.
-        multiuser: ``OLLAMA_MULTIUSER_CACHE``: LRU slot choice instead of longest prefix.
+        policy: how a slot is chosen, one of :data:`POLICIES` (see :func:`slot_policy`).
     """
 
-    def __init__(self, slots: int, num_ctx: int, multiuser: bool = False) -> None:
+    def __init__(self, slots: int, num_ctx: int, policy: str = "longest") -> None:
+        if policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, not {policy!r}")
         self.num_ctx = num_ctx
-        self.multiuser = multiuser
+        self.policy = policy
         self.slots = [CacheSlot(i) for i in range(slots)]
         self._capacity = slots
         self._clock = 0
@@ -223,24 +278,31 @@ class PromptCache:
             self.slots.pop()
 
     def clear(self) -> None:
-        """Empty every slot (requests in flight keep theirs until done)."""
+        """Empty every slot and zero its counts (a request in flight refills its slot when done)."""
         for slot in self.slots:
             slot.tokens = []
+            slot.requests = slot.cached_tokens = 0
 
     def take(self, prompt: Sequence[str], reuse: bool = True) -> tuple[CacheSlot, int]:
         """``LoadCacheSlot``: a free slot for ``prompt`` and how many prompt tokens it reuses.
 
         The slot is marked in use and keeps only the reused prefix (the caller appends the rest).
         """
+        prompt = list(prompt)
         self._clock += 1
-        slot, cached = self._best(prompt) if self.multiuser else self._longest(prompt)
+        if self.policy == "multiuser":
+            slot, cached = self._best(prompt)
+        elif self.policy == "similarity":
+            slot, cached = self._similar(prompt)
+        else:
+            slot, cached = self._longest(prompt)
         if not reuse:
             cached = 0
         if cached == len(prompt) and cached > 0:
             cached -= 1  # leave one input to sample, so there is a next token
         slot.in_use = True
         slot.last_used = self._clock
-        slot.tokens = list(prompt[:cached])
+        slot.tokens = prompt[:cached]
         slot.requests += 1
         slot.cached_tokens += cached
         return slot, cached
@@ -249,6 +311,8 @@ class PromptCache:
         """Free ``slot`` holding ``tokens`` (prompt plus generated), shifted to fit ``num_ctx``."""
         slot.tokens = shift_tokens(tokens, self.num_ctx, num_keep)
         slot.in_use = False
+        self._clock += 1
+        slot.last_released = self._clock
         self._trim()
 
     def _free(self) -> list[CacheSlot]:
@@ -279,6 +343,20 @@ class PromptCache:
         if longest > 0 and longest_slot is not oldest:
             oldest.tokens = list(longest_slot.tokens[:longest])  # fork the prefix into the LRU slot
         return oldest, max(longest, 0)
+
+    def _similar(self, prompt: Sequence[str]) -> tuple[CacheSlot, int]:
+        free = self._free()
+        chosen, best = None, 0.0
+        for slot in free:
+            if not slot.tokens or not prompt:
+                continue
+            similarity = common_prefix(slot.tokens, prompt) / len(prompt)
+            if similarity > best and similarity > SLOT_PROMPT_SIMILARITY:
+                chosen, best = slot, similarity
+        if chosen is None:
+            oldest = min(s.last_released for s in free)
+            chosen = [s for s in free if s.last_released == oldest][-1]
+        return chosen, common_prefix(chosen.tokens, prompt)
 
     def describe(self) -> list[dict[str, Any]]:
         """Every slot as a dict (for tests and the admin API)."""

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from gleitzeit_llm.testing.faults import BUSY_MESSAGE
 from gleitzeit_llm.testing.models import EmulatedModel
-from gleitzeit_llm.testing.promptcache import PromptCache
+from gleitzeit_llm.testing.promptcache import PromptCache, slot_policy
 from gleitzeit_llm.testing.settings import Settings
 from gleitzeit_llm.testing.wire import FOREVER, ApiError, forever_ns, format_local
 
@@ -283,7 +283,10 @@ class Scheduler:
 
     def _new_cache(self, context_length: int) -> PromptCache:
         # Ollama's KV cache is num_ctx * num_parallel split into num_parallel slots of num_ctx.
-        return PromptCache(self.settings.num_parallel, context_length, self.settings.multiuser_cache)
+        return PromptCache(self.settings.num_parallel, context_length, self._slot_policy())
+
+    def _slot_policy(self) -> str:
+        return slot_policy(self.settings.version, self.settings.multiuser_cache)
 
     def _lru_idle(self) -> Runner | None:
         idle = [r for r in self.runners.values() if r.state == "ready" and r.refcount == 0]
@@ -383,7 +386,7 @@ class Scheduler:
         for runner in self.runners.values():
             runner.slots.set_capacity(self.settings.num_parallel)
             runner.cache.resize(self.settings.num_parallel)
-            runner.cache.multiuser = self.settings.multiuser_cache
+            runner.cache.policy = self._slot_policy()
         while self._resident() > self.settings.max_loaded_models:
             victim = self._lru_idle()
             if victim is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 __all__ = ["Settings"]
@@ -31,7 +31,8 @@ class Settings:
     #: uncached tokens cost prompt time. ``False`` evaluates every prompt in full.
     prompt_cache: bool = True
     #: ``OLLAMA_MULTIUSER_CACHE``: pick the least recently used free slot (forking the longest
-    #: cached prefix into it) instead of the free slot with the longest common prefix.
+    #: cached prefix into it) instead of the free slot with the longest common prefix. Applies to
+    #: versions before 0.30; from 0.30 (llama-server) the slot choice follows ``version``.
     multiuser_cache: bool = False
     #: Output speed; ``0`` means instantaneous.
     tokens_per_second: float = 50.0
@@ -50,14 +51,15 @@ class Settings:
     show_architecture: bool = True
 
     def update(self, **changes: Any) -> None:
-        """Change some settings; unknown names raise ``TypeError``."""
+        """Change some settings; unknown names raise ``TypeError``, bad values ``ValueError``
+        (and then nothing changes)."""
         known = {f.name for f in fields(self)}
         unknown = set(changes) - known
         if unknown:
             raise TypeError(f"unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
+        replace(self, **changes).validate()
         for name, value in changes.items():
             setattr(self, name, value)
-        self.validate()
 
     def validate(self) -> None:
         if self.num_parallel < 1:
@@ -71,6 +73,9 @@ class Settings:
         for name in ("load_time", "ttft", "prompt_tokens_per_second", "tokens_per_second"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
+        for name in ("prompt_cache", "multiuser_cache"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, not {getattr(self, name)!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

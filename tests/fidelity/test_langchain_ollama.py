@@ -102,3 +102,18 @@ async def test_async_invoke_and_embeddings(ollama_emulator: OllamaEmulator, clos
     documents = embeddings.embed_documents(["the blue sky", "tax law"])
     assert len(query) == 768 and documents[0] == pytest.approx(query)
     assert (await embeddings.aembed_query("the blue sky")) == pytest.approx(query)
+
+
+def test_a_conversation_reuses_the_servers_prompt_cache(
+    ollama_emulator: OllamaEmulator, closing: Closing
+) -> None:
+    llm = closing(ChatOllama(model="llama3.2", base_url=ollama_emulator.url))
+    history: list[Any] = [("system", "Answer briefly. " * 20), ("human", "Why is the sky blue?")]
+    first = llm.invoke(history)
+    history += [first, ("human", "And at sunset?")]
+    second = llm.invoke(history)
+    assert second.usage_metadata and first.usage_metadata
+    assert second.usage_metadata["input_tokens"] > first.usage_metadata["input_tokens"]
+    assert second.response_metadata["prompt_eval_duration"] < first.response_metadata["prompt_eval_duration"]
+    record = ollama_emulator.requests_for("/api/chat")[-1]
+    assert record.cached_tokens == first.usage_metadata["total_tokens"]

@@ -78,3 +78,16 @@ def test_tool_calls_with_chat_with_tools_and_predict_and_call(
     ollama_emulator.script_tool_calls([{"name": "multiply", "arguments": {"a": 3, "b": 5}}])
     output = llm.predict_and_call([tool], "What is 3 times 5?")
     assert str(output) == "15"
+
+
+def test_a_conversation_reuses_the_servers_prompt_cache(
+    ollama_emulator: OllamaEmulator, closing: Closing
+) -> None:
+    llm = make(ollama_emulator, closing)
+    history = [ChatMessage(role="system", content="Answer briefly. " * 20), *HELLO]
+    first = llm.chat(history)
+    second = llm.chat([*history, first.message, ChatMessage(role="user", content="And then?")])
+    assert second.raw["prompt_eval_count"] > first.raw["prompt_eval_count"]
+    assert second.raw["prompt_eval_duration"] < first.raw["prompt_eval_duration"]
+    record = ollama_emulator.requests_for("/api/chat")[-1]
+    assert record.cached_tokens == first.raw["prompt_eval_count"] + first.raw["eval_count"]

@@ -103,3 +103,26 @@ async def test_async_client(ollama_emulator: OllamaEmulator, closing: Closing) -
     with pytest.raises(ollama.ResponseError) as missing:
         await client.generate(model="llama9", prompt="x")
     assert missing.value.status_code == 404
+
+
+def test_a_cached_second_turn_and_generate_context_parse(
+    ollama_emulator: OllamaEmulator, closing: Closing
+) -> None:
+    client = closing(ollama.Client(host=ollama_emulator.url))
+    messages: list[Any] = [{"role": "system", "content": "Answer briefly. " * 20}, *USER]
+    first = client.chat(model="llama3.2", messages=messages)
+    messages += [first.message, {"role": "user", "content": "And at sunset?"}]
+    second = client.chat(model="llama3.2", messages=messages)
+    # The whole prompt is counted, but only the new tokens took time (the runner's prompt cache).
+    assert second.prompt_eval_count > first.prompt_eval_count
+    assert second.prompt_eval_duration < first.prompt_eval_duration
+    assert second.total_duration >= second.load_duration + second.prompt_eval_duration + second.eval_duration
+    assert (
+        ollama_emulator.requests_for("/api/chat")[-1].cached_tokens
+        == first.prompt_eval_count + first.eval_count
+    )
+
+    generated = client.generate(model="llama3.2", prompt="Tell me a story")
+    follow = client.generate(model="llama3.2", prompt="Go on", context=generated.context)
+    assert follow.context and follow.context[: len(generated.context)] == generated.context
+    assert ollama_emulator.requests_for("/api/generate")[-1].cached_tokens == len(generated.context)

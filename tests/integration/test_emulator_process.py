@@ -19,9 +19,15 @@ def test_emulator_process_kill_restart_and_control_api() -> None:
     models = ["llama3.2", EmulatedModel("tiny", capabilities=["completion"], embedding_dim=8)]
     # keep_alive=-1: at time_scale 0.001 the default 5 min are 0.3 real seconds, shorter than a
     # restart on a busy machine; the model must still be resident when the test looks.
-    with EmulatorProcess(models=models, loaded=["llama3.2"], time_scale=0.001, keep_alive=-1) as proc:
+    with EmulatorProcess(
+        models=models, loaded=["llama3.2"], time_scale=0.001, keep_alive=-1, multiuser_cache=True
+    ) as proc:
         url, pid = proc.url, proc.pid
         assert httpx.post(f"{url}/api/chat", json=CHAT).status_code == 200
+        assert proc.state()["settings"]["multiuser_cache"] is True
+        assert proc.prompt_caches("llama3.2")["llama3.2:latest"][0]["tokens"] > 0
+        proc.clear_prompt_caches()
+        assert [s["tokens"] for s in proc.prompt_caches()["llama3.2:latest"]] == [0]
         assert httpx.get(f"{url}/api/tags").json()["models"][1]["name"] == "tiny:latest"
         state = proc.state()
         assert state["loaded"] == ["llama3.2:latest"] and state["settings"]["time_scale"] == 0.001
@@ -98,6 +104,9 @@ def test_cli_main_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> N
     from gleitzeit_llm.testing.cli import main
 
     assert main(["--instances", "0"]) == 2
+    with pytest.raises(SystemExit):
+        main(["--prompt-cache", "maybe"])
+    assert "--prompt-cache: expected true or false, got 'maybe'" in capsys.readouterr().err
     assert main(["--models-json", json.dumps([{"name": "x", "capabilities": ["flying"]}])]) == 2
     assert "unknown capabilities" in capsys.readouterr().err
 

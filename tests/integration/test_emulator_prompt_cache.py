@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from gleitzeit_llm.testing import OllamaEmulator
+from gleitzeit_llm.testing.promptcache import render_assistant, tokenize
 
 MODEL = "llama3.2"
 TTFT = 0.02
@@ -146,6 +147,20 @@ def test_multiuser_cache_keeps_two_conversations_and_a_third_evicts_the_least_re
         assert last_record(emu).cached_tokens < 10  # alpha's cache is gone
 
 
+def test_from_0_30_llama_server_keeps_similar_prompts_apart_and_evicts_the_lru(client: httpx.Client) -> None:
+    with emulator(num_parallel=2, version="0.30.0") as emu:
+        a, b, c = conversation("alpha"), conversation("beta"), conversation("gamma")
+        for messages in (a, b, a, b):
+            ask(client, emu, messages)
+        records = emu.requests_for("/api/chat")
+        assert [r.cache_slot for r in records] == [1, 0, 1, 0]  # never-used slots: the last first
+        assert all(r.cached_tokens == r.prompt_eval_count - 1 for r in records[2:])
+        ask(client, emu, c)  # similar to neither (the template head is under 10%): the LRU slot, alpha's
+        assert last_record(emu).cache_slot == 1
+        full = ask(client, emu, b)
+        assert last_record(emu).cached_tokens == full["prompt_eval_count"] - 1
+
+
 async def test_concurrent_conversations_keep_their_own_slots() -> None:
     # Under concurrency single-user mode spreads too: a busy slot is never chosen.
     with emulator(num_parallel=2, time_scale=0.001) as emu:
@@ -271,5 +286,38 @@ def test_caches_can_be_inspected_and_cleared(client: httpx.Client) -> None:
         assert admin["llama3.2:latest"][0]["tokens"] == slots[0]["tokens"]
         client.request("DELETE", f"{emu.url}/__emulator__/prompt_cache", json={})
         assert [s["tokens"] for s in emu.prompt_caches()["llama3.2:latest"]] == [0, 0]
+        bad = client.post(f"{emu.url}/__emulator__/settings", json={"prompt_cache": "no"})
+        assert (bad.status_code, bad.json()) == (
+            400,
+            {"error": "prompt_cache must be true or false, not 'no'"},
+        )
+        assert emu.settings.prompt_cache is True  # a refused change leaves the setting as it was
         ask(client, emu, conversation("alpha"))
         assert last_record(emu).cached_tokens == 0
+
+
+def test_a_thinking_reply_is_cached_only_up_to_the_reply(client: httpx.Client) -> None:
+    # Thinking templates leave earlier reasoning out of the history, so the cached reasoning
+    # does not match the next turn's prompt: only the previous prompt is reused.
+    with emulator(models=["qwen3"], loaded=["qwen3"]) as emu:
+        messages = conversation("epsilon")
+        body = {"model": "qwen3", "messages": messages, "think": True, "stream": False}
+        first = client.post(f"{emu.url}/api/chat", json=body).json()
+        assert first["message"]["thinking"]
+        messages += [first["message"], {"role": "user", "content": "Why?"}]
+        client.post(f"{emu.url}/api/chat", json={**body, "messages": messages})
+        assert last_record(emu).cached_tokens == first["prompt_eval_count"]
+
+
+def test_a_tool_call_and_its_result_extend_the_cached_prefix(client: httpx.Client) -> None:
+    tools = [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}]
+    with emulator() as emu:
+        emu.script_tool_calls([{"name": "weather", "arguments": {"city": "Paris"}}])
+        messages = conversation("zeta")
+        first = ask(client, emu, messages, tools=tools)
+        assert first["message"]["tool_calls"]
+        messages += [first["message"], {"role": "tool", "content": "sunny"}]
+        ask(client, emu, messages, tools=tools)
+        # The call as the runner generated it is exactly what the template renders back.
+        call_tokens = tokenize(render_assistant("", first["message"]["tool_calls"]))
+        assert last_record(emu).cached_tokens == first["prompt_eval_count"] + len(call_tokens)
