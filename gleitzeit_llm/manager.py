@@ -170,7 +170,7 @@ class OllamaPoolManager(GuideApi, Lifecycle):
         self._clock = clock
         self._lock = threading.RLock()
         self._state = LocalState(lb, clock)
-        self._router = Router(rng, self._state.epoch)
+        self._router = Router(rng, self._state.epoch, limited=lb.adaptive_concurrency)
         self._instances: list[OllamaInstance] = []
         self._by_id: dict[str, OllamaInstance] = {}
         self._by_url: dict[str, OllamaInstance] = {}
@@ -665,13 +665,15 @@ class OllamaPoolManager(GuideApi, Lifecycle):
         response_time: float | None = None,
         eval_duration: float | None = None,
         caller_paced: bool = False,
+        queue_time: float | None = None,
     ) -> str:
         """Release a lease and learn from how it ended; returns the outcome. Idempotent.
 
         ``eval_duration`` is the server's own generation time (seconds) for ``output_tokens``:
         the time per token is learned from it when present. ``caller_paced`` says the wall time
         after the first chunk followed the caller's reading (a stream), so without the server's
-        figures no time per token is learned from it.
+        figures no time per token is learned from it. ``queue_time``: seconds the request waited
+        inside the server, from its durations (adaptive concurrency learns from it).
         """
         with self._lock:
             if lease.finished:
@@ -696,6 +698,8 @@ class OllamaPoolManager(GuideApi, Lifecycle):
                 keep_alive,
                 cold_load,
                 error,
+                queue_time,
+                lease.started,
             )
             learned = self._state.release(inst, observation, now)
             if output_tokens and outcome == Outcome.SUCCESS and not cold_load:

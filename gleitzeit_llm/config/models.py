@@ -307,6 +307,9 @@ class LoadBalancingConfig(_ConfigModel):
     before loading the model on another one (0 = load elsewhere at once)."""
     max_retry_after: _Seconds = 60.0
     """The longest a 503/429 keeps an instance out of rotation, whatever its Retry-After says."""
+    adaptive_concurrency: bool = False
+    """Learn per (instance, model) how many requests the server runs at once (from the queue time
+    its answers report) and send no more than that, up to ``max_concurrent``; the rest wait here."""
     circuit_breaker: Annotated[CircuitBreakerConfig, _SECTION] = Field(
         default_factory=lambda: CircuitBreakerConfig()
     )

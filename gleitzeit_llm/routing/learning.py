@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -77,7 +78,9 @@ class Observation:
     ``model``/``spelling``: the model_key and spelling_key routed; ``probe``: admitted by a
     half-open breaker; ``panic``: routed with nothing healthy; ``duration`` and ``ttft`` in
     seconds; ``eval_duration``: the server's own generation time for ``output_tokens``;
-    ``caller_paced``: the time after the first chunk followed the caller's reading.
+    ``caller_paced``: the time after the first chunk followed the caller's reading;
+    ``queue_time``: seconds it waited inside the server (from the server's durations), None
+    when unknown; ``started``: when the attempt took its slot (``time.monotonic()``).
     """
 
     outcome: str
@@ -93,6 +96,8 @@ class Observation:
     keep_alive: float | None = None
     cold_load: bool = False
     error: BaseException | None = None
+    queue_time: float | None = None
+    started: float | None = None
 
 
 class Change(NamedTuple):
@@ -112,6 +117,7 @@ class Transitions:
     window set, or None; ``filters_changed``: installed or missing models changed (the router's
     cached filters must be forgotten); ``model_missing``: a 404 was learned; ``probe_round``:
     residency may have changed behind the pool's back (ask for a health round now);
+    ``limit_raised``: a learned concurrency limit went up (waiters may fit now);
     ``routing_changed``: what is routable may have changed (every waiter is worth another try).
     """
 
@@ -120,10 +126,13 @@ class Transitions:
     filters_changed: bool = False
     model_missing: bool = False
     probe_round: bool = False
+    limit_raised: bool = False
     routing_changed: bool = field(init=False)
 
     def __post_init__(self) -> None:
-        self.routing_changed = bool(self.changes) or self.busy_until is not None or self.model_missing
+        self.routing_changed = (
+            bool(self.changes) or self.busy_until is not None or self.model_missing or self.limit_raised
+        )
 
     def __bool__(self) -> bool:
         return self.routing_changed or self.filters_changed or self.probe_round
@@ -159,7 +168,7 @@ def record_outcome(inst: OllamaInstance, obs: Observation, now: float, max_retry
     breaker = inst.breaker
     changes: list[Change] = []
     busy_until = None
-    filters_changed = model_missing = probe_round = False
+    filters_changed = model_missing = probe_round = limit_raised = False
     if outcome == Outcome.SUCCESS:
         duration, ttft, cold_load, output_tokens = obs.duration, obs.ttft, obs.cold_load, obs.output_tokens
         m.total_requests += 1
@@ -181,6 +190,14 @@ def record_outcome(inst: OllamaInstance, obs: Observation, now: float, max_retry
                 elif output_tokens > 1 and duration > first and not obs.caller_paced:
                     m.tpot.observe((duration - first) / (output_tokens - 1), now)
         filters_changed = inst.note_served(obs.model, now, obs.keep_alive, obs.spelling)
+        limits, queue_time = inst.limits, obs.queue_time
+        if limits is not None and queue_time is not None and obs.model is not None and not cold_load:
+            # The slot is released already: this request is one more than what is in flight now.
+            in_flight = inst.in_flight_by_model.get(obs.model, 0) + 1
+            mono = time.monotonic()  # the clock of Lease.started, whatever clock the pool runs on
+            sent_at = obs.started if obs.started is not None else mono
+            service = max(duration - queue_time, 0.0)
+            limit_raised = limits.observe(obs.model, queue_time, service, in_flight, sent_at, mono)
         # An open breaker that lets a success through was bypassed by a panic attempt: the
         # instance is back.
         moved = breaker.reset() if breaker.state_at(now) is _OPEN else breaker.record_success(now)
@@ -221,7 +238,9 @@ def record_outcome(inst: OllamaInstance, obs: Observation, now: float, max_retry
                 filters_changed = True
         elif outcome == Outcome.CALLER_ERROR:
             m.total_requests += 1
-    if not (changes or busy_until is not None or filters_changed or model_missing or probe_round):
+    if not (
+        changes or busy_until is not None or filters_changed or model_missing or probe_round or limit_raised
+    ):
         return NOTHING
     return Transitions(
         tuple(changes),
@@ -229,6 +248,7 @@ def record_outcome(inst: OllamaInstance, obs: Observation, now: float, max_retry
         filters_changed=filters_changed,
         model_missing=model_missing,
         probe_round=probe_round,
+        limit_raised=limit_raised,
     )
 
 

@@ -133,7 +133,11 @@ def test_the_variable_table_maps_every_variable_to_its_field():
     )
     assert ENV_VARIABLES["GLEITZEIT_OLLAMA_TIMEOUT_FIRST_BYTE"] == ("timeouts", "first_byte")
     assert ENV_VARIABLES["GLEITZEIT_OLLAMA_MAX_RETRY_AFTER"] == ("load_balancing", "max_retry_after")
-    assert len(ENV_VARIABLES) == 22
+    assert ENV_VARIABLES["GLEITZEIT_OLLAMA_ADAPTIVE_CONCURRENCY"] == (
+        "load_balancing",
+        "adaptive_concurrency",
+    )
+    assert len(ENV_VARIABLES) == 23
 
 
 def test_docs_list_every_variable():

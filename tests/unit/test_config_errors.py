@@ -14,7 +14,8 @@ from gleitzeit_llm.errors import ConfigError, GleitzeitError
 VALID_STRATEGIES = "least_loaded, round_robin, model_affinity, latency_based, weighted, priority"
 LB_FIELDS = (
     "strategy, health_check_interval, health_check_timeout, failover, retry_attempts, retry_same_instance, "
-    "retry_backoff_base, retry_backoff_max, queue_timeout, affinity_wait, max_retry_after, circuit_breaker"
+    "retry_backoff_base, retry_backoff_max, queue_timeout, affinity_wait, max_retry_after, "
+    "adaptive_concurrency, circuit_breaker"
 )
 
 
