@@ -78,6 +78,8 @@ class Lease:
     first_chunk_at: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
     spelling: str | None = None  # spelling_key of the name routed (model is its model_key)
+    # adaptive concurrency: requests of its model in flight on its instance once it took the slot
+    sent_with: int = 0
 
     @property
     def url(self) -> str:
@@ -390,6 +392,8 @@ class OllamaPoolManager(GuideApi, Lifecycle):
                 panic=route.panic,
                 spelling=request.spelling,
             )
+            if inst.limits is not None:
+                lease.sent_with = inst.in_flight_by_model.get(request.model or "", 0)
         if self.events.active:
             self.events.emit(
                 RoutingDecision(
@@ -666,14 +670,16 @@ class OllamaPoolManager(GuideApi, Lifecycle):
         eval_duration: float | None = None,
         caller_paced: bool = False,
         queue_time: float | None = None,
+        service_time: float | None = None,
     ) -> str:
         """Release a lease and learn from how it ended; returns the outcome. Idempotent.
 
         ``eval_duration`` is the server's own generation time (seconds) for ``output_tokens``:
         the time per token is learned from it when present. ``caller_paced`` says the wall time
         after the first chunk followed the caller's reading (a stream), so without the server's
-        figures no time per token is learned from it. ``queue_time``: seconds the request waited
-        inside the server, from its durations (adaptive concurrency learns from it).
+        figures no time per token is learned from it. ``queue_time`` and ``service_time``: seconds
+        the request waited inside the server and the server worked on it, from its durations
+        (adaptive concurrency learns from them).
         """
         with self._lock:
             if lease.finished:
@@ -699,7 +705,9 @@ class OllamaPoolManager(GuideApi, Lifecycle):
                 cold_load,
                 error,
                 queue_time,
+                service_time,
                 lease.started,
+                lease.sent_with,
             )
             learned = self._state.release(inst, observation, now)
             if output_tokens and outcome == Outcome.SUCCESS and not cold_load:

@@ -64,7 +64,7 @@ from gleitzeit_llm.ollama.models import (
     GenerateResponse,
     ShowResponse,
 )
-from gleitzeit_llm.routing.concurrency import queued_seconds
+from gleitzeit_llm.routing.concurrency import server_times
 from gleitzeit_llm.routing.health import ProbeTarget
 
 __all__ = [
@@ -375,7 +375,9 @@ class _Call:
             "cold_load": bool(load and load / 1e9 > COLD_LOAD_THRESHOLD),
         }
         if self.provider._learns_queue and self.kind != "embed":  # embed has no eval durations
-            learned["queue_time"] = queued_seconds(final)
+            times = server_times(final)
+            if times is not None:
+                learned["queue_time"], learned["service_time"] = times
         return learned
 
     def retry_policy(self) -> dict[str, Any]:

@@ -15,15 +15,17 @@ no minimum has to be estimated:
 
 * a request that did not queue, sent while the limit was in use, counts toward one window of
   ``limit`` such requests; a full window raises the limit by 1;
-* a request that queued lowers it to ``in flight x service / (service + queue)`` (at least 1,
-  at least 1 lower): a request that waited one whole service time behind the others had twice
-  the parallelism in flight that the server has;
+* a request that queued lowers it to ``in flight x service / (service + queue)``, where ``in
+  flight`` counts the requests in flight when it was sent, itself included: the server ran
+  ``p`` of those ``n`` at once, so the last one waited ``(n - p) / p`` service times. The new
+  limit is below ``n`` (that many queued) and at least 1, and not below a limit that served a
+  whole window without queueing (one sample is noisy) unless it queued at that limit too;
 * after a change, the requests still in flight were sent under the old limit: their answers
   are not counted (one decrease per round trip, as TCP does it), so one burst of queued
   answers cannot drive the limit down step by step to 1;
-* the limit that queued is remembered: going back above it waits ``probe_windows`` windows
-  (8, doubling after each probe that queued again, up to 256), so a learned limit costs a
-  queued request rarely; a probe that does not queue forgets the ceiling.
+* the number in flight that queued is remembered as the ceiling: reaching it again waits
+  ``probe_windows`` windows (8, doubling after each probe that queued again, up to 256), so a
+  learned limit costs a queued request rarely; a probe that does not queue forgets the ceiling.
 
 The limit starts at ``max_concurrent``: until a server is seen queueing, routing is exactly as
 without learning.
@@ -34,7 +36,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["QUEUE_FLOOR", "QUEUE_SHARE", "ConcurrencyLimit", "ModelLimits", "queued_seconds"]
+__all__ = ["QUEUE_FLOOR", "QUEUE_SHARE", "ConcurrencyLimit", "ModelLimits", "server_times"]
 
 # Queue time below max(QUEUE_FLOOR, QUEUE_SHARE x service time) is not queueing: Ollama's own
 # bookkeeping between its timers (template, tokenizing, HTTP) leaves 0.4-6 ms in its examples.
@@ -44,31 +46,30 @@ FIRST_PROBE_WINDOWS = 8
 MAX_PROBE_WINDOWS = 256
 
 
-def queued_seconds(final: Any) -> float | None:
-    """Seconds a generation waited inside the server, from its final chunk (None when unknown).
+def server_times(final: Any) -> tuple[float, float] | None:
+    """Seconds a generation waited inside the server and seconds the server worked on it, from
+    its final chunk (None when it reports no ``total_duration``).
 
-    ``total_duration - load_duration - prompt_eval_duration - eval_duration``; the two
-    evaluation durations are omitted by Ollama when zero (a fully cached prompt).
+    Queue: ``total_duration - load_duration - prompt_eval_duration - eval_duration``; work:
+    ``prompt_eval_duration + eval_duration`` (Ollama omits either when zero, e.g. a fully
+    cached prompt). Both come from the server's clock, so they compare with each other.
     """
     total = getattr(final, "total_duration", None)
     if not total:
         return None
-    rest = total - (
-        (getattr(final, "load_duration", None) or 0)
-        + (getattr(final, "prompt_eval_duration", None) or 0)
-        + (getattr(final, "eval_duration", None) or 0)
-    )
-    return max(rest, 0) / 1e9
+    work = (getattr(final, "prompt_eval_duration", None) or 0) + (getattr(final, "eval_duration", None) or 0)
+    queue = total - (getattr(final, "load_duration", None) or 0) - work
+    return max(queue, 0) / 1e9, work / 1e9
 
 
 class ConcurrencyLimit:
     """The learned limit of one (instance, model): an int between 1 and ``maximum``.
 
     >>> lim = ConcurrencyLimit(8)
-    >>> lim.observe(queue=0.3, service=0.1, in_flight=8, sent_at=0.0, now=0.4)  # 3 service times: 8 x 1/4
+    >>> lim.observe(queue=0.3, service=0.1, in_flight=8, sent_at=0.0, now=0.4)  # 8 x 1/4
     False
-    >>> lim.limit
-    2
+    >>> lim.limit, lim.ceiling
+    (2, 8)
     """
 
     __slots__ = (
@@ -77,6 +78,7 @@ class ConcurrencyLimit:
         "_probe_windows",
         "ceiling",
         "decreases",
+        "good",
         "increases",
         "limit",
         "maximum",
@@ -85,43 +87,40 @@ class ConcurrencyLimit:
     def __init__(self, maximum: int, initial: int | None = None) -> None:
         self.maximum = max(1, maximum)
         self.limit = self.maximum if initial is None else min(max(1, initial), self.maximum)
-        # The lowest limit seen queueing and not yet disproved (None: none known).
+        # The fewest in flight seen queueing, not disproved since (None: none known).
         self.ceiling: int | None = None
+        # The highest limit that served a whole window in use without queueing (None: none yet).
+        self.good: int | None = None
         self.increases = 0
         self.decreases = 0
-        self._clean = 0  # requests in the current window that did not queue
-        self._changed_at = -math.inf  # answers to requests sent before this were sent under another limit
+        self._clean = 0  # answers in the current window that did not queue
+        self._changed_at = -math.inf  # requests sent before this were sent under another limit
         self._probe_windows = FIRST_PROBE_WINDOWS
 
     def observe(self, queue: float, service: float, in_flight: int, sent_at: float, now: float) -> bool:
         """Learn from one answered request; returns whether the limit went up.
 
         ``queue``: seconds it waited inside the server; ``service``: seconds the server worked
-        on it; ``in_flight``: requests of this model in flight here when it ended, itself
+        on it; ``in_flight``: requests of this model in flight here when it was sent, itself
         included; ``sent_at`` and ``now``: when it was sent and answered (one clock).
         """
         if sent_at < self._changed_at:
             return False  # sent under the previous limit: it says nothing about this one
         limit = self.limit
         if queue > max(QUEUE_FLOOR, QUEUE_SHARE * service):
-            if self.ceiling is not None and limit >= self.ceiling:
-                # A probe above the learned limit queued again: probe less often.
-                self._probe_windows = min(self._probe_windows * 2, MAX_PROBE_WINDOWS)
-            self.ceiling = limit
-            share = service / (service + queue) if service > 0 else 0.0
-            self.limit = max(1, min(limit - 1, round(min(limit, in_flight) * share)))
-            self.decreases += 1
-            self._clean = 0
-            self._changed_at = now
+            self._decrease(limit, min(limit, max(in_flight, 1)), queue, service, now)
             return False
         if in_flight < limit:
             return False  # the limit was not in use: this says nothing about a higher one
         self._clean += 1
+        if self._clean >= limit and (self.good is None or limit > self.good):
+            self.good = limit
         ceiling = self.ceiling
-        probing = ceiling is not None and limit + 1 >= ceiling
         if ceiling is not None and limit >= ceiling and self._clean >= limit:
             # A whole window at the remembered ceiling without queueing: it no longer holds.
-            self.ceiling, self._probe_windows, probing = None, FIRST_PROBE_WINDOWS, False
+            self.ceiling = ceiling = None
+            self._probe_windows = FIRST_PROBE_WINDOWS
+        probing = ceiling is not None and limit + 1 >= ceiling
         if self._clean < (limit * self._probe_windows if probing else limit) or limit >= self.maximum:
             return False
         self.limit = limit + 1
@@ -129,6 +128,25 @@ class ConcurrencyLimit:
         self._clean = 0
         self._changed_at = now
         return True
+
+    def _decrease(self, limit: int, used: int, queue: float, service: float, now: float) -> None:
+        """It queued with ``used`` in flight: the server runs fewer than that."""
+        if self.ceiling is not None and limit >= self.ceiling:
+            # A probe at the ceiling queued again: probe less often.
+            self._probe_windows = min(self._probe_windows * 2, MAX_PROBE_WINDOWS)
+        good = self.good
+        if good is not None and good >= used:
+            good = self.good = None  # it queues where it did not: the server runs fewer now
+        # The server ran p of the `used` at once; the last one sent waited (used - p) / p
+        # service times. One sample is noisy (it may not have been last in line), so a limit
+        # that served a whole window without queueing is not given up for it.
+        share = service / (service + queue) if service > 0 else 0.0
+        estimate = max(round(used * share), good or 0)
+        self.limit = max(1, min(used - 1, estimate))
+        self.ceiling = max(used, self.limit + 1)
+        self.decreases += 1
+        self._clean = 0
+        self._changed_at = now
 
     def set_maximum(self, maximum: int) -> None:
         self.maximum = max(1, maximum)
@@ -139,6 +157,7 @@ class ConcurrencyLimit:
             "limit": self.limit,
             "max": self.maximum,
             "ceiling": self.ceiling,
+            "good": self.good,
             "increases": self.increases,
             "decreases": self.decreases,
         }

@@ -22,6 +22,7 @@ from gleitzeit_llm.routing.breaker import Transition as BreakerTransition
 from gleitzeit_llm.routing.transitions import RESETS_PROBE_FAILURES, Facts, InstanceState, Signal, next_state
 
 if TYPE_CHECKING:
+    from gleitzeit_llm.routing.concurrency import ModelLimits
     from gleitzeit_llm.routing.health import ProbeResult
     from gleitzeit_llm.routing.instance import OllamaInstance
 
@@ -79,8 +80,10 @@ class Observation:
     half-open breaker; ``panic``: routed with nothing healthy; ``duration`` and ``ttft`` in
     seconds; ``eval_duration``: the server's own generation time for ``output_tokens``;
     ``caller_paced``: the time after the first chunk followed the caller's reading;
-    ``queue_time``: seconds it waited inside the server (from the server's durations), None
-    when unknown; ``started``: when the attempt took its slot (``time.monotonic()``).
+    ``queue_time`` and ``service_time``: seconds it waited inside the server and the server
+    worked on it (the server's durations), None when unknown; ``started``: when the attempt
+    took its slot (``time.monotonic()``); ``sent_with``: requests of its model in flight on the
+    instance then, itself included (0: not counted).
     """
 
     outcome: str
@@ -97,7 +100,9 @@ class Observation:
     cold_load: bool = False
     error: BaseException | None = None
     queue_time: float | None = None
+    service_time: float | None = None
     started: float | None = None
+    sent_with: int = 0
 
 
 class Change(NamedTuple):
@@ -190,14 +195,9 @@ def record_outcome(inst: OllamaInstance, obs: Observation, now: float, max_retry
                 elif output_tokens > 1 and duration > first and not obs.caller_paced:
                     m.tpot.observe((duration - first) / (output_tokens - 1), now)
         filters_changed = inst.note_served(obs.model, now, obs.keep_alive, obs.spelling)
-        limits, queue_time = inst.limits, obs.queue_time
-        if limits is not None and queue_time is not None and obs.model is not None and not cold_load:
-            # The slot is released already: this request is one more than what is in flight now.
-            in_flight = inst.in_flight_by_model.get(obs.model, 0) + 1
-            mono = time.monotonic()  # the clock of Lease.started, whatever clock the pool runs on
-            sent_at = obs.started if obs.started is not None else mono
-            service = max(duration - queue_time, 0.0)
-            limit_raised = limits.observe(obs.model, queue_time, service, in_flight, sent_at, mono)
+        limits = inst.limits
+        if limits is not None:  # adaptive concurrency
+            limit_raised = _learn_limit(limits, inst, obs)
         # An open breaker that lets a success through was bypassed by a panic attempt: the
         # instance is back.
         moved = breaker.reset() if breaker.state_at(now) is _OPEN else breaker.record_success(now)
@@ -250,6 +250,18 @@ def record_outcome(inst: OllamaInstance, obs: Observation, now: float, max_retry
         probe_round=probe_round,
         limit_raised=limit_raised,
     )
+
+
+def _learn_limit(limits: ModelLimits, inst: OllamaInstance, obs: Observation) -> bool:
+    """Feed the server's queue time to the model's learned limit; True when the limit went up."""
+    queue, service, model = obs.queue_time, obs.service_time, obs.model
+    if queue is None or service is None or model is None:
+        return False
+    # Not counted at acquire: what is in flight now, plus this request (its slot is released).
+    in_flight = obs.sent_with or inst.in_flight_by_model.get(model, 0) + 1
+    mono = time.monotonic()  # the clock of Lease.started, whatever clock the pool runs on
+    sent_at = obs.started if obs.started is not None else mono
+    return limits.observe(model, queue, service, in_flight, sent_at, mono)
 
 
 def record_probe(inst: OllamaInstance, result: ProbeResult, now: float) -> Transitions:

@@ -20,7 +20,7 @@ from gleitzeit_llm.routing.concurrency import (
     MAX_PROBE_WINDOWS,
     ConcurrencyLimit,
     ModelLimits,
-    queued_seconds,
+    server_times,
 )
 
 
@@ -36,8 +36,8 @@ def simulate(
     """Answers ``answers`` requests on a simulated server; the sender keeps ``lim.limit`` in flight."""
     rng = random.Random(seed)
     now = 0.0
-    waiting: list[float] = []  # arrival times queued in the server (FIFO)
-    busy: list[tuple[float, int, float, float]] = []  # (done at, seq, arrival, service)
+    waiting: list[tuple[float, int]] = []  # (arrival, in flight then) queued in the server (FIFO)
+    busy: list[tuple[float, int, float, int, float]] = []  # (done at, seq, arrival, in flight, service)
     in_flight = 0
     seq = 0
     run = Run()
@@ -46,23 +46,23 @@ def simulate(
         nonlocal in_flight
         while in_flight < lim.limit:
             in_flight += 1
-            waiting.append(now)
+            waiting.append((now, in_flight))
             start_next()
 
     def start_next() -> None:
         nonlocal seq
         while waiting and len(busy) < num_parallel:
-            arrival = waiting.pop(0)
+            arrival, sent_with = waiting.pop(0)
             took = service * rng.uniform(0.7, 1.3)
             seq += 1
-            heapq.heappush(busy, (now + took, seq, arrival, took))
+            heapq.heappush(busy, (now + took, seq, arrival, sent_with, took))
 
     send()
     while len(run.limits) < answers:
-        done, _, arrival, took = heapq.heappop(busy)
+        done, _, arrival, sent_with, took = heapq.heappop(busy)
         now = done
         queue = done - arrival - took
-        lim.observe(queue, took, in_flight, arrival, now)
+        lim.observe(queue, took, sent_with, arrival, now)
         in_flight -= 1
         run.limits.append(lim.limit)
         run.queued.append(queue > 0.01)
@@ -250,15 +250,16 @@ def test_model_limits_apply_per_model_once_learned():
     assert limits.admits(None, {"a": 4})
 
 
-def test_queued_seconds_from_the_final_chunk():
-    final = SimpleNamespace(
+def test_queue_and_service_time_from_the_final_chunk():
+    final = SimpleNamespace(  # Ollama's docs example: 4 ms of bookkeeping, no queueing
         total_duration=4_883_583_458,
         load_duration=1_334_875,
         prompt_eval_duration=342_546_000,
         eval_duration=4_535_599_000,
     )
-    assert queued_seconds(final) == pytest.approx(0.004103583)
+    queue, service = server_times(final)  # type: ignore[misc]
+    assert queue == pytest.approx(0.004103583) and service == pytest.approx(4.878145)
     # omitted (omitempty) durations count as zero; no total: unknown
-    assert queued_seconds(SimpleNamespace(total_duration=2_000_000_000, load_duration=10**9)) == 1.0
-    assert queued_seconds(SimpleNamespace(total_duration=None)) is None
-    assert queued_seconds(SimpleNamespace(total_duration=5, load_duration=10)) == 0.0
+    assert server_times(SimpleNamespace(total_duration=2_000_000_000, load_duration=10**9)) == (1.0, 0.0)
+    assert server_times(SimpleNamespace(total_duration=None)) is None
+    assert server_times(SimpleNamespace(total_duration=5, load_duration=10)) == (0.0, 0.0)

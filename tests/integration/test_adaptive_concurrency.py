@@ -1,0 +1,92 @@
+"""Adaptive concurrency against emulated servers: the pool learns each server's parallelism from
+the queue time it reports, and keeps the queue on its own side.
+
+Three emulators run ``num_parallel`` 1, 2 and 4, and the pool is told ``max_concurrent: 8`` for
+each: what a user who guessed does. Sixteen callers keep it busy (more than the 7 slots the
+servers have, fewer than the 24 the pool would send). After a warm-up, the emulators' own request
+logs say how many requests waited inside a server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from gleitzeit_llm import OllamaPoolProvider
+
+MODEL = "llama3.2"
+MESSAGES = [{"role": "user", "content": "hi"}]
+PARALLEL = (1, 2, 4)
+# A call takes about 130 ms: 0.52 modelled seconds at time_scale 0.25. Long enough that the
+# servers' slots, not this process's CPU, are what the calls wait for.
+EMULATOR = {"models": [MODEL], "loaded": [MODEL], "time_scale": 0.25, "tokens_per_second": 100.0, "ttft": 0.4}
+CALLERS = 16
+# A request "waited in the server" when it waited for a slot longer than a tenth of its service
+# time (modelled ns): shorter waits are the moment between a reply and its slot's release.
+WAITED_NS = 50_000_000
+
+
+async def busy(pool: OllamaPoolProvider, calls: int) -> None:
+    """``calls`` chat calls from CALLERS callers, each sending its next as soon as one returns."""
+    left = calls
+
+    async def caller() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            await pool.chat(MODEL, MESSAGES)
+
+    await asyncio.gather(*(caller() for _ in range(CALLERS)))
+
+
+def queued_share(emulators: list[Any]) -> float:
+    """Share of the chat requests that waited for a slot inside their server (the emulators' logs)."""
+    records = [r for e in emulators for r in e.requests_for("/api/chat")]
+    assert records
+    return sum(1 for r in records if (r.queue_duration or 0) > WAITED_NS) / len(records)
+
+
+async def run(ollama_emulators: Any, adaptive: bool) -> tuple[dict[str, Any], float]:
+    emulators = [ollama_emulators(1, num_parallel=n, **EMULATOR)[0] for n in PARALLEL]
+    instances = [
+        {"id": f"np{n}", "url": e.url, "max_concurrent": 8} for n, e in zip(PARALLEL, emulators, strict=True)
+    ]
+    lb = {"adaptive_concurrency": adaptive}
+    async with OllamaPoolProvider(instances=instances, load_balancing=lb, health_checks=False) as pool:
+        await busy(pool, 60)  # learning
+        for emulator in emulators:
+            emulator.clear_log()
+        await busy(pool, 100)  # learned
+        status = pool.manager.status()
+    return status, queued_share(emulators)
+
+
+async def test_the_learned_limits_converge_to_each_servers_parallelism(ollama_emulators: Any) -> None:
+    status, queued = await run(ollama_emulators, adaptive=True)
+    limits = {i: info["concurrency_limits"] for i, info in status["instances"].items()}
+    for n in PARALLEL:
+        learned = limits[f"np{n}"]["llama3.2:latest"]
+        # the servers' num_parallel, or one off while a rare probe above it is under way
+        assert max(1, n - 1) <= learned <= n + 1, limits
+    assert queued <= 0.15, queued  # the server-side queue stays near empty once learned
+
+
+async def test_without_it_the_servers_queue_what_the_pool_sends(ollama_emulators: Any) -> None:
+    status, queued = await run(ollama_emulators, adaptive=False)
+    assert all(info["concurrency_limits"] is None for info in status["instances"].values())
+    # 16 in flight on 7 slots: more than half of the requests wait inside a server
+    assert queued >= 0.4, queued
+
+
+async def test_a_learned_limit_holds_calls_in_the_pools_queue_not_the_servers(ollama_emulators: Any) -> None:
+    (emulator,) = ollama_emulators(1, num_parallel=1, **EMULATOR)
+    instances = [{"id": "one", "url": emulator.url, "max_concurrent": 8}]
+    lb = {"adaptive_concurrency": True}
+    async with OllamaPoolProvider(instances=instances, load_balancing=lb, health_checks=False) as pool:
+        await asyncio.gather(*(pool.chat(MODEL, MESSAGES) for _ in range(8)))  # learns it is 1
+        # (the second answer waited one service time with two sent: 2 x 1/2)
+        assert pool.manager.status()["instances"]["one"]["concurrency_limits"] == {"llama3.2:latest": 1}
+        emulator.clear_log()
+        await asyncio.gather(*(pool.chat(MODEL, MESSAGES) for _ in range(4)))
+    assert emulator.max_concurrency_seen() == 1
+    assert queued_share([emulator]) == 0.0
