@@ -15,7 +15,17 @@ from typing import Any
 from bench import report, targets
 from bench._util import ROOT, loadavg, log, machine_info
 
-SCENARIOS = ["overhead", "scaling", "unequal", "coldstart", "residency", "failure", "routing", "footprint"]
+SCENARIOS = [
+    "overhead",
+    "scaling",
+    "unequal",
+    "coldstart",
+    "concurrency",
+    "residency",
+    "failure",
+    "routing",
+    "footprint",
+]
 DEFAULT_OUT = ROOT / "bench" / "results"
 DEFAULT_DOCS = ROOT / "docs" / "performance.md"
 

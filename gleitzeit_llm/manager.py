@@ -595,9 +595,16 @@ class OllamaPoolManager(GuideApi, Lifecycle):
             )
         else:
             how_long = f"for the queue timeout ({limit:g}s)"
+        # With adaptive concurrency the cap that held may be a learned one, which only the
+        # servers' own parallelism (OLLAMA_NUM_PARALLEL) raises.
+        cap = (
+            "max_concurrent or learned concurrency limit"
+            if self.config.load_balancing.adaptive_concurrency
+            else "max_concurrent"
+        )
         return PoolSaturatedError(
             f"pool saturated: all {route.candidates} eligible instance(s){model} stayed at their "
-            f"max_concurrent {how_long}; add instances, raise max_concurrent "
+            f"{cap} {how_long}; add instances, raise max_concurrent "
             f"or load_balancing.queue_timeout"
         )
 

@@ -115,6 +115,7 @@ class PoolCollector(Collector):
             info,
             checks,
             waiting,
+            concurrency_limit,
         ) = families
         for instance, snap in status["instances"].items():
             for name in _INSTANCE_STATES:
@@ -141,6 +142,8 @@ class PoolCollector(Collector):
             probes, probe_failures = self._probe_counts(instance)
             checks.add_metric([instance, "ok"], probes - probe_failures)
             checks.add_metric([instance, "failed"], probe_failures)
+            for model, limit in (snap.get("concurrency_limits") or {}).items():
+                concurrency_limit.add_metric([instance, model], limit)
         waiting.add_metric([], status["waiting_requests"])
         return families
 
@@ -220,6 +223,11 @@ class PoolCollector(Collector):
                 "gleitzeit_pool_waiting_requests",
                 "Calls waiting in the pool's queue for a free slot.",
                 labels=[],
+            ),
+            g(
+                "gleitzeit_concurrency_limit",
+                "Learned limit of requests in flight per instance and model (adaptive_concurrency).",
+                labels=[INSTANCE, MODEL],
             ),
         ]
 

@@ -24,7 +24,7 @@ no minimum has to be estimated:
   are not counted (one decrease per round trip, as TCP does it), so one burst of queued
   answers cannot drive the limit down step by step to 1;
 * the number in flight that queued is remembered as the ceiling: reaching it again waits
-  ``probe_windows`` windows (8, doubling after each probe that queued again, up to 256), so a
+  ``probe_windows`` windows (16, doubling after each probe that queued again, up to 256), so a
   learned limit costs a queued request rarely; a probe that does not queue forgets the ceiling.
 
 The limit starts at ``max_concurrent``: until a server is seen queueing, routing is exactly as
@@ -42,7 +42,7 @@ __all__ = ["QUEUE_FLOOR", "QUEUE_SHARE", "ConcurrencyLimit", "ModelLimits", "ser
 # bookkeeping between its timers (template, tokenizing, HTTP) leaves 0.4-6 ms in its examples.
 QUEUE_FLOOR = 0.010
 QUEUE_SHARE = 0.05
-FIRST_PROBE_WINDOWS = 8
+FIRST_PROBE_WINDOWS = 16
 MAX_PROBE_WINDOWS = 256
 
 

@@ -4,7 +4,8 @@ the queue time it reports, and keeps the queue on its own side.
 Three emulators run ``num_parallel`` 1, 2 and 4, and the pool is told ``max_concurrent: 8`` for
 each: what a user who guessed does. Sixteen callers keep it busy (more than the 7 slots the
 servers have, fewer than the 24 the pool would send). After a warm-up, the emulators' own request
-logs say how many requests waited inside a server.
+logs say how long requests waited inside a server, as a share of how long they were served: by
+Little's law, the server-side queue's mean length over the mean number in service.
 """
 
 from __future__ import annotations
@@ -21,9 +22,6 @@ PARALLEL = (1, 2, 4)
 # servers' slots, not this process's CPU, are what the calls wait for.
 EMULATOR = {"models": [MODEL], "loaded": [MODEL], "time_scale": 0.25, "tokens_per_second": 100.0, "ttft": 0.4}
 CALLERS = 16
-# A request "waited in the server" when it waited for a slot longer than a tenth of its service
-# time (modelled ns): shorter waits are the moment between a reply and its slot's release.
-WAITED_NS = 50_000_000
 
 
 async def busy(pool: OllamaPoolProvider, calls: int) -> None:
@@ -39,11 +37,13 @@ async def busy(pool: OllamaPoolProvider, calls: int) -> None:
     await asyncio.gather(*(caller() for _ in range(CALLERS)))
 
 
-def queued_share(emulators: list[Any]) -> float:
-    """Share of the chat requests that waited for a slot inside their server (the emulators' logs)."""
+def server_queue(emulators: list[Any]) -> float:
+    """Time the chat requests waited for a slot inside their servers over the time they were
+    served there (modelled, from the emulators' logs)."""
     records = [r for e in emulators for r in e.requests_for("/api/chat")]
-    assert records
-    return sum(1 for r in records if (r.queue_duration or 0) > WAITED_NS) / len(records)
+    assert records and all(r.finished for r in records)
+    waited = sum(r.queue_duration or 0 for r in records)
+    return waited / sum((r.prompt_eval_duration or 0) + (r.eval_duration or 0) for r in records)
 
 
 async def run(ollama_emulators: Any, adaptive: bool) -> tuple[dict[str, Any], float]:
@@ -58,7 +58,7 @@ async def run(ollama_emulators: Any, adaptive: bool) -> tuple[dict[str, Any], fl
             emulator.clear_log()
         await busy(pool, 100)  # learned
         status = pool.manager.status()
-    return status, queued_share(emulators)
+    return status, server_queue(emulators)
 
 
 async def test_the_learned_limits_converge_to_each_servers_parallelism(ollama_emulators: Any) -> None:
@@ -68,14 +68,14 @@ async def test_the_learned_limits_converge_to_each_servers_parallelism(ollama_em
         learned = limits[f"np{n}"]["llama3.2:latest"]
         # the servers' num_parallel, or one off while a rare probe above it is under way
         assert max(1, n - 1) <= learned <= n + 1, limits
-    assert queued <= 0.15, queued  # the server-side queue stays near empty once learned
+    assert queued <= 0.1, queued  # the server-side queue stays near empty once learned
 
 
 async def test_without_it_the_servers_queue_what_the_pool_sends(ollama_emulators: Any) -> None:
     status, queued = await run(ollama_emulators, adaptive=False)
     assert all(info["concurrency_limits"] is None for info in status["instances"].values())
-    # 16 in flight on 7 slots: more than half of the requests wait inside a server
-    assert queued >= 0.4, queued
+    # 16 in flight on 7 slots: about as many wait inside the servers as are served there
+    assert queued >= 0.5, queued
 
 
 async def test_a_learned_limit_holds_calls_in_the_pools_queue_not_the_servers(ollama_emulators: Any) -> None:
@@ -83,10 +83,19 @@ async def test_a_learned_limit_holds_calls_in_the_pools_queue_not_the_servers(ol
     instances = [{"id": "one", "url": emulator.url, "max_concurrent": 8}]
     lb = {"adaptive_concurrency": True}
     async with OllamaPoolProvider(instances=instances, load_balancing=lb, health_checks=False) as pool:
-        await asyncio.gather(*(pool.chat(MODEL, MESSAGES) for _ in range(8)))  # learns it is 1
-        # (the second answer waited one service time with two sent: 2 x 1/2)
-        assert pool.manager.status()["instances"]["one"]["concurrency_limits"] == {"llama3.2:latest": 1}
+        # Bursts of 8 until it learned 1. The first usually does it (the second answer waited one
+        # service time with two in flight: 2 x 1/2), unless the eight reached the server in
+        # another order than they were sent; then the next burst, sent two at a time, does.
+        limits = None
+        for _ in range(4):
+            await asyncio.gather(*(pool.chat(MODEL, MESSAGES) for _ in range(8)))
+            limits = pool.manager.status()["instances"]["one"]["concurrency_limits"]
+            if limits == {"llama3.2:latest": 1}:
+                break
+        assert limits == {"llama3.2:latest": 1}
         emulator.clear_log()
         await asyncio.gather(*(pool.chat(MODEL, MESSAGES) for _ in range(4)))
     assert emulator.max_concurrency_seen() == 1
-    assert queued_share([emulator]) == 0.0
+    # sent at once, they would wait 0 + 1 + 2 + 3 service times: here only for the moment
+    # between a reply and the release of its slot
+    assert server_queue([emulator]) < 0.25

@@ -72,3 +72,43 @@ def test_quick_bench_writes_results_and_the_docs_table(tmp_path: Path) -> None:
     assert page.startswith("# Performance\n\nHand-written prose stays.")
     assert "bench:results:begin" in page and "### Targets" in page and "### 1. Overhead" in page
     assert "### 3b. Cold start" in page
+
+
+def test_quick_concurrency_scenario_compares_fixed_and_adaptive_limits(tmp_path: Path) -> None:
+    docs = tmp_path / "performance.md"
+    docs.write_text("# Performance\n")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--only",
+            "concurrency",
+            "--set",
+            "concurrency.requests=60",
+            "--set",
+            "concurrency.warmup=0.2",
+            "--set",
+            "concurrency.ttft=0.05",  # faster calls: this checks the harness, not the figures
+            "--set",
+            "concurrency.tokens_per_second=200",
+            "--out",
+            str(tmp_path),
+            "--docs",
+            str(docs),
+            "--no-plots",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (result,) = tmp_path.glob("*-quick-partial.json")
+    row = json.loads(result.read_text())["scenarios"]["concurrency"]["by_strategy"]["least_loaded"]
+    assert {"fixed", "adaptive", "p99_ratio", "p50_ratio"} <= set(row)
+    assert row["fixed"]["failed"] == row["adaptive"]["failed"] == 0
+    assert set(row["adaptive"]["limits"]) == {"np1", "np2", "np4"}  # what it learned, per instance
+    assert "### 3c. Learned concurrency" in docs.read_text()

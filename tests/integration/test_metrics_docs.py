@@ -65,7 +65,11 @@ def exported(registry: CollectorRegistry) -> dict[str, tuple[str, set[str]]]:
 
 async def test_the_metric_docs_match_the_exported_metrics(ollama_emulators: Any) -> None:
     (emulator,) = ollama_emulators(1, models=["llama3.2"], loaded=["llama3.2"])
-    config = {"instances": [{"id": "gpu", "url": emulator.url}]}
+    # adaptive_concurrency: the learned-limit gauge has a series once the model answered
+    config = {
+        "instances": [{"id": "gpu", "url": emulator.url}],
+        "load_balancing": {"adaptive_concurrency": True},
+    }
     registry = CollectorRegistry()
     async with OllamaPoolProvider(config=config) as pool:
         metrics = instrument(pool, registry)
