@@ -113,3 +113,22 @@ def test_saturation_names_the_learned_limit() -> None:
     with pytest.raises(PoolSaturatedError, match="max_concurrent or learned concurrency limit"):
         pool.acquire_sync(pool.route_request("llama3.2"))
     pool.finish(hold, None)
+
+
+def test_the_option_from_yaml_and_from_the_environment(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from gleitzeit_llm.config import PoolConfig
+
+    path = tmp_path / "pool.yaml"
+    path.write_text("instances: [http://127.0.0.1:20000]\nload_balancing:\n  adaptive_concurrency: true\n")
+    assert PoolConfig.from_yaml(path).load_balancing.adaptive_concurrency is True
+    env = {
+        "GLEITZEIT_OLLAMA_INSTANCES": "http://127.0.0.1:20000",
+        "GLEITZEIT_OLLAMA_ADAPTIVE_CONCURRENCY": "on",
+    }
+    assert PoolConfig.from_env(env).load_balancing.adaptive_concurrency is True
+    assert (
+        PoolConfig.from_env(
+            {"GLEITZEIT_OLLAMA_INSTANCES": "http://127.0.0.1:20000"}
+        ).load_balancing.adaptive_concurrency
+        is False
+    )
