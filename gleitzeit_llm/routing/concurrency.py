@@ -148,10 +148,6 @@ class ConcurrencyLimit:
         self._clean = 0
         self._changed_at = now
 
-    def set_maximum(self, maximum: int) -> None:
-        self.maximum = max(1, maximum)
-        self.limit = min(self.limit, self.maximum)
-
     def snapshot(self) -> dict[str, Any]:
         return {
             "limit": self.limit,

@@ -183,12 +183,6 @@ def test_a_probe_that_does_not_queue_forgets_the_ceiling():
     assert lim.limit == 6
 
 
-def test_set_maximum_clamps_the_limit():
-    lim = ConcurrencyLimit(8)
-    lim.set_maximum(2)
-    assert (lim.limit, lim.maximum) == (2, 2)
-
-
 # -- a simulated server ---------------------------------------------------------------------------
 
 
