@@ -10,27 +10,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_quick_bench_writes_results_and_the_docs_table(tmp_path: Path) -> None:
-    docs = tmp_path / "performance.md"
-    docs.write_text("# Performance\n\nHand-written prose stays.\n")
+def quick_bench(tmp_path: Path, docs: Path, args: list[str], timeout: float) -> dict:
+    """``python -m bench --quick ARGS`` into ``tmp_path`` and ``docs``; the results it wrote."""
     done = subprocess.run(
         [
             sys.executable,
             "-m",
             "bench",
             "--quick",
-            "--only",
-            "routing,overhead,coldstart",
-            "--runs",
-            "1",
-            "--set",
-            'overhead.clients=["httpx", "pool"]',
-            "--set",
-            "overhead.concurrency=[1, 4]",
-            "--set",
-            "routing.sizes=[1, 10]",
-            "--set",
-            "coldstart.requests=24",
+            *args,
             "--out",
             str(tmp_path),
             "--docs",
@@ -40,13 +28,21 @@ def test_quick_bench_writes_results_and_the_docs_table(tmp_path: Path) -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=50,
+        timeout=timeout,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-
     (result,) = tmp_path.glob("*-quick-partial.json")
-    data = json.loads(result.read_text())
+    return json.loads(result.read_text())
+
+
+def test_quick_bench_writes_results_and_the_docs_table(tmp_path: Path) -> None:
+    docs = tmp_path / "performance.md"
+    docs.write_text("# Performance\n\nHand-written prose stays.\n")
+    args = ["--only", "routing,overhead,coldstart", "--runs", "1"]
+    args += ["--set", 'overhead.clients=["httpx", "pool"]', "--set", "overhead.concurrency=[1, 4]"]
+    args += ["--set", "routing.sizes=[1, 10]", "--set", "coldstart.requests=24"]
+    data = quick_bench(tmp_path, docs, args, timeout=50)
     assert {"schema", "mode", "machine", "scenarios", "runs", "targets", "duration_s"} <= set(data)
     assert {"cores", "python", "loadavg_before", "loadavg_after"} <= set(data["machine"])
     assert set(data["scenarios"]) == {"routing", "overhead", "coldstart"}
@@ -77,37 +73,11 @@ def test_quick_bench_writes_results_and_the_docs_table(tmp_path: Path) -> None:
 def test_quick_concurrency_scenario_compares_fixed_and_adaptive_limits(tmp_path: Path) -> None:
     docs = tmp_path / "performance.md"
     docs.write_text("# Performance\n")
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "--quick",
-            "--only",
-            "concurrency",
-            "--set",
-            "concurrency.requests=60",
-            "--set",
-            "concurrency.warmup=0.2",
-            "--set",
-            "concurrency.ttft=0.05",  # faster calls: this checks the harness, not the figures
-            "--set",
-            "concurrency.tokens_per_second=200",
-            "--out",
-            str(tmp_path),
-            "--docs",
-            str(docs),
-            "--no-plots",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    (result,) = tmp_path.glob("*-quick-partial.json")
-    row = json.loads(result.read_text())["scenarios"]["concurrency"]["by_strategy"]["least_loaded"]
+    args = ["--only", "concurrency", "--set", "concurrency.requests=60", "--set", "concurrency.warmup=0.2"]
+    # faster calls: this checks the harness, not the figures
+    args += ["--set", "concurrency.ttft=0.05", "--set", "concurrency.tokens_per_second=200"]
+    data = quick_bench(tmp_path, docs, args, timeout=60)
+    row = data["scenarios"]["concurrency"]["by_strategy"]["least_loaded"]
     assert {"fixed", "adaptive", "p99_ratio", "p50_ratio"} <= set(row)
     assert row["fixed"]["failed"] == row["adaptive"]["failed"] == 0
     assert set(row["adaptive"]["limits"]) == {"np1", "np2", "np4"}  # what it learned, per instance
