@@ -20,6 +20,7 @@ SCENARIOS = [
     "scaling",
     "unequal",
     "coldstart",
+    "concurrency",
     "residency",
     "promptcache",
     "failure",

@@ -195,6 +195,10 @@ def render(data: dict[str, Any], json_name: str, json_link: str, plots_rel: str 
             rows,
         )
 
+    conc = sc.get("concurrency")
+    if conc:
+        out += _concurrency(conc)
+
     res = sc.get("residency")
     if res:
         p = res["params"]
@@ -384,6 +388,52 @@ def _gateway(gw: dict[str, Any]) -> list[str]:
         ]
     if gw.get("skipped"):
         out += ["Skipped: " + "; ".join(f"`{k}` ({v})" for k, v in gw["skipped"].items()), ""]
+    return out
+
+
+def _concurrency(conc: dict[str, Any]) -> list[str]:
+    """Section 3c: each strategy without and with adaptive concurrency, and the learned limits."""
+    p = conc["params"]
+    parallel = " / ".join(str(n) for n in p["num_parallel"])
+    out = [
+        f"### 3c. Learned concurrency (num_parallel {parallel}, max_concurrent {p['max_concurrent']} on "
+        f"each; Poisson arrivals at {p['load'] * 100:.0f}% of the slots' capacity, "
+        f"{conc['service_s'] * 1e3:.0f} ms per call on a free slot)",
+        "",
+    ]
+    rows = []
+    for strategy, row in conc["by_strategy"].items():
+        for arm in ("fixed", "adaptive"):
+            r = row[arm]
+            limits = r.get("limits")
+            learned = " / ".join(_m(v, 0) for v in limits.values()) if limits else "-"
+            rows.append(
+                [
+                    f"`{strategy}`" + (" + adaptive" if arm == "adaptive" else ""),
+                    _m(r["p50_ms"], 0),
+                    _m(r["p99_ms"], 0),
+                    _m(r["server_waited"], 0, 100),
+                    " / ".join(f"{v['median'] * 100:.0f}" for v in r["share"].values()),
+                    learned,
+                    str(r["failed"]),
+                ]
+            )
+        rows.append(
+            [f"`{strategy}` adaptive / fixed", _m(row["p50_ratio"]), _m(row["p99_ratio"]), "", "", "", ""]
+        )
+    ids = " / ".join(next(iter(conc["by_strategy"].values()))["fixed"]["share"])
+    out += _table(
+        [
+            "arm",
+            "p50 ms",
+            "p99 ms",
+            "% of calls that waited in a server",
+            f"share % {ids}",
+            f"learned limit {ids}",
+            "failed",
+        ],
+        rows,
+    )
     return out
 
 

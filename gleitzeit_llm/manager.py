@@ -83,6 +83,8 @@ class Lease:
     details: dict[str, Any] = field(default_factory=dict)
     spelling: str | None = None  # spelling_key of the name routed (model is its model_key)
     prompt_estimate: int | None = None  # the prompt's estimated tokens, when it was hashed
+    # adaptive concurrency: requests of its model in flight on its instance once it took the slot
+    sent_with: int = 0
 
     @property
     def url(self) -> str:
@@ -196,7 +198,7 @@ class OllamaPoolManager(GuideApi, Lifecycle):
 
             self._state = self._shared = open_shared_state(self.config, clock)
             self._shared.bind(self._lock, lambda: self._instances, self._apply, self._wake_waiters)
-        self._router = Router(rng, self._state.epoch)
+        self._router = Router(rng, self._state.epoch, limited=lb.adaptive_concurrency)
         self._router.balance_epsilon = lb.balance_epsilon
         self._router.prefix_weight = lb.prefix_weight
         self._router.prefix_fallback = lb.prefix_fallback.value
@@ -459,6 +461,8 @@ class OllamaPoolManager(GuideApi, Lifecycle):
                 capacity = capacity_blocks(inst.max_concurrent, tokens)
                 self._router.prefix_index.record(inst.id, request.model, prefix, capacity)
                 lease.prompt_estimate = prefix.tokens
+            if inst.limits is not None:
+                lease.sent_with = inst.in_flight_by_model.get(request.model or "", 0)
         if self.events.active:
             self.events.emit(
                 RoutingDecision(
@@ -660,9 +664,16 @@ class OllamaPoolManager(GuideApi, Lifecycle):
             )
         else:
             how_long = f"for the queue timeout ({limit:g}s)"
+        # With adaptive concurrency the cap that held may be a learned one, which only the
+        # servers' own parallelism (OLLAMA_NUM_PARALLEL) raises.
+        cap = (
+            "max_concurrent or learned concurrency limit"
+            if self.config.load_balancing.adaptive_concurrency
+            else "max_concurrent"
+        )
         return PoolSaturatedError(
             f"pool saturated: all {route.candidates} eligible instance(s){model} stayed at their "
-            f"max_concurrent {how_long}; add instances, raise max_concurrent "
+            f"{cap} {how_long}; add instances, raise max_concurrent "
             f"or load_balancing.queue_timeout"
         )
 
@@ -736,6 +747,8 @@ class OllamaPoolManager(GuideApi, Lifecycle):
         response_time: float | None = None,
         eval_duration: float | None = None,
         caller_paced: bool = False,
+        queue_time: float | None = None,
+        service_time: float | None = None,
     ) -> str:
         """Release a lease and learn from how it ended; returns the outcome. Idempotent.
 
@@ -745,7 +758,9 @@ class OllamaPoolManager(GuideApi, Lifecycle):
         figures no time per token is learned from it. ``prompt_tokens`` and ``cached_tokens`` are
         the server's ``prompt_eval_count`` and ``prompt_eval_cached_count``, ``prompt_duration``
         its ``prompt_eval_duration`` (seconds): the instance's prompt cache hit rate is learned
-        from them.
+        from them. ``queue_time`` and ``service_time``: seconds the request waited inside the
+        server and the server worked on it, from its durations (adaptive concurrency learns from
+        them).
         """
         with self._lock:
             if lease.finished:
@@ -770,6 +785,10 @@ class OllamaPoolManager(GuideApi, Lifecycle):
                 keep_alive,
                 cold_load,
                 error,
+                queue_time,
+                service_time,
+                lease.started,
+                lease.sent_with,
             )
             learned = self._state.release(inst, observation, now)
             if output_tokens and outcome == Outcome.SUCCESS and not cold_load:

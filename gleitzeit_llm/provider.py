@@ -64,6 +64,7 @@ from gleitzeit_llm.ollama.models import (
     GenerateResponse,
     ShowResponse,
 )
+from gleitzeit_llm.routing.concurrency import server_times
 from gleitzeit_llm.routing.health import ProbeTarget
 from gleitzeit_llm.routing.prefix import prompt_prefix
 
@@ -370,13 +371,13 @@ class _Call:
         return error
 
     def finish_kwargs(self, final: Any) -> dict[str, Any]:
-        """What the pool learns from a final chunk: tokens, residency and cold loads."""
+        """What the pool learns from a final chunk: tokens, residency, cold loads, queue time."""
         if final is None:
             return {}
         load = getattr(final, "load_duration", None)
         eval_ns = getattr(final, "eval_duration", None)
         prompt_ns = getattr(final, "prompt_eval_duration", None)
-        return {
+        learned = {
             "output_tokens": getattr(final, "eval_count", None),
             "eval_duration": eval_ns / 1e9 if eval_ns else None,
             "prompt_tokens": getattr(final, "prompt_eval_count", None),
@@ -385,6 +386,11 @@ class _Call:
             "keep_alive": keep_alive_seconds(getattr(self.request, "keep_alive", None)),
             "cold_load": bool(load and load / 1e9 > COLD_LOAD_THRESHOLD),
         }
+        if self.provider._learns_queue and self.kind != "embed":  # embed has no eval durations
+            times = server_times(final)
+            if times is not None:
+                learned["queue_time"], learned["service_time"] = times
+        return learned
 
     def retry_policy(self) -> dict[str, Any]:
         """tenacity arguments for the attempts after a first one failed: the rest of the per-model
@@ -608,6 +614,8 @@ class OllamaPoolProvider(Lifecycle, AsyncSendChain, SendChain):
         self.config = self.manager.config
         self.events = self.manager.events
         self._timeouts: Timeouts = self.config.timeouts.to_timeouts()
+        # Queue times are worked out of each answer only for a pool that learns from them.
+        self._learns_queue = self.config.load_balancing.adaptive_concurrency
         self._connections = Connections(self._timeouts)
         self._closed = False
 

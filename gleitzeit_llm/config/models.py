@@ -322,6 +322,9 @@ class LoadBalancingConfig(_ConfigModel):
     prefix_fallback: LoadBalancingStrategy = LoadBalancingStrategy.LEAST_LOADED
     """cache_aware: how to pick when no instance holds the prompt's prefix (``least_loaded`` or
     ``latency_based``)."""
+    adaptive_concurrency: bool = False
+    """Learn per (instance, model) how many requests the server runs at once (from the queue time
+    its answers report) and send no more than that, up to ``max_concurrent``; the rest wait here."""
     circuit_breaker: Annotated[CircuitBreakerConfig, _SECTION] = Field(
         default_factory=lambda: CircuitBreakerConfig()
     )

@@ -116,6 +116,7 @@ class PoolCollector(Collector):
             checks,
             waiting,
             shared_up,
+            concurrency_limit,
         ) = families
         for instance, snap in status["instances"].items():
             for name in _INSTANCE_STATES:
@@ -142,6 +143,8 @@ class PoolCollector(Collector):
             probes, probe_failures = self._probe_counts(instance)
             checks.add_metric([instance, "ok"], probes - probe_failures)
             checks.add_metric([instance, "failed"], probe_failures)
+            for model, limit in (snap.get("concurrency_limits") or {}).items():
+                concurrency_limit.add_metric([instance, model], limit)
         waiting.add_metric([], status["waiting_requests"])
         shared = status.get("shared_state")
         if shared is not None:  # only pools configured with shared_state have the series
@@ -229,6 +232,11 @@ class PoolCollector(Collector):
                 "gleitzeit_shared_state_up",
                 "1 while the pool's shared state (Redis) answers, 0 while this process runs on local state.",
                 labels=[],
+            ),
+            g(
+                "gleitzeit_concurrency_limit",
+                "Learned limit of requests in flight per instance and model (adaptive_concurrency).",
+                labels=[INSTANCE, MODEL],
             ),
         ]
 

@@ -21,6 +21,7 @@ from gleitzeit_llm.routing.transitions import InstanceState
 
 if TYPE_CHECKING:
     from gleitzeit_llm.config import InstanceConfig
+    from gleitzeit_llm.routing.concurrency import ModelLimits
     from gleitzeit_llm.routing.epoch import Epoch
     from gleitzeit_llm.routing.health import ProbeResult
     from gleitzeit_llm.routing.learning import Observation, Transitions
@@ -147,6 +148,7 @@ class OllamaInstance:
         "in_flight",
         "in_flight_by_model",
         "installed_models",
+        "limits",
         "loaded_models",
         "max_concurrent",
         "metrics",
@@ -179,6 +181,8 @@ class OllamaInstance:
         self.metrics = InstanceMetrics()
         self.in_flight = 0
         self.in_flight_by_model: dict[str, int] = {}
+        # Learned per-model limits (load_balancing.adaptive_concurrency); None when off.
+        self.limits: ModelLimits | None = None
         self.installed_models: frozenset[str] | None = None  # from /api/tags; None = not known yet
         self.loaded_models: dict[str, float] = {}  # model -> clock time it stays resident until
         # Spellings (spelling_key) answered 404 since the last /api/tags refresh: a 404 proves
@@ -217,6 +221,13 @@ class OllamaInstance:
 
     def has_capacity(self) -> bool:
         return self.in_flight < self.max_concurrent
+
+    def admits(self, model: str | None) -> bool:
+        """Below the instance's cap and, with adaptive concurrency, below ``model``'s learned limit."""
+        limits = self.limits
+        return self.in_flight < self.max_concurrent and (
+            limits is None or limits.admits(model, self.in_flight_by_model)
+        )
 
     def utilisation(self) -> float:
         return self.in_flight / self.max_concurrent
@@ -321,6 +332,8 @@ class OllamaInstance:
             "consecutive_failures": breaker.consecutive_failures,
             "max_concurrent": self.max_concurrent,
             "active_by_model": dict(self.in_flight_by_model),
+            # learned per-model limits (load_balancing.adaptive_concurrency), None when off
+            "concurrency_limits": self.limits.snapshot() if self.limits is not None else None,
             "successful_requests": m.successful_requests,
             "failed_requests": m.failed_requests,
             "busy_rejections": m.busy_rejections,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -21,6 +22,7 @@ from gleitzeit_llm.routing.breaker import Transition as BreakerTransition
 from gleitzeit_llm.routing.transitions import RESETS_PROBE_FAILURES, Facts, InstanceState, Signal, next_state
 
 if TYPE_CHECKING:
+    from gleitzeit_llm.routing.concurrency import ModelLimits
     from gleitzeit_llm.routing.health import ProbeResult
     from gleitzeit_llm.routing.instance import OllamaInstance
 
@@ -77,7 +79,11 @@ class Observation:
     ``model``/``spelling``: the model_key and spelling_key routed; ``probe``: admitted by a
     half-open breaker; ``panic``: routed with nothing healthy; ``duration`` and ``ttft`` in
     seconds; ``eval_duration``: the server's own generation time for ``output_tokens``;
-    ``caller_paced``: the time after the first chunk followed the caller's reading.
+    ``caller_paced``: the time after the first chunk followed the caller's reading;
+    ``queue_time`` and ``service_time``: seconds it waited inside the server and the server
+    worked on it (the server's durations), None when unknown; ``started``: when the attempt
+    took its slot (``time.monotonic()``); ``sent_with``: requests of its model in flight on the
+    instance then, itself included (0: not counted).
     """
 
     outcome: str
@@ -93,6 +99,10 @@ class Observation:
     keep_alive: float | None = None
     cold_load: bool = False
     error: BaseException | None = None
+    queue_time: float | None = None
+    service_time: float | None = None
+    started: float | None = None
+    sent_with: int = 0
 
 
 class Change(NamedTuple):
@@ -112,6 +122,7 @@ class Transitions:
     window set, or None; ``filters_changed``: installed or missing models changed (the router's
     cached filters must be forgotten); ``model_missing``: a 404 was learned; ``probe_round``:
     residency may have changed behind the pool's back (ask for a health round now);
+    ``limit_raised``: a learned concurrency limit went up (waiters may fit now);
     ``routing_changed``: what is routable may have changed (every waiter is worth another try).
     """
 
@@ -120,10 +131,13 @@ class Transitions:
     filters_changed: bool = False
     model_missing: bool = False
     probe_round: bool = False
+    limit_raised: bool = False
     routing_changed: bool = field(init=False)
 
     def __post_init__(self) -> None:
-        self.routing_changed = bool(self.changes) or self.busy_until is not None or self.model_missing
+        self.routing_changed = (
+            bool(self.changes) or self.busy_until is not None or self.model_missing or self.limit_raised
+        )
 
     def __bool__(self) -> bool:
         return self.routing_changed or self.filters_changed or self.probe_round
@@ -159,7 +173,7 @@ def record_outcome(inst: OllamaInstance, obs: Observation, now: float, max_retry
     breaker = inst.breaker
     changes: list[Change] = []
     busy_until = None
-    filters_changed = model_missing = probe_round = False
+    filters_changed = model_missing = probe_round = limit_raised = False
     if outcome == Outcome.SUCCESS:
         duration, ttft, cold_load, output_tokens = obs.duration, obs.ttft, obs.cold_load, obs.output_tokens
         m.total_requests += 1
@@ -181,6 +195,9 @@ def record_outcome(inst: OllamaInstance, obs: Observation, now: float, max_retry
                 elif output_tokens > 1 and duration > first and not obs.caller_paced:
                     m.tpot.observe((duration - first) / (output_tokens - 1), now)
         filters_changed = inst.note_served(obs.model, now, obs.keep_alive, obs.spelling)
+        limits = inst.limits
+        if limits is not None:  # adaptive concurrency
+            limit_raised = _learn_limit(limits, inst, obs)
         # An open breaker that lets a success through was bypassed by a panic attempt: the
         # instance is back.
         moved = breaker.reset() if breaker.state_at(now) is _OPEN else breaker.record_success(now)
@@ -221,7 +238,9 @@ def record_outcome(inst: OllamaInstance, obs: Observation, now: float, max_retry
                 filters_changed = True
         elif outcome == Outcome.CALLER_ERROR:
             m.total_requests += 1
-    if not (changes or busy_until is not None or filters_changed or model_missing or probe_round):
+    if not (
+        changes or busy_until is not None or filters_changed or model_missing or probe_round or limit_raised
+    ):
         return NOTHING
     return Transitions(
         tuple(changes),
@@ -229,7 +248,20 @@ def record_outcome(inst: OllamaInstance, obs: Observation, now: float, max_retry
         filters_changed=filters_changed,
         model_missing=model_missing,
         probe_round=probe_round,
+        limit_raised=limit_raised,
     )
+
+
+def _learn_limit(limits: ModelLimits, inst: OllamaInstance, obs: Observation) -> bool:
+    """Feed the server's queue time to the model's learned limit; True when the limit went up."""
+    queue, service, model = obs.queue_time, obs.service_time, obs.model
+    if queue is None or service is None or model is None:
+        return False
+    # Not counted at acquire: what is in flight now, plus this request (its slot is released).
+    in_flight = obs.sent_with or inst.in_flight_by_model.get(model, 0) + 1
+    mono = time.monotonic()  # the clock of Lease.started, whatever clock the pool runs on
+    sent_at = obs.started if obs.started is not None else mono
+    return limits.observe(model, queue, service, in_flight, sent_at, mono)
 
 
 def record_probe(inst: OllamaInstance, result: ProbeResult, now: float) -> Transitions:

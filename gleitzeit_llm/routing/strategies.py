@@ -188,11 +188,15 @@ class Router:
     """Stateless apart from the round-robin cursor, the expected-output-length estimate and its RNG.
 
     ``epoch`` is the routing epoch of the pool whose instances it routes over (their state and
-    breakers move it): the cached health filters hold while it stands still.
+    breakers move it): the cached health filters hold while it stands still. ``limited``: the
+    instances carry learned per-model limits (adaptive concurrency) that capacity must respect.
     """
 
-    def __init__(self, rng: random.Random | None = None, epoch: Epoch | None = None) -> None:
+    def __init__(
+        self, rng: random.Random | None = None, epoch: Epoch | None = None, *, limited: bool = False
+    ) -> None:
         self._rng = rng or random.Random()
+        self._limited = limited
         self._epoch = UNPOOLED if epoch is None else epoch
         self._rr_cursor = 0
         self.expected_tokens = 128.0  # EWMA of output tokens per request, weighs TTFT vs TPOT
@@ -291,6 +295,8 @@ class Router:
             # comprehension per tier instead of every filter per instance.
             for members, maybe_degraded in tiers:
                 free = [pi for pi in members if pi[1].in_flight < pi[1].max_concurrent]
+                if self._limited and free:
+                    free = [pi for pi in free if pi[1].admits(req.model)]
                 if free:
                     degraded = maybe_degraded and any(pi[1].state is _DEGRADED for pi in free)
                     return self._decide(free, instances, req, now, degraded)
@@ -329,7 +335,7 @@ class Router:
                 return False
         for _, inst in self._static_candidates(instances, req):
             until = inst.loaded_models.get(model)
-            if until is not None and until > now and inst.routable(now) and not inst.has_capacity():
+            if until is not None and until > now and inst.routable(now) and not inst.admits(model):
                 return True
         return False
 
@@ -369,7 +375,7 @@ class Router:
             # Nothing healthy: try anyway rather than fail everything, least recently failed first.
             routable = sorted(eligible, key=lambda pi: pi[1].metrics.last_failure_at or 0.0)[:1]
 
-        free = [(p, i) for p, i in routable if i.has_capacity() and i.busy_until <= now]
+        free = [(p, i) for p, i in routable if i.admits(req.model) and i.busy_until <= now]
         if not free:
             return Route(None, candidates=len(routable), saturated=True, panic=panic, reason="all full")
         tier = min(i.priority for _, i in free)

@@ -81,7 +81,8 @@ class StateStore(Protocol):
 
     def acquire(self, inst: OllamaInstance, model: str | None, now: float, panic: bool) -> Grant:
         """Take one slot on ``inst`` and one for (``inst``, ``model``), atomically, if the instance
-        is below ``max_concurrent`` and its breaker admits a request (``panic``: bypass the breaker,
+        is below ``max_concurrent`` (and, with adaptive concurrency, ``model`` below its learned
+        limit, ``inst.limits``) and its breaker admits a request (``panic``: bypass the breaker,
         nothing healthy was left). Never exceeds the cap, never leaves a count negative.
 
         Remote: 1 RT (a script: check the cap and the breaker's half-open budget, increment both

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gleitzeit_llm.routing.breaker import CircuitBreaker, CircuitState
+from gleitzeit_llm.routing.concurrency import ModelLimits
 from gleitzeit_llm.routing.epoch import Epoch
 from gleitzeit_llm.routing.instance import OllamaInstance
 from gleitzeit_llm.routing.learning import NOTHING, Transitions, breaker_change, record_outcome
@@ -41,6 +42,7 @@ class LocalState:
         self.epoch = Epoch()
         self._breaker = load_balancing.circuit_breaker
         self._max_retry_after = load_balancing.max_retry_after
+        self._adaptive = load_balancing.adaptive_concurrency
         self._clock = clock
 
     def create(self, config: InstanceConfig) -> OllamaInstance:
@@ -53,11 +55,17 @@ class LocalState:
             clock=self._clock,
             epoch=self.epoch,
         )
-        return OllamaInstance(config, breaker, self.epoch)
+        inst = OllamaInstance(config, breaker, self.epoch)
+        if self._adaptive:
+            inst.limits = ModelLimits(inst.max_concurrent)
+        return inst
 
     def acquire(self, inst: OllamaInstance, model: str | None, now: float, panic: bool) -> Grant:
         if inst.in_flight >= inst.max_concurrent:
             return FULL  # the router filtered on capacity under the same lock: the cap is a guard
+        limits = inst.limits
+        if limits is not None and not limits.admits(model, inst.in_flight_by_model):
+            return FULL  # the learned limit of this model (adaptive_concurrency)
         breaker = inst.breaker
         if panic or breaker.state_at(now) is _CLOSED:
             inst.acquire(model)

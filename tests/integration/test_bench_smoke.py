@@ -135,3 +135,20 @@ def test_quick_gateway_bench_measures_the_gateway_against_direct_calls(tmp_path:
     assert targets["gateway_latency"]["measured"] is not None
     assert targets["gateway_throughput"]["met"] is None  # concurrency 64 was not run
     assert "### 9. Gateway" in docs.read_text()
+
+
+def test_quick_concurrency_scenario_compares_fixed_and_adaptive_limits(tmp_path: Path) -> None:
+    docs = tmp_path / "performance.md"
+    docs.write_text("# Performance\n")
+    args = ["--only", "concurrency", "--set", "concurrency.requests=60", "--set", "concurrency.warmup=0.2"]
+    # faster calls: this checks the harness, not the figures
+    args += ["--set", "concurrency.ttft=0.05", "--set", "concurrency.tokens_per_second=200"]
+    out = ["--out", str(tmp_path), "--docs", str(docs), "--no-plots"]
+    done = run_bench(["--quick", *args, *out], timeout=60)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (result,) = tmp_path.glob("*-quick-partial.json")
+    row = json.loads(result.read_text())["scenarios"]["concurrency"]["by_strategy"]["least_loaded"]
+    assert {"fixed", "adaptive", "p99_ratio", "p50_ratio"} <= set(row)
+    assert row["fixed"]["failed"] == row["adaptive"]["failed"] == 0
+    assert set(row["adaptive"]["limits"]) == {"np1", "np2", "np4"}  # what it learned, per instance
+    assert "### 3c. Learned concurrency" in docs.read_text()

@@ -66,6 +66,7 @@ def exported(registry: CollectorRegistry) -> dict[str, tuple[str, set[str]]]:
 
 async def test_the_metric_docs_match_the_exported_metrics(ollama_emulators: Any) -> None:
     (emulator,) = ollama_emulators(1, models=["llama3.2"], loaded=["llama3.2"])
+    # adaptive_concurrency: the learned-limit gauge has a series once the model answered.
     # Shared state configured but unreachable (a closed loopback port): the pool runs on local
     # state and gleitzeit_shared_state_up says 0.
     with socket.socket() as probe:
@@ -74,6 +75,7 @@ async def test_the_metric_docs_match_the_exported_metrics(ollama_emulators: Any)
     config = {
         "instances": [{"id": "gpu", "url": emulator.url}],
         "shared_state": {"url": f"redis://127.0.0.1:{closed_port}/0"},
+        "load_balancing": {"adaptive_concurrency": True},
     }
     registry = CollectorRegistry()
     async with OllamaPoolProvider(config=config) as pool:

@@ -15,7 +15,7 @@ VALID_STRATEGIES = "least_loaded, round_robin, model_affinity, latency_based, we
 LB_FIELDS = (
     "strategy, health_check_interval, health_check_timeout, failover, retry_attempts, retry_same_instance, "
     "retry_backoff_base, retry_backoff_max, queue_timeout, affinity_wait, max_retry_after, balance_epsilon, "
-    "prefix_weight, prefix_cache_tokens, prefix_fallback, circuit_breaker"
+    "prefix_weight, prefix_cache_tokens, prefix_fallback, adaptive_concurrency, circuit_breaker"
 )
 
 
