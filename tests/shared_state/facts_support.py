@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -149,6 +150,15 @@ class FactsProcess:
         return self.facts.apply(replies, self.instances, self.now, self.wall_now)
 
 
+def _readline(stream: Any, timeout: float) -> str:
+    """One line from ``stream``, or "" after ``timeout`` seconds (read on a helper thread)."""
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(stream.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return got[0] if got else ""
+
+
 class FactsWorker:
     """A ``facts_worker.py`` process: send a command, read its one-line answer."""
 
@@ -209,15 +219,24 @@ class FactsWorker:
             time.sleep(0.02)  # pacing the asks (the worker answers at once)
 
     def close(self) -> None:
+        """Quit: the pool must close within 30 s (``closed``); then the interpreter's own exit
+        gets 15 s before the process is killed."""
         if self.proc.poll() is None:
+            assert self.proc.stdin is not None and self.proc.stdout is not None
+            closed = ""
             try:
-                self.ask(op="quit")
-            except (AssertionError, OSError, ValueError):
+                self.proc.stdin.write(json.dumps({"op": "quit"}) + "\n")
+                self.proc.stdin.flush()
+                closed = _readline(self.proc.stdout, 30.0)
+            except OSError:
                 pass
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+            _, err = self.proc.communicate()
+            assert closed.strip() == "closed", f"the worker's pool did not close; stderr:\n{err[-5000:]}"
+            return
         self.proc.communicate()
 
     def kill(self) -> None:

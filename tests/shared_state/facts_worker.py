@@ -6,11 +6,12 @@
 * ``{"op": "chat", "n": 3, "model": "llama3.2", "hints": {...}}`` -> ``{"served": {...}, "errors": [...]}``
 * ``{"op": "inspect"}`` -> what the process knows of each instance (its handles), whether it
   leads the health probes and in how many health rounds it probed
-* ``{"op": "quit"}`` -> closes the pool and exits.
+* ``{"op": "quit"}`` -> closes the pool, prints ``closed`` and exits.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import math
 import sys
@@ -76,6 +77,8 @@ def main(spec: dict[str, Any]) -> None:
             command = json.loads(line)
             op = command["op"]
             if op == "quit":
+                # Closing must not hang: if it takes 20 s, the stacks go to stderr for the test.
+                faulthandler.dump_traceback_later(20, exit=False)
                 break
             if op == "inspect":
                 reply: dict[str, Any] = inspect(pool, probe_rounds)
@@ -96,6 +99,8 @@ def main(spec: dict[str, Any]) -> None:
             else:
                 reply = {"error": f"unknown op {op!r}"}
             print(json.dumps(reply), flush=True)
+    faulthandler.cancel_dump_traceback_later()
+    print("closed", flush=True)
 
 
 if __name__ == "__main__":
