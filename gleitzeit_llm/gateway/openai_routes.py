@@ -37,32 +37,29 @@ def _shape(stream: Any, whole: Any) -> Shape:
 def routes(gateway: Gateway) -> list[Route]:
     """The ``/v1`` routes of ``gateway``."""
 
-    async def chat(request: Request) -> Relay:
+    async def generation(request: Request) -> Relay:
+        chat = request.url.path == "/v1/chat/completions"
         hints = gateway.hints(request)
         body = await read_json(request, gateway.settings.max_body)
-        model, native = oa.chat_request(body)
-        rid, created = oa.new_id("chatcmpl"), int(time.time())
+        model, native = (oa.chat_request if chat else oa.completion_request)(body)
+        rid, created = oa.new_id("chatcmpl" if chat else "cmpl"), int(time.time())
         client_stream = bool(native.get("stream"))
-        native["stream"] = True
-        stream = oa.ChatStream(model, rid, created, include_usage=oa.include_usage(body))
-        shape = _shape(
-            stream, lambda chunks: oa.chat_response(native_whole(chunks, chat=True), model, rid, created)
-        )
-        return Relay(gateway.provider, "/api/chat", native, hints, shape, client_stream=client_stream)
+        native["stream"] = True  # always streamed upstream, as on the native routes
+        usage = oa.include_usage(body)
+        if chat:
+            stream: Any = oa.ChatStream(model, rid, created, include_usage=usage)
+            answer: Any = oa.chat_response
+        else:
+            stream = oa.CompletionStream(model, rid, created, include_usage=usage)
+            answer = oa.completion_response
 
-    async def completions(request: Request) -> Relay:
-        hints = gateway.hints(request)
-        body = await read_json(request, gateway.settings.max_body)
-        model, native = oa.completion_request(body)
-        rid, created = oa.new_id("cmpl"), int(time.time())
-        client_stream = bool(native.get("stream"))
-        native["stream"] = True
-        stream = oa.CompletionStream(model, rid, created, include_usage=oa.include_usage(body))
-        shape = _shape(
-            stream,
-            lambda chunks: oa.completion_response(native_whole(chunks, chat=False), model, rid, created),
+        def whole(chunks: list[dict[str, Any]]) -> dict[str, Any]:
+            return answer(native_whole(chunks, chat=chat), model, rid, created)  # type: ignore[no-any-return]
+
+        path = "/api/chat" if chat else "/api/generate"
+        return Relay(
+            gateway.provider, path, native, hints, _shape(stream, whole), client_stream=client_stream
         )
-        return Relay(gateway.provider, "/api/generate", native, hints, shape, client_stream=client_stream)
 
     async def embeddings(request: Request) -> Relay:
         hints = gateway.hints(request)
@@ -82,8 +79,8 @@ def routes(gateway: Gateway) -> list[Route]:
         return JSONResponse(oa.models_list(await union(gateway, request, "/api/tags")))
 
     return [
-        Route("/v1/chat/completions", chat, methods=["POST"]),
-        Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/chat/completions", generation, methods=["POST"]),
+        Route("/v1/completions", generation, methods=["POST"]),
         Route("/v1/embeddings", embeddings, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
     ]

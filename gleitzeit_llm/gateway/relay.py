@@ -11,12 +11,11 @@ back and the upstream connection closed, which stops the generation on the insta
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-import anyio
 
 from gleitzeit_llm.gateway.errors import GatewayError, failure
 from gleitzeit_llm.gateway.headers import ATTEMPTS, INSTANCE
@@ -104,13 +103,22 @@ class Relay:
         self.client_stream = client_stream and upstream_stream
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async with anyio.create_task_group() as group:
-            group.start_soon(_cancel_on_disconnect, receive, group.cancel_scope)
-            try:
-                await self._relay(send)
-            except OSError:
-                pass  # the client went away while we wrote: as a disconnect
-            group.cancel_scope.cancel()
+        # A plain task cancelled once, not an anyio cancel scope: a scope cancels every later
+        # await in it too, so the stream's own cleanup (giving the connection back) would be
+        # cut short; one CancelledError lets the cleanup run to its end.
+        relay = asyncio.ensure_future(self._relay(send))
+        watcher = asyncio.ensure_future(_disconnected(receive))
+        try:
+            await asyncio.wait((relay, watcher), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not relay.done():
+                relay.cancel()  # the client left (or the server stops): stop the call now
+            watcher.cancel()
+            await asyncio.gather(relay, watcher, return_exceptions=True)
+        if not relay.cancelled():
+            error = relay.exception()
+            if error is not None and not isinstance(error, OSError):  # OSError: the client left
+                raise error
 
     async def _relay(self, send: Send) -> None:
         if self.client_stream:
@@ -140,9 +148,7 @@ class Relay:
                 return
             await self._relay_chunks(send, chunks, first)
         finally:
-            # Shielded: a cancelled relay (the client left) still closes the upstream response.
-            with anyio.CancelScope(shield=True):
-                await chunks.aclose()
+            await chunks.aclose()  # the slot and the upstream connection, now
 
     async def _relay_chunks(self, send: Send, chunks: PoolStream[Any], first: dict[str, Any]) -> None:
         shape = self.shape
@@ -172,11 +178,11 @@ class Relay:
         )
 
 
-async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+async def _disconnected(receive: Receive) -> None:
+    """Returns when the client has gone away (the request body was read before)."""
     while True:
         message: Message = await receive()
         if message["type"] == "http.disconnect":
-            scope.cancel()
             return
 
 

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -52,10 +51,18 @@ def gateway(start_gateway: GatewayFactory, two: list[OllamaEmulator]) -> Gateway
     return server
 
 
+def _is_http_client(value: Any) -> bool:
+    # httpx's clients, or httpx2's (the fork the openai SDK ships with)
+    return any(
+        cls.__name__ in ("Client", "AsyncClient") and cls.__module__.split(".")[0] in ("httpx", "httpx2")
+        for cls in type(value).__mro__
+    )
+
+
 def _httpx_clients(owner: Any, depth: int = 0) -> list[Any]:
     """The httpx clients an SDK object holds (ollama, openai, LangChain and LlamaIndex objects
     keep theirs one or two attributes down)."""
-    if isinstance(owner, (httpx.Client, httpx.AsyncClient)):
+    if _is_http_client(owner):
         return [owner]
     if owner is None or depth > 3:
         return []
@@ -80,7 +87,7 @@ async def closing() -> AsyncIterator[Callable[[Any], Any]]:
 
     yield register
     for client in {id(c): c for owner in owners for c in _httpx_clients(owner)}.values():
-        if isinstance(client, httpx.AsyncClient):
+        if hasattr(client, "aclose"):
             await client.aclose()
         else:
             client.close()

@@ -38,7 +38,7 @@ class GatewayServer:
 
     def start(self) -> GatewayServer:
         self._thread.start()
-        deadline_hit = not _wait(lambda: self._server.started or not self._thread.is_alive(), 15.0)
+        deadline_hit = not wait_until(lambda: self._server.started or not self._thread.is_alive(), 15.0)
         if deadline_hit or not self._server.started:
             raise RuntimeError("the gateway did not start")
         return self
@@ -55,7 +55,8 @@ class GatewayServer:
         self.stop()
 
 
-def _wait(predicate: Any, timeout: float) -> bool:
+def wait_until(predicate: Any, timeout: float) -> bool:
+    """Poll ``predicate`` until it holds (True) or ``timeout`` seconds passed (False)."""
     event = threading.Event()  # never set: wait() is a sleep that does not spin
     deadline = time.monotonic() + timeout
     while not predicate():

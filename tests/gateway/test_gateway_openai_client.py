@@ -73,7 +73,8 @@ def test_completions_embeddings_and_models(gateway: GatewayServer, closing: Clos
     client = _client(gateway, closing)
     done = client.completions.create(model="llama3.2", prompt="Say something", max_tokens=4)
     assert done.choices[0].finish_reason == "length" and len(done.choices[0].text.split()) == 4
-    pieces = list(client.completions.create(model="llama3.2", prompt="Say something", stream=True))
+    with client.completions.create(model="llama3.2", prompt="Say something", stream=True) as stream:
+        pieces = list(stream)
     assert pieces[-1].choices[0].finish_reason == "stop"
     vectors = client.embeddings.create(
         model="nomic-embed-text", input=["a cat", "a dog"]

@@ -5,25 +5,16 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from typing import Any
 
 import httpx
+from gateway_server import wait_until
 
 CHAT = {"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]}
 
 
 def _in_flight(server: Any) -> int:
     return sum(inst.in_flight for inst in server.provider.manager.instances)
-
-
-def _wait(predicate: Any, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 def test_client_disconnect_mid_stream_frees_the_slot_and_stops_generating(
@@ -43,7 +34,7 @@ def test_client_disconnect_mid_stream_frees_the_slot_and_stops_generating(
         while b'"content"' not in seen:
             seen += sock.recv(65536)
         assert _in_flight(server) == 1 and slow.generating() == 1
-    assert _wait(lambda: _in_flight(server) == 0), "the slot was not given back"
+    assert wait_until(lambda: _in_flight(server) == 0, 10.0), "the slot was not given back"
     slow.wait_for(lambda: slow.generating() == 0 and slow.in_flight() == 0, timeout=10.0)
     record = slow.requests_for("/api/chat")[0]
     assert record.cancelled
