@@ -95,3 +95,71 @@ def test_settings_never_show_keys() -> None:
     with pytest.raises(ValueError, match="max_body"):
         GatewaySettings(max_body=0)
     assert GatewaySettings.keys_from(["a", " b "], {"GLEITZEIT_GATEWAY_API_KEYS": "c,,a"}) == ("a", "b", "c")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_workers_with_shared_state_hold_one_cap_together(
+    ollama_emulators: Any, redis_server: Any, tmp_path: Any
+) -> None:
+    # Two uvicorn workers, each with its own pool, share max_concurrent through Redis: the
+    # server never sees more than its cap, and no warning says caps are per worker.
+    (emulator,) = ollama_emulators(
+        1, models=["llama3.2"], loaded=["llama3.2"], num_parallel=8, time_scale=0.1
+    )
+    config = tmp_path / "pool.yaml"
+    config.write_text(
+        f"instances:\n  - {{id: e0, url: '{emulator.url}', max_concurrent: 2}}\n"
+        f"load_balancing: {{queue_timeout: 60}}\n"
+        f"shared_state: {{url: '{redis_server.url}'}}\n"
+    )
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            *CLI,
+            "serve",
+            "--config",
+            str(config),
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        with httpx.Client(base_url=url, timeout=60) as http:
+            while True:
+                try:
+                    if http.get("/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline and proc.poll() is None, "serve did not start"
+                time.sleep(0.05)  # polling a child's start-up: no event to wait on
+
+        def chat(_: int) -> int:
+            body = {"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}], "stream": False}
+            # a new connection per call: uvicorn's workers share the socket, so both take calls
+            with httpx.Client(base_url=url, timeout=60) as http:
+                return http.post("/api/chat", json=body).status_code
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(8) as threads:
+            codes = list(threads.map(chat, range(16)))
+        assert codes == [200] * 16
+        assert emulator.max_concurrency_seen() == 2  # the cap held across both workers
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert "per worker" not in err

@@ -4,6 +4,7 @@ for processes (each pool has its own store, connections and process token)."""
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -170,3 +171,38 @@ def test_a_breaker_tripped_in_one_process_shows_open_in_the_others(pools: Any) -
 
     # No call needed: the background refresh brings the open breaker.
     eventually(lambda: second.status()["instances"]["a"]["circuit_state"] == "open")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_workers_forked_from_a_pool_never_started_take_tokens_of_their_own(redis_server: Any) -> None:
+    # gunicorn --preload: the master builds the pool and never starts it; each worker's leases
+    # must be its own, or two workers' lease ids collide in Redis and the cap no longer holds.
+    manager = OllamaPoolManager(
+        instances=INSTANCES, shared_state={"url": redis_server.url}, health_checks=False
+    )
+    parent_token = manager._state.held.token  # type: ignore[attr-defined]
+    tokens = []
+    for _ in range(2):
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: take a slot, report the member it used, leave at once
+            try:
+                lease = manager.try_acquire(manager.route_request(MODEL))
+                token = manager._state.held.token  # type: ignore[attr-defined]
+                os.write(write, f"{token} {int(isinstance(lease, Lease))}".encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        token, took = os.read(read, 1000).decode().split()
+        os.close(read)
+        os.waitpid(pid, 0)
+        assert took == "1"
+        tokens.append(token)
+    assert len({parent_token, *tokens}) == 3
+    # and Redis holds two leases, one per worker, not one overwritten by the other
+    assert manager.status()["instances"]["a"]["active_requests"] == 0  # the parent holds none
+    client = redis.Redis.from_url(redis_server.url)
+    (lease_key,) = client.keys("gleitzeit:*:leases:a")
+    assert client.zcard(lease_key) == 2
+    client.close()
+    manager.close_sync()

@@ -26,7 +26,8 @@ class HeldLeases:
 
     def __init__(self) -> None:
         # The process token: pid (readable in MONITOR) plus randomness (pids repeat across hosts).
-        self.token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.pid = os.getpid()
+        self.token = f"{self.pid}-{uuid.uuid4().hex[:8]}"
         self._ids = itertools.count(1)
         self._members: dict[tuple[str, str], list[str]] = {}
         self.count: dict[str, int] = {}

@@ -424,7 +424,10 @@ class RedisState:
         with self._lock:
             if self._pid == os.getpid() or self._stop.is_set():
                 return
-            if self._pid is not None:  # forked: the parent's threads and leases are not ours
+            if self.held.pid != os.getpid():
+                # Forked (gunicorn --preload), whether or not the parent ever started the store:
+                # the parent's leases and token are not ours, and a shared token would make two
+                # workers' lease ids collide in Redis.
                 self.held = HeldLeases()
                 self._announce = self.held.token + "\t"
             self._pid = os.getpid()
