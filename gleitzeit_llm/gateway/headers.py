@@ -25,6 +25,7 @@ HINT_HEADERS: dict[str, str] = {
     "x-gleitzeit-fallback-model": "fallback_model",
     "x-gleitzeit-require-gpu": "require_gpu",
     "x-gleitzeit-max-latency": "max_latency",
+    "x-gleitzeit-session": "session_id",
 }
 _SPELLED = {
     hint: "-".join(part.capitalize() for part in name.split("-")) for name, hint in HINT_HEADERS.items()

@@ -141,3 +141,37 @@ def test_hint_headers_route_and_never_reach_ollama(start_gateway: Any, ollama_em
     for record in chats:
         assert not any(name.lower().startswith("x-gleitzeit") for name in record.headers)
         assert record.headers.get("authorization") is None
+
+
+def test_a_session_header_keeps_a_conversation_on_one_instance(
+    start_gateway: Any, ollama_emulators: Any
+) -> None:
+    # #17: X-Gleitzeit-Session is the session_id hint; round robin would alternate without it.
+    a, b = ollama_emulators(2)
+    server = start_gateway(
+        config={"instances": [a.url, b.url], "load_balancing": {"strategy": "round_robin"}}
+    )
+    with httpx.Client(base_url=server.url) as http:
+        served = {
+            session: {
+                http.post(
+                    "/api/chat",
+                    json={"model": "llama3.2", "messages": USER},
+                    headers={"X-Gleitzeit-Session": session},
+                ).headers["x-gleitzeit-instance"]
+                for _ in range(4)
+            }
+            for session in ("alice", "bob", "carol", "dave")
+        }
+        assert all(len(instances) == 1 for instances in served.values()), served
+        unhinted = {
+            http.post("/api/chat", json={"model": "llama3.2", "messages": USER}).headers[
+                "x-gleitzeit-instance"
+            ]
+            for _ in range(4)
+        }
+        assert len(unhinted) == 2  # the strategy still rotates calls without a session
+        blank = http.post(
+            "/api/chat", json={"model": "llama3.2", "messages": USER}, headers={"X-Gleitzeit-Session": ""}
+        )
+        assert blank.status_code == 400 and "X-Gleitzeit-Session" in blank.json()["error"]
