@@ -197,7 +197,13 @@ class OllamaPoolManager(GuideApi, Lifecycle):
             from gleitzeit_llm.state.redis import open_shared_state
 
             self._state = self._shared = open_shared_state(self.config, clock)
-            self._shared.bind(self._lock, lambda: self._instances, self._apply, self._wake_waiters)
+            self._shared.bind(
+                self._lock,
+                lambda: self._instances,
+                self._apply,
+                self._wake_waiters,
+                lambda: bool(self._queue),
+            )
         self._router = Router(rng, self._state.epoch, limited=lb.adaptive_concurrency)
         self._router.balance_epsilon = lb.balance_epsilon
         self._router.prefix_weight = lb.prefix_weight
@@ -589,6 +595,9 @@ class OllamaPoolManager(GuideApi, Lifecycle):
                     # ago) is theirs, not this newcomer's.
                     woken = self._queue.dispatch(self._serve)
                 result = self.try_acquire(request, attempt=attempt)
+                if not isinstance(result, Lease) and result.saturated and self._state.wait_starts():
+                    # A shared store read the pool-wide counts afresh: a slot may have freed.
+                    result = self.try_acquire(request, attempt=attempt)
                 if isinstance(result, Lease):
                     return result, None
                 if not result.saturated:

@@ -110,6 +110,14 @@ class StateStore(Protocol):
         """
         ...
 
+    def wait_starts(self) -> bool:
+        """A caller is about to wait for a slot: make sure a slot freed anywhere will wake it.
+        Returns True when the counts were read afresh (route again before waiting).
+
+        Remote: 1 RT when the process is not yet registered as waiting, else 0.
+        """
+        ...
+
     def should_probe(self) -> bool:
         """Whether this process runs the next health round (a shared store elects one prober).
 

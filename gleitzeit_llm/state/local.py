@@ -88,5 +88,8 @@ class LocalState:
     def should_probe(self) -> bool:
         return True
 
+    def wait_starts(self) -> bool:
+        return False  # a release wakes this process's queue directly
+
     def own_in_flight(self, inst: OllamaInstance) -> int:
         return inst.in_flight

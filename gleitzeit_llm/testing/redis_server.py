@@ -160,8 +160,21 @@ class RedisServer:
         if proc.stderr:
             proc.stderr.close()
 
+    def pause(self) -> None:
+        """SIGSTOP the server: a hung Redis, which accepts bytes on its sockets and answers
+        nothing until :meth:`resume` (then it runs what it was sent meanwhile)."""
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT a server stopped by :meth:`pause`."""
+        if self._proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         """Terminate the server (SIGTERM, then SIGKILL after 5 s)."""
+        self.resume()  # a stopped process would not act on SIGTERM
         proc, self._proc = self._proc, None
         if proc is None:
             return

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from .store_support import pools  # noqa: F401 (a fixture for every module here)
+
 WORKER = Path(__file__).with_name("worker.py")
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,12 +9,15 @@ key                                       type   holds
 ``gleitzeit:{<ns>}:breaker:<instance>``   hash   ``s`` open/half_open (absent: closed), ``r`` retry
                                                  at (ms), ``o`` open time (s), ``why``, ``p`` probes
                                                  admitted, ``h`` half-open since (ms)
+``gleitzeit:{<ns>}:waiting``               zset   the processes with callers waiting for a slot
+                                                 (process token, scored by expiry, wall clock ms)
 ``gleitzeit:{<ns>}:released`` (channel)   pubsub ``<process> <instance> <count> <model> <n>``
-                                                 on every release
+                                                 on a release while another process waits
 ========================================= ====== ==================================================
 
 Keys disappear when empty (no lease, no model held, breaker closed); an open breaker's hash
-expires on its own after twice its open time plus the lease TTL.
+expires on its own after twice its open time plus the lease TTL, ``waiting`` one lease TTL after
+the last registration.
 """
 
 from __future__ import annotations
@@ -47,12 +50,14 @@ def default_namespace(instances: Iterable[InstanceConfig]) -> str:
 class Keys:
     """The key names of one namespace."""
 
-    __slots__ = ("_base", "channel", "namespace")
+    __slots__ = ("_base", "_scripted", "channel", "namespace", "waiting")
 
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
         self._base = f"{PREFIX}:{{{namespace}}}:"  # {...}: the hash tag Redis Cluster slots by
         self.channel = self._base + "released"
+        self.waiting = self._base + "waiting"
+        self._scripted: dict[str, list[str]] = {}
 
     def leases(self, instance_id: str) -> str:
         return f"{self._base}leases:{instance_id}"
@@ -66,6 +71,13 @@ class Keys:
     def instance(self, instance_id: str) -> tuple[str, str, str]:
         """The three keys of one instance, in the order the scripts take them."""
         return self.leases(instance_id), self.models(instance_id), self.breaker(instance_id)
+
+    def scripted(self, instance_id: str) -> list[str]:
+        """The keys the acquire and release scripts take: the instance's three, then ``waiting``."""
+        keys = self._scripted.get(instance_id)
+        if keys is None:
+            keys = self._scripted[instance_id] = [*self.instance(instance_id), self.waiting]
+        return keys
 
     def key(self, *parts: str) -> str:
         """Another key of this namespace (for :mod:`.hooks` implementations): same hash tag."""

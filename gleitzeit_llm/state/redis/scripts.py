@@ -31,9 +31,11 @@ local function model_count(models, model)
 end
 """
 
-# KEYS: leases, models, breaker. ARGV: member, model, max_concurrent, expiry, now, panic (0/1),
-# half_open_requests, lease_ttl (ms). Returns {admitted, why, count, model count, probe,
-# breaker state, retry at, open time (ms)}; why: '' | full | open | probes.
+# KEYS: leases, models, breaker, waiting. ARGV: member, model, max_concurrent, expiry, now,
+# panic (0/1), half_open_requests, lease_ttl (ms), process token, waiting expiry (ms). Returns
+# {admitted, why, count, model count, probe, breaker state, retry at, open time (ms)}; why: '' |
+# full | open | probes. A refusal for 'full' registers the process as waiting in the same step,
+# so no release after it goes unannounced (see RELEASE).
 _ACQUIRE = (
     _REAP
     + """
@@ -48,7 +50,11 @@ local state, retry, open_for = b[1] or '', tonumber(b[2] or '0'), tonumber(b[3] 
 local function answer(ok, why, probe)
   return {ok, why, count, model_count(models, model), probe, state, retry, open_for}
 end
-if count >= cap then return answer(0, 'full', 0) end
+if count >= cap then
+  redis.call('ZADD', KEYS[4], ARGV[10], ARGV[9])
+  redis.call('PEXPIRE', KEYS[4], ttl)
+  return answer(0, 'full', 0)
+end
 local probe = 0
 if not panic and state ~= '' then
   local probes, since = tonumber(b[4] or '0'), tonumber(b[5] or '0')
@@ -65,23 +71,31 @@ if not panic and state ~= '' then
   probe = 1
 end
 redis.call('ZADD', leases, expiry, member)
-if model ~= '' then redis.call('HINCRBY', models, model, 1) end
-count = count + 1
-return answer(1, '', probe)
+local mc = 0
+if model ~= '' then mc = redis.call('HINCRBY', models, model, 1) end
+return {1, '', count + 1, mc, probe, state, retry, open_for}
 """
 )
 
-# KEYS: leases, models, breaker. ARGV: member, model, now, action ('' | open | close | probe),
-# retry at (ms), open time (ms), reason, breaker key expiry (ms), channel, announcement prefix.
-# Returns {count, model count, breaker state, retry at, open time (ms)}.
+# KEYS: leases, models, breaker, waiting. ARGV: member, model, now, action ('' | open | close |
+# probe), retry at (ms), open time (ms), reason, breaker key expiry (ms), channel, announcement
+# prefix, process token. Returns {count, model count, breaker state, retry at, open time (ms)}.
+# The release is announced only while another process is registered as waiting (a member of
+# ``waiting`` not yet expired): every subscriber wakes for each announcement, a cost that buys
+# nothing when nobody waits.
 _RELEASE = (
     _REAP
     + """
 local leases, models, bkey = KEYS[1], KEYS[2], KEYS[3]
 local member, model, now, action = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 reap(leases, models, now)
+local mc = nil
 if redis.call('ZREM', leases, member) == 1 and model ~= '' then
-  if redis.call('HINCRBY', models, model, -1) <= 0 then redis.call('HDEL', models, model) end
+  mc = redis.call('HINCRBY', models, model, -1)
+  if mc <= 0 then
+    redis.call('HDEL', models, model)
+    mc = 0
+  end
 end
 if action == 'open' then
   redis.call('HSET', bkey, 's', 'open', 'r', ARGV[5], 'o', ARGV[6], 'why', ARGV[7], 'p', 0)
@@ -93,9 +107,15 @@ elseif action == 'probe' then
   if p > 0 then redis.call('HSET', bkey, 'p', p - 1) end
 end
 local count = redis.call('ZCARD', leases)
-local mc = model_count(models, model)
+if mc == nil then mc = model_count(models, model) end
 if ARGV[9] ~= '' then
-  redis.call('PUBLISH', ARGV[9], ARGV[10] .. '\\t' .. count .. '\\t' .. model .. '\\t' .. mc)
+  local waiting = redis.call('ZCOUNT', KEYS[4], now, '+inf')
+  if waiting > 0 and tonumber(redis.call('ZSCORE', KEYS[4], ARGV[11]) or '0') > now then
+    waiting = waiting - 1  -- this process: its own queue is woken without Redis
+  end
+  if waiting > 0 then
+    redis.call('PUBLISH', ARGV[9], ARGV[10] .. '\\t' .. count .. '\\t' .. model .. '\\t' .. mc)
+  end
 end
 local b = redis.call('HMGET', bkey, 's', 'r', 'o')
 return {count, mc, b[1] or '', tonumber(b[2] or '0'), tonumber(b[3] or '0')}

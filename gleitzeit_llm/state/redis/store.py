@@ -4,7 +4,9 @@ Each process keeps handles (:class:`~gleitzeit_llm.routing.instance.OllamaInstan
 router, as :class:`~gleitzeit_llm.state.local.LocalState` does; what is shared lives in Redis
 (:mod:`.keys`) and reaches the handles three ways: the answer of each acquire and release (one
 script, one round trip each), a background refresh (one pipelined read every
-``refresh_interval``) and the release announcements (:mod:`.wakeups`). On the handles,
+``refresh_interval``) and the release announcements (:mod:`.wakeups`), which go out only while
+another process has callers waiting (registered in ``waiting``, see :meth:`RedisState.wait_starts`).
+On the handles,
 ``in_flight`` and ``in_flight_by_model`` are pool-wide counts; this process's own leases are
 :attr:`RedisState.held`.
 
@@ -39,6 +41,7 @@ from gleitzeit_llm.state.redis.connection import LINK_ERRORS, Link, build_client
 from gleitzeit_llm.state.redis.hooks import AlwaysProbe, NoFacts, ProbeElection, SharedFacts
 from gleitzeit_llm.state.redis.keys import Keys, default_namespace
 from gleitzeit_llm.state.redis.leases import HeldLeases
+from gleitzeit_llm.state.redis.line import CallLine
 from gleitzeit_llm.state.redis.scripts import ACQUIRE, RELEASE
 from gleitzeit_llm.state.redis.wakeups import Release, Subscriber
 
@@ -112,12 +115,18 @@ class RedisState:
         self.keys = Keys(config.namespace or default_namespace(instances))
         self.link = Link(config, self.keys.namespace)
         self.client = build_client(config) if client is None else client
+        self.line = CallLine(self.client)  # acquire and release: called under the pool's lock
         self.held = HeldLeases()
         self.facts: SharedFacts = NoFacts(self.keys) if facts is None else facts
         self.election: ProbeElection = AlwaysProbe() if election is None else election
         self._ttl = config.lease_ttl
         self._ttl_ms = int(config.lease_ttl * 1000)
         self._announce = self.held.token + "\t"
+        # How long a registration as waiting lasts: renewed by every refresh while callers wait,
+        # so a process that died stops drawing announcements soon.
+        self._waiting_ttl = min(config.lease_ttl, max(1.0, 10 * config.refresh_interval))
+        self._waiting_until = 0.0  # wall clock: this process's registration in Redis lasts until then
+        self._has_waiters: Callable[[], bool] = lambda: False
         # instance id -> time.monotonic() of the last script answer: a refresh read before it is older.
         self._answered: dict[str, float] = {}
         self._lock: Any = threading.RLock()
@@ -136,13 +145,16 @@ class RedisState:
         instances: Callable[[], Sequence[OllamaInstance]],
         on_transitions: Callable[[OllamaInstance, Transitions], None],
         wake: Callable[[bool], None],
+        has_waiters: Callable[[], bool] = lambda: False,
     ) -> None:
         """The pool's lock, its current instances, how it acts on transitions (called under the
-        lock) and how it wakes its queue (``wake(single)``, called outside the lock)."""
+        lock), how it wakes its queue (``wake(single)``, called outside the lock) and whether
+        callers wait in it."""
         self._lock = lock
         self._instances = instances
         self._on_transitions = on_transitions
         self._wake = wake
+        self._has_waiters = has_waiters
 
     # -- the StateStore calls -----------------------------------------------------------------
 
@@ -156,10 +168,7 @@ class RedisState:
             self._start_here()
         member = self.held.new_member(model)
         if not self.link.is_up:
-            grant = self._local.acquire(inst, model, now, panic)
-            if grant.admitted:
-                self.held.add(inst.id, model, member)
-            return grant
+            return self._acquire_locally(inst, model, now, panic, member)
         wall = self._wall()
         args = [
             member,
@@ -170,14 +179,18 @@ class RedisState:
             1 if panic else 0,
             self._budget,
             self._ttl_ms,
+            self.held.token,
+            int((wall + self._waiting_ttl) * 1000),
         ]
         try:
-            admitted, why, count, model_count, probe, state, retry, open_for = ACQUIRE(
-                self.client, list(self.keys.instance(inst.id)), args
+            admitted, why, count, model_count, probe, state, retry, open_for = self.line.run(
+                ACQUIRE, self.keys.scripted(inst.id), args
             )
         except LINK_ERRORS as exc:
             self.lost(exc)
-            return self.acquire(inst, model, now, panic)
+            # A hung Redis runs what it was sent once it wakes: this member may yet hold a slot
+            # there. Kept under the same member, it is released when Redis answers again.
+            return self._acquire_locally(inst, model, now, panic, member, sent=True)
         self._answered[inst.id] = time.monotonic()
         _set_counts(inst, model, count, model_count)
         if probe:
@@ -188,11 +201,29 @@ class RedisState:
             moved = self._adopt(inst.breaker, state, retry, open_for, wall, now)
         transitions = Transitions((breaker_change(moved),)) if moved is not None else NOTHING
         if not admitted:
+            if why == "full":  # the script registered this process as waiting
+                self._waiting_until = wall + self._waiting_ttl
             return Grant(False, transitions=transitions, reason=_REFUSED.get(why, why))
         self.held.add(inst.id, model, member)
         if probe or moved is not None:
             return Grant(True, bool(probe), transitions)
         return GRANTED
+
+    def _acquire_locally(
+        self,
+        inst: OllamaInstance,
+        model: str | None,
+        now: float,
+        panic: bool,
+        member: str,
+        sent: bool = False,
+    ) -> Grant:
+        grant = self._local.acquire(inst, model, now, panic)
+        if grant.admitted:
+            self.held.add(inst.id, model, member)
+        elif sent:
+            self.held.released_while_down.append((inst.id, model or "", member))
+        return grant
 
     def release(self, inst: OllamaInstance, obs: Observation, now: float) -> Transitions:
         member = self.held.pop(inst.id, obs.model)
@@ -203,14 +234,14 @@ class RedisState:
         # The rules run here, on the handle (breaker, health, estimates); Redis gets the result.
         learned = record_outcome(inst, obs, now, self._max_retry_after)
         wall = self._wall()
-        keys = list(self.keys.instance(inst.id))
+        keys = self.keys.scripted(inst.id)
         args = [
             member or "",
             obs.model or "",
             int(wall * 1000),
             *self._breaker_action(inst, obs, learned, now, wall),
         ]
-        args += [self.keys.channel, self._announce + inst.id]
+        args += [self.keys.channel, self._announce + inst.id, self.held.token]
         pipe = self.client.pipeline(transaction=False)
         RELEASE.queue(pipe, keys, args)
         try:
@@ -218,7 +249,7 @@ class RedisState:
         except Exception:  # a fact not shared must not fail the call that released
             _log.exception("shared state: facts.on_release failed")
         try:
-            reply = pipe.execute(raise_on_error=False)[0]
+            reply = self.line.execute_pipeline(pipe)[0]
             if isinstance(reply, Exception):
                 if not isinstance(reply, NoScriptError):
                     raise reply
@@ -236,6 +267,41 @@ class RedisState:
             if moved is not None:
                 return _merge(learned, moved)
         return learned
+
+    def wait_starts(self) -> bool:
+        """A caller is about to wait for a slot (called under the pool's lock). Releases are
+        announced only while some process is registered as waiting: unless this one is already,
+        register it and read the pool-wide counts afresh in the same round trip, because a slot
+        freed before the registration was not announced. Returns whether the counts were read
+        (the caller should route again on them before it waits).
+        """
+        if self._pid != os.getpid():
+            self._start_here()
+        wall = self._wall()
+        if not self.link.is_up or self._waiting_until > wall + self.config.refresh_interval:
+            return False
+        until = wall + self._waiting_ttl
+        instances = list(self._instances())
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zadd(self.keys.waiting, {self.held.token: int(until * 1000)})
+        pipe.pexpire(self.keys.waiting, self._ttl_ms)
+        after = f"({int(wall * 1000)}"
+        for inst in instances:
+            pipe.zcount(self.keys.leases(inst.id), after, "+inf")
+            pipe.hgetall(self.keys.models(inst.id))
+        try:
+            replies = pipe.execute()
+        except LINK_ERRORS as exc:
+            self.lost(exc)
+            return False
+        self._waiting_until = until
+        answered = time.monotonic()
+        for k, inst in enumerate(instances):
+            count, models = replies[2 + 2 * k : 4 + 2 * k]
+            self._answered[inst.id] = answered
+            inst.in_flight = count
+            inst.in_flight_by_model = {m: int(n) for m, n in models.items() if int(n) > 0}
+        return True
 
     def record_probe(self, inst: OllamaInstance, result: ProbeResult, now: float) -> Transitions:
         learned = self._local.record_probe(inst, result, now)
@@ -306,6 +372,7 @@ class RedisState:
         if not self.link.down(exc):
             return
         with self._lock:
+            self._waiting_until = 0.0  # a Redis that comes back may have lost the registration
             for inst in self._instances():
                 inst.in_flight = self.held.count.get(inst.id, 0)
                 inst.in_flight_by_model = dict(self.held.by_model.get(inst.id, {}))
@@ -323,8 +390,8 @@ class RedisState:
         for instance_id, model, member in orphans:  # released while Redis was away
             RELEASE(
                 self.client,
-                list(self.keys.instance(instance_id)),
-                [member, model, int(self._wall() * 1000), "", 0, 0, "", 0, "", ""],
+                self.keys.scripted(instance_id),
+                [member, model, int(self._wall() * 1000), "", 0, 0, "", 0, "", "", ""],
             )
         self.renew()
         self.refresh()
@@ -347,10 +414,17 @@ class RedisState:
         wake this process's queue when slots freed (a lease expired, a lost announcement)."""
         with self._lock:
             instances = list(self._instances())
+            waits = self._has_waiters()
         ids = [inst.id for inst in instances]
         started = time.monotonic()
         wall = self._wall()
         pipe = self.client.pipeline(transaction=False)
+        if waits:  # stay registered as waiting while callers wait (the registration expires)
+            until = wall + self._waiting_ttl
+            pipe.zadd(self.keys.waiting, {self.held.token: int(until * 1000)})
+            pipe.pexpire(self.keys.waiting, self._ttl_ms)
+            pipe.zremrangebyscore(self.keys.waiting, "-inf", int(wall * 1000))  # the dead's
+        head = len(pipe)
         after = f"({int(wall * 1000)}"
         for instance_id in ids:
             leases, models, breaker = self.keys.instance(instance_id)
@@ -363,6 +437,8 @@ class RedisState:
         for reply in replies[:mine]:
             if isinstance(reply, Exception):
                 raise reply
+        if waits:
+            self._waiting_until = max(self._waiting_until, until)
         freed = False
         changes: dict[str, Transitions] = {}
         with self._lock:
@@ -372,7 +448,7 @@ class RedisState:
             for k, inst in enumerate(instances):
                 if self._answered.get(inst.id, 0.0) > started:
                     continue  # a script answered after this read: its counts are newer
-                count, models, (state, retry, open_ms) = replies[3 * k : 3 * k + 3]
+                count, models, (state, retry, open_ms) = replies[head + 3 * k : head + 3 * k + 3]
                 freed = freed or count < inst.in_flight
                 inst.in_flight = count
                 inst.in_flight_by_model = {m: int(n) for m, n in models.items() if int(n) > 0}
@@ -448,6 +524,7 @@ class RedisState:
             self._subscriber.stop()
         self.election.close()
         try:
+            self.line.close()
             self.client.close()
         except Exception:  # closing a broken link is not an error
             _log.debug("shared state: closing the client failed", exc_info=True)
