@@ -53,6 +53,7 @@ def inspect(pool: OllamaPoolProvider, probe_rounds: list[int]) -> dict[str, Any]
                 "state": inst.state.value,
                 "version": inst.version,
                 "ttft": ttft,
+                "in_flight": inst.in_flight,
                 "busy_for": max(inst.busy_until - now, 0.0),
                 "missing": sorted(inst.missing_models),
                 "loaded": sorted(m for m, until in inst.loaded_models.items() if until > now),
