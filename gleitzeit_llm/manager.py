@@ -199,6 +199,8 @@ class OllamaPoolManager(GuideApi, Lifecycle):
             self._state = self._shared = open_shared_state(self.config, clock)
             self._shared.bind(self._lock, lambda: self._instances, self._apply, self._wake_waiters)
         self._router = Router(rng, self._state.epoch, limited=lb.adaptive_concurrency)
+        if self._shared is not None:  # recorded here, written and merged by the shared store
+            self._router.prefix_index = self._shared.prefix_index
         self._router.balance_epsilon = lb.balance_epsilon
         self._router.prefix_weight = lb.prefix_weight
         self._router.prefix_fallback = lb.prefix_fallback.value
