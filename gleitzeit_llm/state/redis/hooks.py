@@ -19,6 +19,9 @@ anyway (``pipe`` is a redis-py pipeline; commands added to it go out with the st
 * each health round: ``election.should_probe()``; False skips the round in this process (a
   leader probes for the pool). While Redis is down every process probes.
 
+Several :class:`SharedFacts` share the store's one slot through :class:`FactsChain` (the learned
+facts of :mod:`.facts` and the prompt-prefix index of :mod:`.prefixes`).
+
 ``now`` is the pool's clock (monotonic, what handles hold); ``wall_now`` is ``time.time()``,
 the only clock that means the same in every process and host.
 """

@@ -5,8 +5,8 @@ alone, as without shared state; what one process records there ("prompt P went t
 model M") reaches the others without a round trip of its own:
 
 * :class:`SharedPrefixIndex` records as the local index does, and also puts the block keys that
-  Redis lacks (or has not seen touched for :data:`TOUCH_AFTER` seconds) into an outbox: a list
-  append under the pool's lock, nothing more on the call path;
+  Redis lacks (or has not seen touched for :data:`TOUCH_AFTER` seconds) into an outbox (a dict
+  update under a lock of its own): nothing more on the call path;
 * the next snapshot refresh (every ``refresh_interval``, 100 ms by default) writes the outbox,
   one script per (instance, model), in the pipelined read it makes anyway
   (:meth:`SharedPrefixes.read`), and reads what every process wrote since its last read;
@@ -18,35 +18,39 @@ then the reader's), about 200 ms with the defaults.
 
 Key layout (all inside the pool's hash tag, :mod:`.keys`):
 
-======================================== ====== ===============================================
-key                                      type   holds
-======================================== ====== ===============================================
-``gleitzeit:{<ns>}:prefix:<inst>|<model>`` zset the block keys (11 hex digits) routed to the
-                                                instance and model, scored by a pool-wide write
-                                                sequence; trimmed to the local bound
-                                                (``max_concurrent x prefix_cache_tokens``)
-``gleitzeit:{<ns>}:prefix-seq``          string the write sequence (``INCRBY``; started at the
-                                                writer's wall clock in microseconds, so it
-                                                only grows, also after Redis restarted empty)
-``gleitzeit:{<ns>}:prefix-models``       set    the models written, so a reader knows which
-                                                zsets to read
-======================================== ====== ===============================================
+============================================ ====== ==============================================
+key                                          type   holds
+============================================ ====== ==============================================
+``gleitzeit:{<ns>}:prefix:<instance>|<model>`` zset the block keys (11 hex digits) routed to
+                                                    the instance and model, scored by the write
+                                                    sequence; trimmed to the local bound
+                                                    (``max_concurrent x prefix_cache_tokens``)
+``gleitzeit:{<ns>}:prefix-seq``              string the write sequence (``INCRBY``; started at
+                                                    the writer's wall clock in microseconds, so
+                                                    it only grows, also after Redis restarted
+                                                    empty)
+``gleitzeit:{<ns>}:prefix-models``           set    the models written (a reader reads each
+                                                    instance's zset of each)
+============================================ ====== ==============================================
 
 Every write renews the three keys' expiry (``ttl``, an hour by default): a pool that stopped
 leaves nothing behind.
 
-Why a sequence and not a time: a reader asks for what is new since its last read
-(``ZRANGEBYSCORE (<watermark> +inf``); a score the writer stamped could land in Redis after a
-reader read past it (a pipeline in flight, clocks of two hosts) and be missed for good, a number
-the script takes at write time cannot. The score also orders the LRU: within one prompt the last
-block is written first, so a prompt's head is its most recent part and trimming takes tails
-first, as the local index does.
+Why a sequence and not a time: a reader asks for what is new since its last read (one small
+script: the zset's top score and the members above its watermark, atomically); a score the
+writer stamped could land in Redis after a reader read past it (a pipeline in flight, clocks of
+two hosts) and be missed for good, a number the script takes at write time cannot. The score
+also orders the LRU: within one prompt the last block is written first, so a prompt's head is
+its most recent part and trimming takes tails first, as the local index does.
 
-Write volume: a key is 11 bytes (41 bits: 9 of block position, 32 of the chained CRC), packed in
-one argument; a reader cannot infer a prompt's earlier keys from its last (a CRC chain runs one
-way), so each new block is written once. A routed prompt writes only the keys Redis lacks, plus
-the whole prompt again when its keys were last written more than :data:`TOUCH_AFTER` ago (so
-Redis's LRU order follows use, and a hot prefix is not trimmed while it is in use).
+Write volume: a key is 11 hex digits (41 bits: 9 of block position, 32 of the chained CRC),
+packed in one argument; a reader cannot infer a prompt's earlier keys from its last (a CRC chain
+runs one way), so each block is written once. A routed prompt writes only the keys Redis lacks,
+plus the whole prompt again when its keys were last written (or learned) more than
+:data:`TOUCH_AFTER` ago, so Redis's LRU order follows use and a hot prefix is not trimmed while
+it is in use. Measured (docs/scale-out.md): a new 3,000-token prompt (187 blocks) writes about
+2.3 KB and each process reads about 3.4 KB of it; its next turn within 2 s writes 16 new blocks,
+about 450 B; at the bound a zset holds about 100 B per block.
 
 Redis down: the outbox keeps collecting (bounded per (instance, model) by the same LRU bound)
 and is written with the first refresh after Redis returns; a refresh whose reply never came
@@ -111,6 +115,21 @@ redis.call('PEXPIRE', models, ARGV[2])
 return top
 """.replace("KEY_CHARS", str(KEY_CHARS)).replace("CHUNK", str(_CHUNK)),
 )
+
+# KEYS: one (instance, model) zset. ARGV: the lower bound (``-inf`` or ``(<watermark>``).
+# Returns {} for an empty zset, else {its top score, the members above the bound, oldest first}:
+# the new watermark and what is new, in one atomic read.
+_READ = Script(
+    "prefix-read",
+    """
+local top = redis.call('ZREVRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if #top == 0 then return {} end
+local members = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], top[2])
+table.insert(members, 1, top[2])
+return members
+""",
+)
+_SCRIPTS = (_WRITE, _READ)
 
 Pair = tuple[str, str | None]  # (instance id, model)
 
@@ -237,7 +256,7 @@ class _Plan:
 
     __slots__ = ("load", "reads", "writes")
 
-    def __init__(self, load: bool, writes: dict[Pair, _Outbox], reads: list[Pair]) -> None:
+    def __init__(self, load: int, writes: dict[Pair, _Outbox], reads: list[Pair]) -> None:
         self.load = load
         self.writes = writes
         self.reads = reads
@@ -271,14 +290,14 @@ class SharedPrefixes:
         self._models_key = keys.key("prefix-models")
         self._models: set[str] = set()  # models ("" for none) with a zset, from the last read
         self._seen: dict[Pair, int] = {}  # (instance, model) -> sequence number last read
-        self._load = False  # Redis forgot the write script: load it with the next writes
+        self._load = True  # load the scripts with the next refresh (the first, or Redis forgot them)
         # The plan of the refresh in flight, per thread: read and apply of one refresh run on
         # one thread, and a refresh called directly (tests) must not take another's replies.
         self._plans = threading.local()
 
     def zset(self, instance_id: str, model: str | None) -> str:
         """The zset of one instance and model."""
-        return self.keys.key("prefix", f"{instance_id}|{model or ''}")
+        return self.keys.prefix(instance_id, model)
 
     # -- the SharedFacts hooks ----------------------------------------------------------------
 
@@ -295,9 +314,9 @@ class SharedPrefixes:
             self.index.give_back(lost.writes)
         before = len(pipe)
         writes = self.index.take()
-        load = self._load and bool(writes)
-        if load:
-            pipe.script_load(_WRITE.source)
+        load = len(_SCRIPTS) if self._load else 0
+        for script in _SCRIPTS[:load]:
+            pipe.script_load(script.source)
         if writes:
             wall_us = str(int(self._wall() * 1_000_000))
             seq, models = self._seq, self._models_key
@@ -312,9 +331,7 @@ class SharedPrefixes:
             for name in model_names:
                 pair = (instance_id, name or None)
                 seen = self._seen.get(pair)
-                pipe.zrangebyscore(
-                    self.zset(*pair), "-inf" if seen is None else f"({seen}", "+inf", withscores=True
-                )
+                _READ.queue(pipe, [self.zset(*pair)], ["-inf" if seen is None else f"({seen}"])
                 reads.append(pair)
         self._plans.plan = _Plan(load, writes, reads)
         return len(pipe) - before
@@ -333,25 +350,28 @@ class SharedPrefixes:
             return {}
         replies = replies[plan.load :]
         failed: dict[Pair, _Outbox] = {}
+        forgot = False  # Redis answered NOSCRIPT: load the scripts again with the next refresh
         for (pair, box), reply in zip(plan.writes.items(), replies, strict=False):
             if isinstance(reply, BaseException):
                 failed[pair] = box
-                self._load = self._load or isinstance(reply, NoScriptError)
+                forgot = forgot or isinstance(reply, NoScriptError)
         if failed:
             self.index.give_back(failed)
-        elif plan.writes:
-            self._load = False
         replies = replies[len(plan.writes) :]
         if not isinstance(replies[0], BaseException):
             self._models = set(replies[0])
         by_id = instances if isinstance(instances, Mapping) else {inst.id: inst for inst in instances}
         for pair, reply in zip(plan.reads, replies[1:], strict=True):
-            inst = by_id.get(pair[0])
-            if not reply or isinstance(reply, BaseException) or inst is None or inst.removed:
+            if isinstance(reply, BaseException):
+                forgot = forgot or isinstance(reply, NoScriptError)
                 continue
-            self._seen[pair] = int(reply[-1][1])
+            inst = by_id.get(pair[0])
+            if not reply or inst is None or inst.removed:
+                continue
+            self._seen[pair] = int(float(reply[0]))
             capacity = capacity_blocks(inst.max_concurrent, self.cache_tokens)
-            self.index.merge(pair[0], pair[1], [int(member, 16) for member, _ in reply], capacity)
+            self.index.merge(pair[0], pair[1], [int(member, 16) for member in reply[1:]], capacity)
+        self._load = forgot
         return {}
 
     def forget(self, instance_id: str) -> None:
