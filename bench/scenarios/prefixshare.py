@@ -34,8 +34,8 @@ PARAMS = {
         "slots": 4,
         "conversations": 12,
         "turns": 4,
-        "context_tokens": 3000,
-        "question_tokens": 30,
+        "context_words": 1700,
+        "question_words": 17,
         "think": 0.6,
         "prompt_tokens_per_second": 200.0,
         "ttft": 0.05,
@@ -51,8 +51,8 @@ PARAMS = {
         "slots": 4,
         "conversations": 8,
         "turns": 3,
-        "context_tokens": 3000,
-        "question_tokens": 30,
+        "context_words": 1700,
+        "question_words": 17,
         "think": 0.5,
         "prompt_tokens_per_second": 200.0,
         "ttft": 0.05,
@@ -192,9 +192,9 @@ class _Process:
 # -- the harness --------------------------------------------------------------------------------
 
 
-def _text(rng: random.Random, tokens: int) -> str:
-    """About ``tokens`` tokens of distinct words (the emulator counts four characters a token)."""
-    return " ".join(f"w{rng.randrange(10**5):05d}" for _ in range(tokens * 4 // 7))
+def _text(rng: random.Random, words: int) -> str:
+    """``words`` distinct words of 6 characters: one token each to the emulator's tokenizer."""
+    return " ".join(f"w{rng.randrange(10**5):05d}" for _ in range(words))
 
 
 async def _one_run(
@@ -202,8 +202,8 @@ async def _one_run(
 ) -> dict[str, Any]:
     rng = random.Random(seed)
     n, turns = params["conversations"], params["turns"]
-    contexts = [_text(rng, params["context_tokens"]) for _ in range(n)]
-    questions = [[_text(rng, params["question_tokens"]) for _ in range(turns)] for _ in range(n)]
+    contexts = [_text(rng, params["context_words"]) for _ in range(n)]
+    questions = [[_text(rng, params["question_words"]) for _ in range(turns)] for _ in range(n)]
     workers = [[rng.randrange(len(clients)) for _ in range(turns)] for _ in range(n)]
     starts = [rng.uniform(0, params["think"] * 2) for _ in range(n)]
     for client in clients:
@@ -232,9 +232,14 @@ async def _one_run(
         await client.ask(op="close")
     follow = [(a == b) for w in where for a, b in itertools.pairwise(w)]
     moved = [workers[k][t] != workers[k][t - 1] for k in range(n) for t in range(1, len(where[k]))]
+    across = [f for f, m in zip(follow, moved, strict=True) if m]
+    within = [f for f, m in zip(follow, moved, strict=True) if not m]
     return {
         "ttft": latency_summary(ttfts) if ttfts else None,
         "stayed": sum(follow) / len(follow) if follow else None,
+        # the same, for turns sent by another process than the turn before, and by the same one
+        "stayed_across": sum(across) / len(across) if across else None,
+        "stayed_within": sum(within) / len(within) if within else None,
         "turns_on_another_process": sum(moved) / len(moved) if moved else None,
         "errors": errors[:5],
         "calls": len(ttfts),
@@ -293,7 +298,8 @@ async def _all_runs(
                 p50, p99 = ttft.get("p50_ms", float("nan")), ttft.get("p99_ms", float("nan"))
                 log(
                     f"prefixshare run {run_index + 1}/{params['runs']} {mode}: hit rate {got['hit_rate']}, "
-                    f"TTFT p50 {p50:.0f} ms p99 {p99:.0f} ms, stayed {got['stayed']}, "
+                    f"TTFT p50 {p50:.0f} ms p99 {p99:.0f} ms, stayed {got['stayed']} (across processes "
+                    f"{got['stayed_across']}, within {got['stayed_within']}), "
                     f"errors {len(got['errors'])}"
                 )
     finally:
@@ -314,6 +320,8 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
             "ttft_p50_ms": spread([r["ttft"]["p50_ms"] for r in ok]),
             "ttft_p99_ms": spread([r["ttft"]["p99_ms"] for r in ok]),
             "stayed": spread([r["stayed"] for r in ok if r["stayed"] is not None]),
+            "stayed_across": spread([r["stayed_across"] for r in ok if r["stayed_across"] is not None]),
+            "stayed_within": spread([r["stayed_within"] for r in ok if r["stayed_within"] is not None]),
             "turns_on_another_process": spread([r["turns_on_another_process"] for r in ok]),
             "calls": sum(r["calls"] for r in runs),
             "errors": sorted({e for r in runs for e in r["errors"]})[:5],
