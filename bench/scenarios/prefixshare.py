@@ -25,6 +25,8 @@ import time
 from typing import Any
 
 from bench._util import MODEL, ROOT, emulators, latency_summary, log, spread
+from bench.scenarios import promptcache
+from bench.scenarios.scaleout import MODES
 
 PARAMS = {
     "full": {
@@ -62,11 +64,6 @@ PARAMS = {
         "timeout": 60.0,
     },
 }
-
-MODES = ("local", "shared")
-
-
-# -- the application process --------------------------------------------------------------------
 
 
 async def _client() -> None:
@@ -247,20 +244,10 @@ async def _one_run(
 
 
 def _emulator_settings(params: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "models": [MODEL],
-        "num_parallel": params["slots"],
-        "time_scale": params["time_scale"],
-        "ttft": params["ttft"],
-        "prompt_tokens_per_second": params["prompt_tokens_per_second"],
-        "tokens_per_second": params["tokens_per_second"],
-        "reply_tokens": params["reply_tokens"],
-        "keep_alive": -1,
-        # A new conversation takes the least recently used slot (OLLAMA_MULTIUSER_CACHE=1), so a
-        # server keeps up to num_parallel conversations warm and the routing decides the hits
-        # (with the default, every unrelated prompt takes the first free slot: about one).
-        "multiuser_cache": True,
-    }
+    # A new conversation takes the least recently used slot (OLLAMA_MULTIUSER_CACHE=1), so a
+    # server keeps up to num_parallel conversations warm and the routing decides the hits
+    # (with the default, every unrelated prompt takes the first free slot: about one).
+    return {**promptcache._emulator_settings(params), "multiuser_cache": True}
 
 
 def _hit_rate(procs: list[Any]) -> float | None:

@@ -3,7 +3,7 @@ processes (each its own store, connections and index) against a real redis-serve
 
 from __future__ import annotations
 
-import time
+import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,6 +15,8 @@ from gleitzeit_llm.manager import Lease
 from gleitzeit_llm.ollama.names import model_key
 from gleitzeit_llm.routing.prefix import PromptPrefix, capacity_blocks, prompt_prefix
 from gleitzeit_llm.state.redis.prefixes import KEY_CHARS, SharedPrefixIndex, pack
+
+from .test_store import eventually
 
 MODEL = "llama3.2"
 KEY = model_key(MODEL)  # the model as the index holds it
@@ -28,18 +30,6 @@ INSTANCES = [
 CACHE_TOKENS = 128
 
 
-def eventually(condition: Callable[[], Any], timeout: float = 10.0) -> Any:
-    """Poll ``condition`` until it is truthy (its value), failing after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
-
-
 def refreshed_twice(manager: OllamaPoolManager) -> None:
     """Wait until two more snapshot refreshes of ``manager`` ran (a refresh in flight when this
     is called may have read before the write it waits for)."""
@@ -51,24 +41,20 @@ def refreshed_twice(manager: OllamaPoolManager) -> None:
 
 
 @pytest.fixture
-def pools(redis_server: Any) -> Iterator[Callable[..., OllamaPoolManager]]:
-    """``pools(shared=None, **load_balancing)``: a started manager on Redis, routing cache_aware."""
-    made: list[OllamaPoolManager] = []
+def managers(redis_server: Any) -> Iterator[Callable[..., OllamaPoolManager]]:
+    """``managers(**shared_state)``: a started manager on Redis routing cache_aware over
+    INSTANCES (each closed after the test)."""
+    lb = {"strategy": "cache_aware", "prefix_cache_tokens": CACHE_TOKENS}
+    with contextlib.ExitStack() as stack:
 
-    def make(shared: dict[str, Any] | None = None, **lb: Any) -> OllamaPoolManager:
-        manager = OllamaPoolManager(
-            instances=INSTANCES,
-            load_balancing={"strategy": "cache_aware", "prefix_cache_tokens": CACHE_TOKENS, **lb},
-            shared_state={"url": redis_server.url, **(shared or {})},
-            health_checks=False,
-        )
-        manager.start()
-        made.append(manager)
-        return manager
+        def make(**shared: Any) -> OllamaPoolManager:
+            state = {"url": redis_server.url, **shared}
+            manager = OllamaPoolManager(INSTANCES, load_balancing=lb, shared_state=state, health_checks=False)
+            stack.callback(manager.close_sync)
+            manager.start()
+            return manager
 
-    yield make
-    for manager in made:
-        manager.close_sync()
+        yield make
 
 
 def prompt(seed: int, chars: int = 300) -> PromptPrefix:
@@ -95,8 +81,8 @@ def client(redis_server: Any) -> redis.Redis:
     return redis.Redis.from_url(redis_server.url, decode_responses=True, socket_timeout=2.0)
 
 
-def test_a_prompt_routed_by_one_process_is_in_the_others_index_after_a_refresh(pools: Any) -> None:
-    first, second = pools(), pools()
+def test_a_prompt_routed_by_one_process_is_in_the_others_index_after_a_refresh(managers: Any) -> None:
+    first, second = managers(), managers()
     conversation = prompt(1)
     where = route(first, conversation)
     assert matched(first, where, conversation) == len(conversation.blocks)
@@ -109,9 +95,9 @@ def test_a_prompt_routed_by_one_process_is_in_the_others_index_after_a_refresh(p
 
 
 def test_the_shared_index_of_an_instance_and_model_is_trimmed_to_the_local_bound(
-    pools: Any, redis_server: Any
+    managers: Any, redis_server: Any
 ) -> None:
-    first = pools()
+    first = managers()
     bound = capacity_blocks(2, CACHE_TOKENS)
     with first._lock:
         for seed in range(8):  # 4 blocks each: 32 in all, twice the bound
@@ -127,8 +113,8 @@ def test_the_shared_index_of_an_instance_and_model_is_trimmed_to_the_local_bound
     assert first._router.prefix_index.size("a", KEY) == bound
 
 
-def test_a_prompt_routed_again_soon_writes_only_its_new_blocks(pools: Any, redis_server: Any) -> None:
-    first = pools()
+def test_a_prompt_routed_again_soon_writes_only_its_new_blocks(managers: Any, redis_server: Any) -> None:
+    first = managers()
     index = first._router.prefix_index
     assert isinstance(index, SharedPrefixIndex)
     turn1 = prompt(7, chars=640)  # 10 blocks
@@ -144,8 +130,10 @@ def test_a_prompt_routed_again_soon_writes_only_its_new_blocks(pools: Any, redis
     assert len(pack(turn2.blocks)) == KEY_CHARS * 12
 
 
-def test_inserts_made_while_redis_is_down_are_shared_once_it_is_back(pools: Any, redis_server: Any) -> None:
-    first, second = (pools({"reconnect_interval": 0.1}) for _ in range(2))
+def test_inserts_made_while_redis_is_down_are_shared_once_it_is_back(
+    managers: Any, redis_server: Any
+) -> None:
+    first, second = (managers(reconnect_interval=0.1) for _ in range(2))
     redis_server.kill()
     conversation = prompt(3)
     where = route(first, conversation)  # finds Redis gone: runs on local state and index

@@ -101,20 +101,13 @@ class FactsChain(SharedFacts):
         # Per thread: a refresh reads and applies on one thread (a test may call one directly).
         self._counts = threading.local()
 
-    def on_release(
-        self,
-        pipe: Any,
-        inst: OllamaInstance,
-        observation: Observation,
-        transitions: Transitions,
-        wall_now: float,
-    ) -> None:
+    def on_release(self, pipe: Any, *args: Any) -> None:
         for part in self.parts:
-            part.on_release(pipe, inst, observation, transitions, wall_now)
+            part.on_release(pipe, *args)
 
-    def on_probe(self, pipe: Any, inst: OllamaInstance, result: ProbeResult, wall_now: float) -> None:
+    def on_probe(self, pipe: Any, *args: Any) -> None:
         for part in self.parts:
-            part.on_probe(pipe, inst, result, wall_now)
+            part.on_probe(pipe, *args)
 
     def read(self, pipe: Any, instance_ids: Sequence[str]) -> None:
         counts = []

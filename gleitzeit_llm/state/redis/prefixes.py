@@ -68,6 +68,7 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import NoScriptError
 
 from gleitzeit_llm.routing.prefix import PrefixIndex, PromptPrefix, capacity_blocks
+from gleitzeit_llm.state.redis.facts import DEFAULT_FACTS_TTL
 from gleitzeit_llm.state.redis.leader import renew_token_after_fork
 from gleitzeit_llm.state.redis.scripts import Script
 
@@ -78,8 +79,8 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_PREFIX_TTL", "KEY_CHARS", "TOUCH_AFTER", "SharedPrefixIndex", "SharedPrefixes"]
 
-#: Seconds the shared index outlives its last write.
-DEFAULT_PREFIX_TTL = 3600.0
+#: Seconds the shared index outlives its last write (as the learned facts).
+DEFAULT_PREFIX_TTL = DEFAULT_FACTS_TTL
 #: Seconds after which a block key this process routed again is written again (its LRU touch).
 TOUCH_AFTER = 2.0
 #: Hex digits of one block key in Redis (a key has 41 bits: position << 32 | CRC-32).
