@@ -347,7 +347,10 @@ class SharedPrefixes:
         """Merge what was read into the index (under the pool's lock); no transitions."""
         plan: _Plan | None = getattr(self._plans, "plan", None)
         self._plans.plan = None
-        if plan is None or len(replies) != plan.load + len(plan.writes) + 1 + len(plan.reads):
+        if plan is None:
+            return {}
+        if len(replies) != plan.load + len(plan.writes) + 1 + len(plan.reads):
+            self.index.give_back(plan.writes)  # not this read's replies: write them again
             return {}
         replies = replies[plan.load :]
         failed: dict[Pair, _Outbox] = {}
