@@ -28,6 +28,7 @@ SCENARIOS = [
     "footprint",
     "scaleout",
     "gateway",
+    "prefixshare",
 ]
 DEFAULT_OUT = ROOT / "bench" / "results"
 DEFAULT_DOCS = ROOT / "docs" / "performance.md"

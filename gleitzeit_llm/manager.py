@@ -205,6 +205,8 @@ class OllamaPoolManager(GuideApi, Lifecycle):
                 lambda: bool(self._queue),
             )
         self._router = Router(rng, self._state.epoch, limited=lb.adaptive_concurrency)
+        if self._shared is not None:  # recorded here, written and merged by the shared store
+            self._router.prefix_index = self._shared.prefix_index
         self._router.balance_epsilon = lb.balance_epsilon
         self._router.prefix_weight = lb.prefix_weight
         self._router.prefix_fallback = lb.prefix_fallback.value

@@ -10,9 +10,10 @@ blocks, and each block gets a key chained on every block before it, so a hit on 
 hits on blocks 0..i-1 and the longest match is a scan from the start.
 
 The keys are CRC-32s continued across the blocks (``zlib.crc32(block, previous)`` is the CRC of
-the whole prefix so far) with the block position in the high bits: stable across processes (the
-index can be shared later) and computed in C. Per (instance, model) the index is an LRU bounded
-to about what the server can hold, ``max_concurrent x load_balancing.prefix_cache_tokens``.
+the whole prefix so far) with the block position in the high bits: stable across processes (with
+``shared_state`` the index is shared: :mod:`gleitzeit_llm.state.redis.prefixes`) and computed
+in C. Per (instance, model) the index is an LRU bounded to about what the server can hold,
+``max_concurrent x load_balancing.prefix_cache_tokens``.
 """
 
 from __future__ import annotations

@@ -32,8 +32,10 @@ def open_shared_state(config: PoolConfig, clock: Callable[[], float] = time.mono
         ) from None
     from gleitzeit_llm.state.redis.connection import build_client
     from gleitzeit_llm.state.redis.facts import SharedFacts
+    from gleitzeit_llm.state.redis.hooks import FactsChain
     from gleitzeit_llm.state.redis.keys import Keys, default_namespace
     from gleitzeit_llm.state.redis.leader import LeaderElection, ProbeLeader
+    from gleitzeit_llm.state.redis.prefixes import SharedPrefixes
     from gleitzeit_llm.state.redis.store import RedisState
 
     shared = config.shared_state
@@ -44,6 +46,15 @@ def open_shared_state(config: PoolConfig, clock: Callable[[], float] = time.mono
     keys = Keys(shared.namespace or default_namespace(config.instances))
     election = LeaderElection(ProbeLeader(keys.key("leader"), ttl=shared.lease_ttl), client)
     facts = SharedFacts(keys.key("facts"), clock=clock, election=election)
+    # The prompt-prefix index rides on the snapshot refresh (prefixes.py).
+    prefixes = SharedPrefixes(keys, config.load_balancing.prefix_cache_tokens, clock=clock)
     return RedisState(
-        shared, config.load_balancing, config.instances, clock, client=client, facts=facts, election=election
+        shared,
+        config.load_balancing,
+        config.instances,
+        clock,
+        client=client,
+        facts=FactsChain(facts, prefixes),
+        election=election,
+        prefix_index=prefixes.index,
     )

@@ -19,12 +19,16 @@ anyway (``pipe`` is a redis-py pipeline; commands added to it go out with the st
 * each health round: ``election.should_probe()``; False skips the round in this process (a
   leader probes for the pool). While Redis is down every process probes.
 
+Several :class:`SharedFacts` share the store's one slot through :class:`FactsChain` (the learned
+facts of :mod:`.facts` and the prompt-prefix index of :mod:`.prefixes`).
+
 ``now`` is the pool's clock (monotonic, what handles hold); ``wall_now`` is ``time.time()``,
 the only clock that means the same in every process and host.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -34,7 +38,7 @@ if TYPE_CHECKING:
     from gleitzeit_llm.routing.learning import Observation, Transitions
     from gleitzeit_llm.state.redis.keys import Keys
 
-__all__ = ["AlwaysProbe", "NoFacts", "ProbeElection", "SharedFacts"]
+__all__ = ["AlwaysProbe", "FactsChain", "NoFacts", "ProbeElection", "SharedFacts"]
 
 
 class SharedFacts(Protocol):
@@ -86,3 +90,39 @@ class AlwaysProbe:
 
     def close(self) -> None:
         return None
+
+
+class FactsChain(SharedFacts):
+    """Several :class:`SharedFacts` in one slot of the store, called in order; each
+    :meth:`apply` gets exactly the replies of the reads its own :meth:`read` queued."""
+
+    def __init__(self, *parts: SharedFacts) -> None:
+        self.parts = parts
+        # Per thread: a refresh reads and applies on one thread (a test may call one directly).
+        self._counts = threading.local()
+
+    def on_release(self, pipe: Any, *args: Any) -> None:
+        for part in self.parts:
+            part.on_release(pipe, *args)
+
+    def on_probe(self, pipe: Any, *args: Any) -> None:
+        for part in self.parts:
+            part.on_probe(pipe, *args)
+
+    def read(self, pipe: Any, instance_ids: Sequence[str]) -> None:
+        counts = []
+        for part in self.parts:
+            before = len(pipe)
+            part.read(pipe, instance_ids)
+            counts.append(len(pipe) - before)
+        self._counts.last = counts
+
+    def apply(
+        self, replies: Sequence[Any], instances: Mapping[str, OllamaInstance], now: float, wall_now: float
+    ) -> dict[str, Transitions]:
+        changed: dict[str, Transitions] = {}
+        start = 0
+        for part, count in zip(self.parts, self._counts.last, strict=True):
+            changed.update(part.apply(replies[start : start + count], instances, now, wall_now))
+            start += count
+        return changed

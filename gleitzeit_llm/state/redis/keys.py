@@ -18,6 +18,10 @@ key                                       type   holds
 Keys disappear when empty (no lease, no model held, breaker closed); an open breaker's hash
 expires on its own after twice its open time plus the lease TTL, ``waiting`` one lease TTL after
 the last registration.
+
+The learned facts (:mod:`.facts`, ``facts:<instance>``), the probe leader (:mod:`.leader`) and
+the prompt-prefix index (:mod:`.prefixes`: ``prefix:<instance>|<model>``, ``prefix-seq``,
+``prefix-models``) live in the same hash tag, each documented in its module.
 """
 
 from __future__ import annotations
@@ -78,6 +82,10 @@ class Keys:
         if keys is None:
             keys = self._scripted[instance_id] = [*self.instance(instance_id), self.waiting]
         return keys
+
+    def prefix(self, instance_id: str, model: str | None) -> str:
+        """The prompt-prefix zset of one instance and model (:mod:`.prefixes`)."""
+        return f"{self._base}prefix:{instance_id}|{model or ''}"
 
     def key(self, *parts: str) -> str:
         """Another key of this namespace (for :mod:`.hooks` implementations): same hash tag."""

@@ -35,6 +35,7 @@ from redis.exceptions import NoScriptError
 
 from gleitzeit_llm.routing.breaker import CircuitState
 from gleitzeit_llm.routing.learning import NOTHING, Transitions, breaker_change, record_outcome
+from gleitzeit_llm.routing.prefix import PrefixIndex
 from gleitzeit_llm.state.base import GRANTED, PROBES_TAKEN, Grant
 from gleitzeit_llm.state.local import LocalState
 from gleitzeit_llm.state.redis.connection import LINK_ERRORS, Link, build_client
@@ -104,6 +105,7 @@ class RedisState:
         facts: SharedFacts | None = None,
         election: ProbeElection | None = None,
         wall: Callable[[], float] = time.time,
+        prefix_index: PrefixIndex | None = None,
     ) -> None:
         self.config = config
         self._local = LocalState(load_balancing, clock)
@@ -119,6 +121,8 @@ class RedisState:
         self.held = HeldLeases()
         self.facts: SharedFacts = NoFacts(self.keys) if facts is None else facts
         self.election: ProbeElection = AlwaysProbe() if election is None else election
+        #: The prompt-prefix index the pool's router uses (shared by :mod:`.prefixes` when given).
+        self.prefix_index = PrefixIndex() if prefix_index is None else prefix_index
         self._ttl = config.lease_ttl
         self._ttl_ms = int(config.lease_ttl * 1000)
         self._announce = self.held.token + "\t"
