@@ -20,7 +20,20 @@ prompt caches and a fresh pool, with the same seeded workload.
 Reported per strategy: TTFT p50/p99 (call start to first streamed chunk, real ms, so the wait
 for a slot is in it), throughput (calls per real second from the first arrival to the last
 answer), the cached share of prompt tokens (from the emulators' request logs), and
-each instance's share of the calls.
+each instance's share of the calls; per run, ``cache_aware``'s ratios to ``least_loaded``'s in
+that run (the targets of issue #17 are ratios in one run) and the machine's load average.
+
+What "near ``load`` of capacity" means here, so that every run measures the same thing:
+
+* Tokens are the emulator's tokens (a word of the filler text is one token), and the all-miss
+  service time is that of the average turn's whole prompt (context, the questions and replies so
+  far, the chat template's markers), so the load is the load the emulators see.
+* Arrivals are Poisson conditioned on their count: the ``n`` arrival times are ``n`` sorted
+  uniform draws over ``n / rate``. Gaps stay exponential-like (bursts included), but the realised
+  rate is the target in every run. Independent exponential gaps over only 40 conversations gave
+  realised loads from 0.96x to 1.31x the target depending on the seed (1.4x in quick mode), which
+  pushed some runs into saturation and made the cache_aware/least_loaded ratio swing from 0.06 to
+  0.9. Calls start at their scheduled times (not after a chain of sleeps, which drifts late).
 """
 
 from __future__ import annotations
@@ -30,7 +43,7 @@ import random
 import time
 from typing import Any
 
-from bench._util import MODEL, emulators, instance_list, latency_summary, log, spread
+from bench._util import MODEL, emulators, instance_list, latency_summary, loadavg, log, spread
 
 STRATEGIES = ["least_loaded", "latency_based", "cache_aware", "consistent_hash"]
 _WORDS = [
@@ -61,6 +74,7 @@ _WORDS = [
 PARAMS = {
     "full": {
         "runs": 3,
+        "seed": 7000,  # run n uses seed + n - 1 (the same workload for every strategy)
         "strategies": STRATEGIES,
         "instances": 4,
         "slots": 2,
@@ -70,7 +84,7 @@ PARAMS = {
         "question_tokens": 30,
         "think": 2.0,
         "load": 0.7,
-        "skew_calls": 160,
+        "skew_calls": 240,
         "skew_contexts": 20,
         "prompt_tokens_per_second": 500.0,
         "prefix_cache_tokens": 4096,
@@ -82,6 +96,7 @@ PARAMS = {
     },
     "quick": {
         "runs": 1,
+        "seed": 7000,
         "strategies": STRATEGIES,
         "instances": 4,
         "slots": 2,
@@ -105,20 +120,41 @@ PARAMS = {
 
 
 def _text(rng: random.Random, tokens: int) -> str:
-    """About ``tokens`` tokens of filler text (the emulator counts four characters a token)."""
-    words: list[str] = []
-    chars = 0
-    while chars < tokens * 4:
-        word = rng.choice(_WORDS) if rng.random() < 0.6 else f"w{rng.randrange(100000)}"
-        words.append(word)
-        chars += len(word) + 1
-    return " ".join(words)
+    """``tokens`` tokens of filler text as the emulator counts them (one word, one token)."""
+    return " ".join(
+        rng.choice(_WORDS) if rng.random() < 0.6 else f"w{rng.randrange(100000)}" for _ in range(tokens)
+    )
 
 
-def _miss_time(p: dict[str, Any]) -> float:
-    """Modelled seconds of one call that misses the cache."""
-    prompt = p["context_tokens"] + p["question_tokens"] * (p["turns"] + 1) // 2
+# The chat template's tokens around each message (<|im_start|>, role, newline ... <|im_end|>,
+# newline) and the generation prompt after the last (testing/promptcache.py renders them).
+_MESSAGE_TOKENS, _PROMPT_TOKENS = 5, 3
+
+
+def _miss_time(p: dict[str, Any], chat: bool = True) -> float:
+    """Modelled seconds of one call that misses the cache: the average turn's whole prompt (a
+    chat turn k resends the context, k questions and k-1 replies; a skew call has one question)."""
+    turns = p["turns"] if chat else 1
+    context = p["context_tokens"] + _MESSAGE_TOKENS
+    question = p["question_tokens"] + _MESSAGE_TOKENS
+    reply = p["reply_tokens"] + _MESSAGE_TOKENS
+    mean_turn = (turns + 1) / 2
+    prompt = context + question * mean_turn + reply * (mean_turn - 1) + _PROMPT_TOKENS
     return p["ttft"] + prompt / p["prompt_tokens_per_second"] + p["reply_tokens"] / p["tokens_per_second"]
+
+
+def _arrivals(rng: random.Random, count: int, rate: float) -> list[float]:
+    """Poisson arrival times conditioned on ``count`` arrivals at ``rate`` (per real second): the
+    realised rate is the target in every run, the bursts are still random."""
+    span = count / rate
+    return sorted(rng.uniform(0.0, span) for _ in range(count))
+
+
+async def _at(start: float, offset: float) -> None:
+    """Sleep until ``offset`` real seconds after ``start`` (perf_counter)."""
+    delay = start + offset - time.perf_counter()
+    if delay > 0:
+        await asyncio.sleep(delay)
 
 
 class _Recorder:
@@ -205,7 +241,7 @@ async def _chat(params: dict[str, Any], procs: list[Any], strategy: str, seed: i
         [rng.expovariate(1.0 / params["think"]) * scale for _ in range(params["turns"])]
         for _ in range(params["conversations"])
     ]
-    gaps = [rng.expovariate(conv_rate) for _ in range(params["conversations"])]
+    arrivals = _arrivals(rng, params["conversations"], conv_rate)
     rec = _Recorder()
     provider = OllamaPoolProvider(**_pool_config(params, procs, strategy))
     await provider.initialize()
@@ -221,8 +257,9 @@ async def _chat(params: dict[str, Any], procs: list[Any], strategy: str, seed: i
 
     try:
         tasks = []
+        start = time.perf_counter()
         for n in range(params["conversations"]):
-            await asyncio.sleep(gaps[n])
+            await _at(start, arrivals[n])
             tasks.append(asyncio.create_task(conversation(n)))
         await asyncio.wait_for(asyncio.gather(*tasks), params["timeout"])
     finally:
@@ -241,15 +278,16 @@ async def _skew(params: dict[str, Any], procs: list[Any], strategy: str, seed: i
     rng.shuffle(plan)
     questions = [_text(rng, params["question_tokens"]) for _ in range(calls)]
     scale = params["time_scale"]
-    rate = params["load"] * params["instances"] * params["slots"] / _miss_time(params) / scale
-    gaps = [rng.expovariate(rate) for _ in range(calls)]
+    rate = params["load"] * params["instances"] * params["slots"] / _miss_time(params, chat=False) / scale
+    arrivals = _arrivals(rng, calls, rate)
     rec = _Recorder()
     provider = OllamaPoolProvider(**_pool_config(params, procs, strategy))
     await provider.initialize()
     try:
         tasks = []
+        start = time.perf_counter()
         for n in range(calls):
-            await asyncio.sleep(gaps[n])
+            await _at(start, arrivals[n])
             messages = [{"role": "system", "content": plan[n]}, {"role": "user", "content": questions[n]}]
             hints = {"session_id": str(id(plan[n]))} if strategy == "consistent_hash" else {}
             tasks.append(asyncio.create_task(rec.call(provider, messages, hints)))
@@ -287,19 +325,39 @@ def _fold(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _ratios(mine: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """cache_aware's figures over least_loaded's in one run (None where one is missing)."""
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return round(a / b, 4) if a is not None and b else None
+
+    t, u = mine["ttft"] or {}, base["ttft"] or {}
+    return {
+        "ttft_p50": ratio(t.get("p50_ms"), u.get("p50_ms")),
+        "ttft_p99": ratio(t.get("p99_ms"), u.get("p99_ms")),
+        "throughput": ratio(mine["throughput_cps"], base["throughput_cps"]),
+        "hit_rate": [mine["hit_rate"], base["hit_rate"]],
+        "max_share_vs_fair": mine["max_share_vs_fair"],
+    }
+
+
 def run(params: dict[str, Any]) -> dict[str, Any]:
     strategies = params["strategies"]
     out: dict[str, Any] = {"params": params, "emulator": _emulator_settings(params)}
+    # Per part, one entry per run: cache_aware over least_loaded in that run, and the load average.
+    out["per_run"] = {}
     with emulators(params["instances"], **_emulator_settings(params)) as procs:
         for part, driver in (("chat", _chat), ("skew", _skew)):
             per: dict[str, list[dict[str, Any]]] = {s: [] for s in strategies}
+            runs: list[dict[str, Any]] = []
             for run_index in range(params["runs"]):
                 shift = run_index % len(strategies)
+                load_before = loadavg()
                 for strategy in strategies[shift:] + strategies[:shift]:
                     for proc in procs:  # every strategy starts from empty caches and logs
                         proc.clear_prompt_caches()
                         proc.clear_log()
-                    rec = asyncio.run(driver(params, procs, strategy, seed=7000 + run_index))
+                    rec = asyncio.run(driver(params, procs, strategy, seed=params["seed"] + run_index))
                     rec.count_cache(procs)
                     got = rec.summary(params["instances"])
                     per[strategy].append(got)
@@ -311,5 +369,11 @@ def run(params: dict[str, Any]) -> dict[str, Any]:
                         f"{got['throughput_cps']} calls/s, max share x{got['max_share_vs_fair']}, "
                         f"failed {got['failed']}"
                     )
-            out[part] = {strategy: _fold(runs) for strategy, runs in per.items()}
+                entry: dict[str, Any] = {"run": run_index + 1, "loadavg": [load_before, loadavg()]}
+                if "cache_aware" in per and "least_loaded" in per:
+                    entry.update(_ratios(per["cache_aware"][-1], per["least_loaded"][-1]))
+                    log(f"promptcache {part} run {run_index + 1}: cache_aware / least_loaded {entry}")
+                runs.append(entry)
+            out[part] = {strategy: _fold(results) for strategy, results in per.items()}
+            out["per_run"][part] = runs
     return out

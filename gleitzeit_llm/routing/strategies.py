@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from gleitzeit_llm.config import LoadBalancingStrategy
-from gleitzeit_llm.routing.affinity import MATCH_THRESHOLD, rendezvous, within_bound
+from gleitzeit_llm.routing.affinity import MATCH_THRESHOLD, CacheSlots, rendezvous, within_bound
 from gleitzeit_llm.routing.breaker import _CLOSED, CircuitState
 from gleitzeit_llm.routing.epoch import UNPOOLED, Epoch
 from gleitzeit_llm.routing.instance import InstanceState, OllamaInstance
@@ -204,6 +204,7 @@ class Router:
         # bounded-load epsilon, the prefix score term of other strategies and cache_aware's
         # pick when nothing matches (load_balancing.balance_epsilon, prefix_weight, prefix_fallback).
         self.prefix_index = PrefixIndex()
+        self.cache_slots = CacheSlots()  # when cache_aware last used each server's slots
         self.balance_epsilon = 0.25
         self.prefix_weight = 0.0
         self.prefix_fallback = "least_loaded"
@@ -415,6 +416,8 @@ class Router:
             free = probing or [(p, i) for p, i in free if i.state is not InstanceState.DEGRADED] or free
 
         chosen = self._pick(free, req, now, size)
+        if req.prefix is not None and req.strategy == "cache_aware":
+            self.cache_slots.record(chosen.id, req.model, req.prefix.blocks, chosen.max_concurrent, now)
         # "panic" tells the caller to bypass the breaker: nothing routable was chosen on purpose.
         return Route(chosen, candidates=len(free), panic=panic or not chosen.routable(now))
 
@@ -479,13 +482,21 @@ class Router:
         if best >= MATCH_THRESHOLD * total:
             within = [inst for inst, m in zip(within, matched, strict=True) if m == best]
             return self._lowest(within, req, now, self.prefix_fallback)
-        # Nothing matches: explore, and among equals prefer the instance that caches least (as
-        # SGLang's smallest tree), so a new prompt evicts as few others' prefixes as it can.
+        # Nothing matches: explore, and among equals prefer the instance whose least recently
+        # used cache slot is oldest (an unused slot first), so the new prompt evicts the
+        # conversation least likely to come back; among unused slots, the instance that caches
+        # least (SGLang's smallest tree).
+        slots = self.cache_slots
+        ages = [slots.oldest_use(inst.id, model, inst.max_concurrent) for inst in within]
         sizes = [index.size(inst.id, model) for inst in within]
+        newest, oldest = max(ages), min(ages)
+        span = newest - oldest if math.isfinite(oldest) and newest > oldest else math.inf
         most = max(sizes) or 1
-        return self._lowest(
-            within, req, now, self.prefix_fallback, [_TIE_BREAK * (1 - s / most) for s in sizes]
-        )
+        bonus = [
+            _TIE_BREAK * ((newest - age) / span if math.isfinite(age) else 1.0 + 1e-3 * (1 - size / most))
+            for age, size in zip(ages, sizes, strict=True)
+        ]
+        return self._lowest(within, req, now, self.prefix_fallback, bonus)
 
     @staticmethod
     def _why_none(instances: Sequence[OllamaInstance], counts: dict[str, int], req: RouteRequest) -> str:

@@ -203,6 +203,37 @@ def test_cache_aware_without_a_match_is_least_loaded_or_latency_based() -> None:
     assert router.select(pool, bare, NOW).instance.id == "a"  # type: ignore[union-attr]
 
 
+def test_a_new_prompt_evicts_the_cache_slot_used_longest_ago() -> None:
+    """Without a match, among equally loaded instances, a new conversation goes where the least
+    recently used cache slot is oldest: Ollama keeps one prompt per slot, so that is where it
+    evicts the conversation least likely to come back. The index size cannot tell this once the
+    indexes are full (b's is smaller here only because b's conversations are shorter)."""
+    a, b = instance("a", max_concurrent=2), instance("b", max_concurrent=2)
+    router = Router(random.Random(6))
+    capacity = capacity_blocks(2, 960)  # the index holds about two of these conversations
+
+    def send(prefix: PromptPrefix, now: float, insts: list[OllamaInstance]) -> str:
+        req = RouteRequest(model=MODEL, strategy="cache_aware", prefix=prefix)
+        chosen = router.select(insts, req, now).instance
+        assert chosen is not None
+        router.prefix_index.record(chosen.id, MODEL, prefix, capacity)  # as the pool does
+        return chosen.id
+
+    long = [chat("q", context=document(20 + n)) for n in range(2)]
+    short = [chat("q", context=document(30 + n, 2600)) for n in range(2)]
+    send(long[0], 1.0, [a])
+    send(long[1], 2.0, [a])  # a's slots: used at 1 and 2; its index is full
+    send(short[0], 10.0, [b])
+    send(short[1], 11.0, [b])  # b's slots: used at 10 and 11; its index is smaller than a's
+    assert router.prefix_index.size("b", MODEL) < router.prefix_index.size("a", MODEL) == capacity
+    fresh = [chat("q", context=document(40 + n)) for n in range(2)]
+    assert send(fresh[0], 12.0, [a, b]) == "a"  # a's older slot (used at 1) goes
+    # The next turn of a's other conversation uses its slot again (a hit on a): now b's slot used
+    # at 10 is the oldest, and the next new conversation goes to b.
+    assert send(chat("q", "reply", "q2", context=document(21)), 13.0, [a, b]) == "a"
+    assert send(fresh[1], 14.0, [a, b]) == "b"
+
+
 def test_the_prefix_term_steers_another_strategy_only_when_weighted() -> None:
     pool = [instance(n) for n in "abcd"]
     router = Router(random.Random(3))
