@@ -1,0 +1,233 @@
+"""Shared state on a real Redis Cluster (three masters on loopback, started once for the module):
+the cap, the breaker, the wake-ups and the probe leadership work across pools as on one server,
+``MOVED`` after a resharding is followed, and the node holding the pool's slot dying costs no
+call.
+
+Each test takes a namespace of its own whose slot a node other than the seed (the URL) serves,
+so every command is routed by the cluster's slot map rather than landing where the URL points.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from gleitzeit_llm import OllamaPoolManager, OllamaPoolProvider
+from gleitzeit_llm.manager import Lease
+from gleitzeit_llm.observability.prometheus import instrument
+from gleitzeit_llm.state.redis.keys import Keys
+from gleitzeit_llm.testing.redis_cluster import LocalRedisCluster, key_slot
+
+from .test_store import INSTANCES, MODEL, eventually
+
+_names = itertools.count()
+HI = [{"role": "user", "content": "hi"}]
+
+
+def _shared(cluster: LocalRedisCluster, **overrides: Any) -> dict[str, Any]:
+    """shared_state for a fresh namespace, seeded through a node that does not hold its slot."""
+    namespace = f"cluster-test-{next(_names)}"
+    channel = Keys(namespace).channel
+    return {"url": cluster.url_avoiding(channel), "cluster": True, "namespace": namespace, **overrides}
+
+
+@pytest.fixture
+def pools(redis_cluster: LocalRedisCluster) -> Iterator[Callable[..., OllamaPoolManager]]:
+    """``pools(shared, load_balancing=None)``: a started manager on the cluster."""
+    made: list[OllamaPoolManager] = []
+
+    def make(shared: dict[str, Any], load_balancing: dict[str, Any] | None = None) -> OllamaPoolManager:
+        manager = OllamaPoolManager(
+            instances=INSTANCES, load_balancing=load_balancing, shared_state=shared, health_checks=False
+        )
+        manager.start()
+        made.append(manager)
+        return manager
+
+    yield make
+    for manager in made:
+        manager.close_sync()
+
+
+def test_the_pool_keys_live_in_one_slot_served_by_another_node_than_the_seed(
+    redis_cluster: LocalRedisCluster, pools: Any
+) -> None:
+    shared = _shared(redis_cluster)
+    pool = pools(shared)
+    keys = pool._shared.keys
+    names = [*keys.instance("a"), keys.channel, keys.key("leader"), keys.key("facts", "a")]
+    assert len({key_slot(name) for name in names}) == 1
+    owner = redis_cluster.owner(keys.channel)
+    assert redis_cluster.node_url(owner) != shared["url"]
+    lease = pool.try_acquire(pool.route_request(MODEL))
+    assert isinstance(lease, Lease)
+    status = pool.status()["shared_state"]
+    assert (status["up"], status["cluster"], status["outages"]) == (True, True, 0)
+    pool.finish(lease, None)
+
+
+async def test_two_pools_on_a_cluster_hold_one_global_cap(
+    redis_cluster: LocalRedisCluster, ollama_emulators: Any
+) -> None:
+    (emulator,) = ollama_emulators(1, models=[MODEL], loaded=[MODEL], num_parallel=8, time_scale=0.05)
+    shared = _shared(redis_cluster)
+    instances = [{"id": "a", "url": emulator.url, "max_concurrent": 2}]
+    options = {"shared_state": shared, "load_balancing": {"queue_timeout": 30}, "health_checks": False}
+    async with (
+        OllamaPoolProvider(instances=instances, **options) as one,
+        OllamaPoolProvider(instances=instances, **options) as two,
+    ):
+        answers = await asyncio.gather(*(pool.chat(MODEL, HI) for pool in (one, two) for _ in range(6)))
+        assert len(answers) == 12
+        # From the server's own count: two slots pool-wide, not two per pool.
+        assert emulator.max_concurrency_seen() == 2
+        assert one.status()["shared_state"]["outages"] == two.status()["shared_state"]["outages"] == 0
+
+
+def test_a_breaker_trip_in_one_pool_opens_it_in_the_other(
+    redis_cluster: LocalRedisCluster, pools: Any
+) -> None:
+    shared = _shared(redis_cluster)
+    breaker = {"circuit_breaker": {"failure_threshold": 1, "recovery_timeout": 30}}
+    first, second = pools(shared, breaker), pools({**shared, "refresh_interval": 0.02}, breaker)
+    lease = first.try_acquire(first.route_request(MODEL))
+    first.finish(lease, ConnectionError("refused"))
+
+    # No call needed: the background refresh brings the open breaker.
+    eventually(lambda: second.status()["instances"]["a"]["circuit_state"] == "open")
+
+
+def _wait_for_wakeup(holder: OllamaPoolManager, waiter: OllamaPoolManager) -> None:
+    """Fill the cap from ``holder``, queue a call in ``waiter``, release one slot: the waiter
+    gets it (its refresh is too slow to matter: only the announcement can wake it)."""
+    request = holder.route_request(MODEL)
+    held = [holder.try_acquire(request) for _ in range(2)]
+    assert all(isinstance(lease, Lease) for lease in held)
+    eventually(lambda: waiter._shared._subscriber.subscribed.is_set())
+    got: list[Lease] = []
+    thread = threading.Thread(target=lambda: got.append(waiter.acquire_sync(request, timeout=10)))
+    thread.start()
+    eventually(lambda: waiter.status()["waiting_requests"] == 1)
+
+    holder.finish(held[0], None)
+
+    thread.join(timeout=10)
+    assert len(got) == 1
+    waiter.finish(got[0], None)
+    holder.finish(held[1], None)
+
+
+def test_a_release_in_one_pool_wakes_a_waiter_in_the_other(
+    redis_cluster: LocalRedisCluster, pools: Any
+) -> None:
+    shared = _shared(redis_cluster)
+    _wait_for_wakeup(pools(shared), pools({**shared, "refresh_interval": 60}))
+
+
+def test_one_pool_leads_the_health_probes_and_hands_over_when_it_closes(
+    redis_cluster: LocalRedisCluster, pools: Any
+) -> None:
+    shared = _shared(redis_cluster, refresh_interval=0.02)
+    first, second = pools(shared), pools(shared)
+    assert first._shared.should_probe() is True
+    assert second._shared.should_probe() is False
+    leader = first._shared.election.leader
+    assert leader.holder(first._shared.client) == leader.token
+
+    first.close_sync()  # gives the key back: the other takes it on its next refresh
+    eventually(second._shared.should_probe)
+
+
+def test_a_resharded_slot_is_followed_and_wakeups_cross_nodes(
+    redis_cluster: LocalRedisCluster, pools: Any
+) -> None:
+    shared = _shared(redis_cluster)
+    holder, waiter = pools(shared), pools({**shared, "refresh_interval": 60})
+    channel = holder._shared.keys.channel
+    lease = holder.try_acquire(holder.route_request(MODEL))  # keys exist: they move with the slot
+    before = redis_cluster.owner(channel)
+    target = next(i for i in range(redis_cluster.masters) if i != before)
+
+    redis_cluster.move_slot(key_slot(channel), target)
+
+    assert redis_cluster.owner(channel) == target
+    holder.finish(lease, None)  # the old node answers MOVED; the client follows it
+    # The waiter's subscriber still listens on the old node; the release script now publishes
+    # on the new one, and the cluster bus carries the announcement across.
+    _wait_for_wakeup(holder, waiter)
+    for pool in (holder, waiter):
+        assert pool.status()["shared_state"]["up"] is True
+
+
+async def test_the_node_holding_the_slot_dying_costs_no_call_and_sharing_resumes(
+    redis_cluster: LocalRedisCluster, ollama_emulators: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    (emulator,) = ollama_emulators(1, models=[MODEL], loaded=[MODEL], num_parallel=4)
+    shared = _shared(redis_cluster, reconnect_interval=0.1)
+    registry = CollectorRegistry()
+    caplog.set_level(logging.WARNING, logger="gleitzeit_llm.shared_state")
+    async with OllamaPoolProvider(
+        instances=[{"id": "a", "url": emulator.url}], shared_state=shared, health_checks=False
+    ) as pool:
+        metrics = instrument(pool, registry)
+        await pool.chat(MODEL, HI)
+        assert registry.get_sample_value("gleitzeit_shared_state_up") == 1.0
+        owner = redis_cluster.owner(pool.manager._shared.keys.channel)
+
+        redis_cluster.kill(owner)
+        try:
+            for _ in range(5):
+                answer = await pool.chat(MODEL, HI)
+                assert answer.pool.instance_id == "a"
+            assert pool.status()["shared_state"]["up"] is False
+            assert registry.get_sample_value("gleitzeit_shared_state_up") == 0.0
+        finally:
+            # Back with its slots but empty; for about 2 s it refuses keys (CLUSTERDOWN) while
+            # it rejoins: the reconnect probe reads a key, so that is still "down", not a
+            # second outage.
+            await asyncio.to_thread(redis_cluster.restart, owner)
+        await asyncio.to_thread(eventually, lambda: pool.status()["shared_state"]["up"])
+        await pool.chat(MODEL, HI)
+        assert registry.get_sample_value("gleitzeit_shared_state_up") == 1.0
+        assert pool.status()["shared_state"]["outages"] == 1
+        warnings = [r for r in caplog.records if r.name == "gleitzeit_llm.shared_state"]
+        assert len(warnings) == 1, [r.getMessage() for r in warnings]
+        metrics.close()
+
+
+async def test_a_cluster_down_at_start_is_local_state_not_a_failed_pool(
+    ollama_emulator: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # redis-py's cluster client connects while it is built: built on first use instead, inside
+    # the store's error handling, so nothing listening is the usual fall-back.
+    with _refused_port() as port:
+        shared = {"url": f"redis://127.0.0.1:{port}", "cluster": True, "reconnect_interval": 0.1}
+        caplog.set_level(logging.WARNING, logger="gleitzeit_llm.shared_state")
+        async with OllamaPoolProvider(
+            instances=[{"id": "a", "url": ollama_emulator.url}], shared_state=shared
+        ) as pool:
+            for _ in range(3):
+                answer = await pool.chat(MODEL, HI)
+                assert answer.pool.instance_id == "a"
+            status = pool.status()["shared_state"]
+            assert status["up"] is False
+            assert "RedisClusterException" in status["last_error"] or "Connection" in status["last_error"]
+    warnings = [r for r in caplog.records if r.name == "gleitzeit_llm.shared_state"]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+
+
+@contextlib.contextmanager
+def _refused_port() -> Iterator[int]:
+    """A loopback port bound (so no one else takes it) but not listening: connects are refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
