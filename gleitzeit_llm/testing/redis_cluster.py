@@ -107,9 +107,9 @@ class LocalRedisCluster:
         return self.node_url(0)
 
     def url_avoiding(self, key: str) -> str:
-        """The URL of a node that does *not* hold ``key``'s slot."""
+        """The URL of a running node that does *not* hold ``key``'s slot."""
         owner = self.owner(key)
-        return self.node_url(next(i for i in range(self.masters) if i != owner))
+        return self.node_url(next(i for i, n in enumerate(self.nodes) if i != owner and n.running))
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -125,6 +125,9 @@ class LocalRedisCluster:
                 node = RedisServer(port, executable=self.executable, extra_args=self._node_args())
                 self.nodes.append(node)
                 node.start()
+            for i in range(self.masters):  # distinct epochs, as redis-cli --cluster create sets them
+                with self._admin(i) as admin:
+                    admin.execute_command("CLUSTER SET-CONFIG-EPOCH", i + 1)
             with self._admin(0) as first:
                 for node in self.nodes[1:]:
                     first.execute_command("CLUSTER MEET", "127.0.0.1", node.port)
@@ -176,7 +179,7 @@ class LocalRedisCluster:
         return (
             info.get("cluster_state") == "ok"
             and info.get("cluster_slots_ok") == str(SLOTS)
-            and info.get("cluster_known_nodes") == str(self.masters)
+            and info.get("cluster_known_nodes") == str(len(self.nodes))
         )
 
     def wait_ok(self, timeout: float | None = None) -> None:
@@ -194,10 +197,78 @@ class LocalRedisCluster:
         self.nodes[index].kill()
 
     def restart(self, index: int) -> None:
-        """Start node ``index`` again (same port, same cluster identity and slots, no data) and
-        wait until the cluster is ok again."""
+        """Start node ``index`` again (same port, same cluster identity, no data; its slots, or
+        a replica's place if another took them over) and wait until the cluster is ok again."""
         self.nodes[index].start()
         self.wait_ok()
+
+    def add_replica(self, master: int) -> int:
+        """Start one more node as a replica of node ``master``; its index, once it is in sync."""
+        taken = {p for n in self.nodes for p in (n.port, n.port + _BUS_OFFSET)}
+        node = RedisServer(_free_node_port(taken), executable=self.executable, extra_args=self._node_args())
+        self.nodes.append(node)
+        index = len(self.nodes) - 1
+        node.start()
+        with self._admin(0) as first:
+            first.execute_command("CLUSTER MEET", "127.0.0.1", node.port)
+        master_id = self._node_id(master)
+        deadline = time.monotonic() + self.startup_timeout
+        while True:  # the new node must know the master before it can replicate it
+            with self._admin(index) as admin:
+                known = master_id in str(admin.execute_command("CLUSTER NODES"))
+                if known:
+                    admin.execute_command("CLUSTER REPLICATE", master_id)
+                    break
+            if time.monotonic() > deadline:
+                raise RedisServerUnavailable("the new node never learned of its master")
+            time.sleep(0.05)  # gossip: no event to wait on
+        self._wait(lambda: self._replication(index).get("master_link_status") == "up", "replica in sync")
+        # Masters refuse to vote for a failover of a node they do not yet know as a replica.
+        replica_id = self._node_id(index)
+        self._wait(lambda: self._everyone_sees_replica(replica_id, master_id), "replica known to every node")
+        self.wait_ok()
+        return index
+
+    def failover(self, replica: int, *, takeover: bool = False) -> None:
+        """Make node ``replica`` the primary of its master's slots: ``CLUSTER FAILOVER`` (the
+        old primary agrees, then answers ``MOVED``), or with ``takeover`` without asking anyone
+        (its primary may be dead). Returns once every running node sees the new primary."""
+        with self._admin(replica) as admin:
+            admin.execute_command("CLUSTER FAILOVER", *(["TAKEOVER"] if takeover else []))
+        self._wait(lambda: self._replication(replica).get("role") == "master", "failover")
+        port = self.nodes[replica].port
+        self._wait(lambda: self._everyone_sees_master(port), "new primary known to every node")
+
+    def _replication(self, index: int) -> dict[str, Any]:
+        with self._admin(index) as admin:
+            return dict(admin.info("replication"))
+
+    def _everyone_sees_replica(self, replica_id: str, master_id: str) -> bool:
+        for i, node in enumerate(self.nodes):
+            if not node.running:
+                continue
+            with self._admin(i) as admin:
+                nodes = admin.execute_command("CLUSTER NODES")
+            seen = [n for n in nodes.values() if n["node_id"] == replica_id]
+            if not seen or "slave" not in seen[0]["flags"] or seen[0]["master_id"] != master_id:
+                return False
+        return True
+
+    def _everyone_sees_master(self, port: int) -> bool:
+        for i, node in enumerate(self.nodes):
+            if not node.running:
+                continue
+            with self._admin(i) as admin:
+                if not any(int(m[1]) == port for _, _, m, *_ in admin.execute_command("CLUSTER SLOTS")):
+                    return False
+        return True
+
+    def _wait(self, condition: Any, what: str) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise RedisServerUnavailable(f"the cluster did not get there in time: {what}")
+            time.sleep(0.05)  # replication and gossip between the nodes: no event to wait on
 
     def move_slot(self, slot: int, to: int) -> None:
         """Reshard: move ``slot`` (and its keys) to node ``to``, as ``redis-cli --cluster reshard``

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
 import socket
 import threading
@@ -22,6 +23,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from gleitzeit_llm import OllamaPoolManager, OllamaPoolProvider
+from gleitzeit_llm.cli import main
 from gleitzeit_llm.manager import Lease
 from gleitzeit_llm.observability.prometheus import instrument
 from gleitzeit_llm.state.redis.keys import Keys
@@ -137,14 +139,23 @@ def test_one_pool_leads_the_health_probes_and_hands_over_when_it_closes(
     redis_cluster: LocalRedisCluster, pools: Any
 ) -> None:
     shared = _shared(redis_cluster, refresh_interval=0.02)
-    first, second = pools(shared), pools(shared)
-    assert first._shared.should_probe() is True
-    assert second._shared.should_probe() is False
-    leader = first._shared.election.leader
-    assert leader.holder(first._shared.client) == leader.token
+    both = pools(shared), pools(shared)
 
-    first.close_sync()  # gives the key back: the other takes it on its next refresh
-    eventually(second._shared.should_probe)
+    # The election rides on each pool's refresh; whichever asked first leads, the other does not
+    # probe. (Read without ticking: the test must not race the refresh threads' own ticks.)
+    def leaders() -> list[OllamaPoolManager]:
+        return [pool for pool in both if pool._shared.election.leader.leading]
+
+    eventually(lambda: len(leaders()) == 1)
+    (leading,) = leaders()
+    other = both[1] if leading is both[0] else both[0]
+    leader = leading._shared.election.leader
+    assert leader.holder(leading._shared.client) == leader.token
+    assert (leading._shared.should_probe(), other._shared.should_probe()) == (True, False)
+
+    leading.close_sync()  # gives the key back: the other takes it on its next refresh
+    eventually(lambda: other._shared.election.leader.leading)
+    assert other._shared.should_probe()
 
 
 def test_a_resharded_slot_is_followed_and_wakeups_cross_nodes(
@@ -231,3 +242,64 @@ def _refused_port() -> Iterator[int]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         yield int(sock.getsockname()[1])
+
+
+def test_failovers_to_a_replica_are_followed(
+    redis_cluster: LocalRedisCluster, pools: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    shared = _shared(redis_cluster, reconnect_interval=0.1)
+    pool, other = pools(shared), pools({**shared, "refresh_interval": 0.02})
+    request = pool.route_request(MODEL)
+    channel = pool._shared.keys.channel
+    primary = redis_cluster.owner(channel)
+    replica = redis_cluster.add_replica(primary)
+    held = pool.try_acquire(request)
+    assert isinstance(held, Lease)
+
+    # A planned failover: the old primary hands over and answers MOVED from then on.
+    redis_cluster.failover(replica)
+    assert redis_cluster.owner(channel) == replica
+    lease = pool.try_acquire(request)
+    assert isinstance(lease, Lease)
+    eventually(lambda: other.status()["instances"]["a"]["active_requests"] == 2)  # the cap is still shared
+    pool.finish(lease, None)
+    assert pool.status()["shared_state"]["outages"] == 0
+
+    # The new primary dies and the old one takes over: no failed call, then sharing resumes.
+    caplog.set_level(logging.WARNING, logger="gleitzeit_llm.shared_state")
+    redis_cluster.kill(replica)
+    try:
+        for _ in range(3):
+            lease = pool.try_acquire(request)
+            assert isinstance(lease, Lease)
+            pool.finish(lease, None)
+        redis_cluster.failover(primary, takeover=True)
+        eventually(lambda: pool.status()["shared_state"]["up"])
+        assert pool.status()["shared_state"]["outages"] == 1
+        # The lease held throughout was written back to the new primary: the cap holds again.
+        eventually(lambda: other.status()["instances"]["a"]["active_requests"] == 1)
+    finally:
+        redis_cluster.restart(replica)  # back as a replica of the node that took over
+    pool.finish(held, None)
+    # One warning per pool (each is a process of its own here), one outage each.
+    warnings = [
+        r for r in caplog.records if r.name == "gleitzeit_llm.shared_state" and r.levelname == "WARNING"
+    ]
+    assert len(warnings) == 2, [r.getMessage() for r in warnings]
+    assert [p.status()["shared_state"]["outages"] for p in (pool, other)] == [1, 1]
+
+
+def test_the_cli_reaches_a_cluster(
+    redis_cluster: LocalRedisCluster,
+    ollama_emulator: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # --shared-state replaces the URL only: the cluster flag from the environment stays.
+    monkeypatch.setenv("GLEITZEIT_OLLAMA_INSTANCES", f"a:{ollama_emulator.url}")
+    monkeypatch.setenv("GLEITZEIT_OLLAMA_SHARED_STATE_URL", "redis://127.0.0.1:9")
+    monkeypatch.setenv("GLEITZEIT_OLLAMA_SHARED_STATE_CLUSTER", "true")
+    seed = _shared(redis_cluster)["url"]
+    assert main(["--shared-state", seed, "status", "--json"]) == 0
+    shared = json.loads(capsys.readouterr().out)["shared_state"]
+    assert (shared["up"], shared["cluster"], shared["url"]) == (True, True, seed)
