@@ -21,7 +21,6 @@ import random
 import socket
 import time
 from collections.abc import Iterator
-from types import TracebackType
 from typing import Any
 
 from gleitzeit_llm.testing.redis_server import RedisServer, RedisServerUnavailable, find_redis_server
@@ -308,19 +307,15 @@ class LocalRedisCluster:
         return default
 
     def close(self) -> None:
-        for node in self.nodes:
+        """Stop every node and remove its directory."""
+        nodes, self.nodes = self.nodes, []
+        for node in nodes:
             node.close()
-        self.nodes = []
 
     def __enter__(self) -> LocalRedisCluster:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def __repr__(self) -> str:

@@ -15,21 +15,19 @@ import itertools
 import json
 import logging
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from gleitzeit_llm import OllamaPoolManager, OllamaPoolProvider
 from gleitzeit_llm.cli import main
 from gleitzeit_llm.manager import Lease
-from gleitzeit_llm.observability.prometheus import instrument
 from gleitzeit_llm.state.redis.keys import Keys
 from gleitzeit_llm.testing.redis_cluster import LocalRedisCluster, key_slot
 
-from .test_store import INSTANCES, MODEL, eventually
+from .checks import MODEL, eventually, outage_costs_no_call, release_wakes_waiter
+from .test_store import INSTANCES
 
 _names = itertools.count()
 HI = [{"role": "user", "content": "hi"}]
@@ -44,20 +42,18 @@ def _shared(cluster: LocalRedisCluster, **overrides: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def pools(redis_cluster: LocalRedisCluster) -> Iterator[Callable[..., OllamaPoolManager]]:
-    """``pools(shared, load_balancing=None)``: a started manager on the cluster."""
-    made: list[OllamaPoolManager] = []
+    """``pools(shared, load_balancing=None)``: a started manager on the cluster, closed after the test."""
+    with contextlib.ExitStack() as closing:
 
-    def make(shared: dict[str, Any], load_balancing: dict[str, Any] | None = None) -> OllamaPoolManager:
-        manager = OllamaPoolManager(
-            instances=INSTANCES, load_balancing=load_balancing, shared_state=shared, health_checks=False
-        )
-        manager.start()
-        made.append(manager)
-        return manager
+        def make(shared: dict[str, Any], load_balancing: dict[str, Any] | None = None) -> OllamaPoolManager:
+            pool = OllamaPoolManager(
+                instances=INSTANCES, load_balancing=load_balancing, shared_state=shared, health_checks=False
+            )
+            closing.callback(pool.close_sync)
+            pool.start()
+            return pool
 
-    yield make
-    for manager in made:
-        manager.close_sync()
+        yield make
 
 
 def test_the_pool_keys_live_in_one_slot_served_by_another_node_than_the_seed(
@@ -108,31 +104,11 @@ def test_a_breaker_trip_in_one_pool_opens_it_in_the_other(
     eventually(lambda: second.status()["instances"]["a"]["circuit_state"] == "open")
 
 
-def _wait_for_wakeup(holder: OllamaPoolManager, waiter: OllamaPoolManager) -> None:
-    """Fill the cap from ``holder``, queue a call in ``waiter``, release one slot: the waiter
-    gets it (its refresh is too slow to matter: only the announcement can wake it)."""
-    request = holder.route_request(MODEL)
-    held = [holder.try_acquire(request) for _ in range(2)]
-    assert all(isinstance(lease, Lease) for lease in held)
-    eventually(lambda: waiter._shared._subscriber.subscribed.is_set())
-    got: list[Lease] = []
-    thread = threading.Thread(target=lambda: got.append(waiter.acquire_sync(request, timeout=10)))
-    thread.start()
-    eventually(lambda: waiter.status()["waiting_requests"] == 1)
-
-    holder.finish(held[0], None)
-
-    thread.join(timeout=10)
-    assert len(got) == 1
-    waiter.finish(got[0], None)
-    holder.finish(held[1], None)
-
-
 def test_a_release_in_one_pool_wakes_a_waiter_in_the_other(
     redis_cluster: LocalRedisCluster, pools: Any
 ) -> None:
     shared = _shared(redis_cluster)
-    _wait_for_wakeup(pools(shared), pools({**shared, "refresh_interval": 60}))
+    release_wakes_waiter(pools(shared), pools({**shared, "refresh_interval": 60}))
 
 
 def test_one_pool_leads_the_health_probes_and_hands_over_when_it_closes(
@@ -174,7 +150,7 @@ def test_a_resharded_slot_is_followed_and_wakeups_cross_nodes(
     holder.finish(lease, None)  # the old node answers MOVED; the client follows it
     # The waiter's subscriber still listens on the old node; the release script now publishes
     # on the new one, and the cluster bus carries the announcement across.
-    _wait_for_wakeup(holder, waiter)
+    release_wakes_waiter(holder, waiter)
     for pool in (holder, waiter):
         assert pool.status()["shared_state"]["up"] is True
 
@@ -184,35 +160,16 @@ async def test_the_node_holding_the_slot_dying_costs_no_call_and_sharing_resumes
 ) -> None:
     (emulator,) = ollama_emulators(1, models=[MODEL], loaded=[MODEL], num_parallel=4)
     shared = _shared(redis_cluster, reconnect_interval=0.1)
-    registry = CollectorRegistry()
-    caplog.set_level(logging.WARNING, logger="gleitzeit_llm.shared_state")
-    async with OllamaPoolProvider(
-        instances=[{"id": "a", "url": emulator.url}], shared_state=shared, health_checks=False
-    ) as pool:
-        metrics = instrument(pool, registry)
-        await pool.chat(MODEL, HI)
-        assert registry.get_sample_value("gleitzeit_shared_state_up") == 1.0
-        owner = redis_cluster.owner(pool.manager._shared.keys.channel)
-
-        redis_cluster.kill(owner)
-        try:
-            for _ in range(5):
-                answer = await pool.chat(MODEL, HI)
-                assert answer.pool.instance_id == "a"
-            assert pool.status()["shared_state"]["up"] is False
-            assert registry.get_sample_value("gleitzeit_shared_state_up") == 0.0
-        finally:
-            # Back with its slots but empty; for about 2 s it refuses keys (CLUSTERDOWN) while
-            # it rejoins: the reconnect probe reads a key, so that is still "down", not a
-            # second outage.
-            await asyncio.to_thread(redis_cluster.restart, owner)
-        await asyncio.to_thread(eventually, lambda: pool.status()["shared_state"]["up"])
-        await pool.chat(MODEL, HI)
-        assert registry.get_sample_value("gleitzeit_shared_state_up") == 1.0
-        assert pool.status()["shared_state"]["outages"] == 1
-        warnings = [r for r in caplog.records if r.name == "gleitzeit_llm.shared_state"]
-        assert len(warnings) == 1, [r.getMessage() for r in warnings]
-        metrics.close()
+    owner = redis_cluster.owner(Keys(shared["namespace"]).channel)
+    # The node comes back with its slots but empty; for about 2 s it refuses keys (CLUSTERDOWN)
+    # while it rejoins: the reconnect probe reads a key, so that is still the same outage.
+    await outage_costs_no_call(
+        emulator.url,
+        shared,
+        lambda: redis_cluster.kill(owner),
+        lambda: redis_cluster.restart(owner),
+        caplog,
+    )
 
 
 async def test_a_cluster_down_at_start_is_local_state_not_a_failed_pool(
