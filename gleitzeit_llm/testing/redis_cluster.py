@@ -125,13 +125,13 @@ class LocalRedisCluster:
                 self.nodes.append(node)
                 node.start()
             for i in range(self.masters):  # distinct epochs, as redis-cli --cluster create sets them
-                with self._admin(i) as admin:
+                with self.admin(i) as admin:
                     admin.execute_command("CLUSTER SET-CONFIG-EPOCH", i + 1)
-            with self._admin(0) as first:
+            with self.admin(0) as first:
                 for node in self.nodes[1:]:
                     first.execute_command("CLUSTER MEET", "127.0.0.1", node.port)
             for i, (lo, hi) in enumerate(self.slot_ranges()):
-                with self._admin(i) as admin:
+                with self.admin(i) as admin:
                     admin.execute_command("CLUSTER ADDSLOTS", *range(lo, hi + 1))
             self.wait_ok()
         except BaseException:
@@ -147,7 +147,8 @@ class LocalRedisCluster:
         ]  # fmt: skip
 
     @contextlib.contextmanager
-    def _admin(self, index: int) -> Iterator[Any]:
+    def admin(self, index: int) -> Iterator[Any]:
+        """A plain redis-py client of node ``index`` (no cluster routing), closed after the block."""
         import redis
         from redis.backoff import NoBackoff
         from redis.retry import Retry
@@ -166,7 +167,7 @@ class LocalRedisCluster:
 
     def info(self, index: int) -> dict[str, str]:
         """``CLUSTER INFO`` of node ``index``."""
-        with self._admin(index) as admin:
+        with self.admin(index) as admin:
             info = admin.execute_command("CLUSTER INFO")  # redis-py parses it into a dict
         return {str(k): str(v) for k, v in info.items()}
 
@@ -208,12 +209,12 @@ class LocalRedisCluster:
         self.nodes.append(node)
         index = len(self.nodes) - 1
         node.start()
-        with self._admin(0) as first:
+        with self.admin(0) as first:
             first.execute_command("CLUSTER MEET", "127.0.0.1", node.port)
         master_id = self._node_id(master)
         deadline = time.monotonic() + self.startup_timeout
         while True:  # the new node must know the master before it can replicate it
-            with self._admin(index) as admin:
+            with self.admin(index) as admin:
                 known = master_id in str(admin.execute_command("CLUSTER NODES"))
                 if known:
                     admin.execute_command("CLUSTER REPLICATE", master_id)
@@ -232,21 +233,21 @@ class LocalRedisCluster:
         """Make node ``replica`` the primary of its master's slots: ``CLUSTER FAILOVER`` (the
         old primary agrees, then answers ``MOVED``), or with ``takeover`` without asking anyone
         (its primary may be dead). Returns once every running node sees the new primary."""
-        with self._admin(replica) as admin:
+        with self.admin(replica) as admin:
             admin.execute_command("CLUSTER FAILOVER", *(["TAKEOVER"] if takeover else []))
         self._wait(lambda: self._replication(replica).get("role") == "master", "failover")
         port = self.nodes[replica].port
         self._wait(lambda: self._everyone_sees_master(port), "new primary known to every node")
 
     def _replication(self, index: int) -> dict[str, Any]:
-        with self._admin(index) as admin:
+        with self.admin(index) as admin:
             return dict(admin.info("replication"))
 
     def _everyone_sees_replica(self, replica_id: str, master_id: str) -> bool:
         for i, node in enumerate(self.nodes):
             if not node.running:
                 continue
-            with self._admin(i) as admin:
+            with self.admin(i) as admin:
                 nodes = admin.execute_command("CLUSTER NODES")
             seen = [n for n in nodes.values() if n["node_id"] == replica_id]
             if not seen or "slave" not in seen[0]["flags"] or seen[0]["master_id"] != master_id:
@@ -257,7 +258,7 @@ class LocalRedisCluster:
         for i, node in enumerate(self.nodes):
             if not node.running:
                 continue
-            with self._admin(i) as admin:
+            with self.admin(i) as admin:
                 if not any(int(m[1]) == port for _, _, m, *_ in admin.execute_command("CLUSTER SLOTS")):
                     return False
         return True
@@ -277,7 +278,7 @@ class LocalRedisCluster:
         if source == to:
             return
         target_id = self._node_id(to)
-        with self._admin(to) as target, self._admin(source) as src:
+        with self.admin(to) as target, self.admin(source) as src:
             target.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", self._node_id(source))
             src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target_id)
             while keys := src.execute_command("CLUSTER GETKEYSINSLOT", slot, 100):
@@ -286,11 +287,11 @@ class LocalRedisCluster:
             src.execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
         for i, node in enumerate(self.nodes):
             if i not in (source, to) and node.running:
-                with self._admin(i) as other:
+                with self.admin(i) as other:
                     other.execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
 
     def _node_id(self, index: int) -> str:
-        with self._admin(index) as admin:
+        with self.admin(index) as admin:
             return str(admin.execute_command("CLUSTER MYID"))
 
     def _holder(self, slot: int, default: int) -> int:
@@ -299,7 +300,7 @@ class LocalRedisCluster:
         asked = next((i for i, n in enumerate(self.nodes) if n.running), None)
         if asked is None:
             return default
-        with self._admin(asked) as admin:
+        with self.admin(asked) as admin:
             for lo, hi, master, *_ in admin.execute_command("CLUSTER SLOTS"):
                 if lo <= slot <= hi:
                     port = int(master[1])

@@ -260,3 +260,23 @@ def test_the_cli_reaches_a_cluster(
     assert main(["--shared-state", seed, "status", "--json"]) == 0
     shared = json.loads(capsys.readouterr().out)["shared_state"]
     assert (shared["up"], shared["cluster"], shared["url"]) == (True, True, seed)
+
+
+def test_scripts_the_node_forgot_are_loaded_again(redis_cluster: LocalRedisCluster, pools: Any) -> None:
+    # The release rides in a cluster pipeline: its NOSCRIPT comes back as a reply, not raised.
+    pool = pools(_shared(redis_cluster))
+    request = pool.route_request(MODEL)
+    lease = pool.try_acquire(request)
+    owner = redis_cluster.owner(pool._shared.keys.channel)
+    for flush_before in ("release", "acquire"):
+        with redis_cluster.admin(owner) as admin:
+            admin.script_flush()
+        if flush_before == "release":
+            pool.finish(lease, None)
+        else:
+            lease = pool.try_acquire(request)
+            assert isinstance(lease, Lease)
+            pool.finish(lease, None)
+    status = pool.status()
+    assert status["instances"]["a"]["active_requests"] == 0
+    assert (status["shared_state"]["up"], status["shared_state"]["outages"]) == (True, 0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import redis
 
 from gleitzeit_llm import ConfigError, OllamaPoolProvider, PoolConfig
 from gleitzeit_llm.state.redis.cluster import ClusterClient, DeferredPipeline
@@ -89,3 +90,6 @@ def test_before_its_first_connection_the_client_queues_pipelines_without_connect
         pipe.execute(raise_on_error=False)  # the store's link error: local state
     assert built == [1]
     client.close()  # never built: nothing to close
+    with pytest.raises(redis.exceptions.ConnectionError, match="closed"):
+        client.ping()  # and never built after close (a thread still finishing)
+    assert built == [1]

@@ -63,6 +63,7 @@ class ClusterClient:
         self._factory = factory
         self._slot_key = slot_key
         self._client: Any = None
+        self._closed = False
         self._lock = threading.Lock()
 
     @property
@@ -71,6 +72,10 @@ class ClusterClient:
         client = self._client
         if client is None:
             with self._lock:
+                if self._closed:  # a thread still finishing must not open connections again
+                    from redis.exceptions import ConnectionError as Closed
+
+                    raise Closed("the shared-state client is closed")
                 if self._client is None:
                     self._client = self._factory()
                 client = self._client
@@ -114,7 +119,7 @@ class ClusterClient:
 
     def close(self) -> None:
         with self._lock:
-            client, self._client = self._client, None
+            client, self._client, self._closed = self._client, None, True
         if client is not None:
             client.close()
 
