@@ -205,7 +205,7 @@ def test_failovers_to_a_replica_are_followed(
     redis_cluster: LocalRedisCluster, pools: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     shared = _shared(redis_cluster, reconnect_interval=0.1)
-    pool, other = pools(shared), pools({**shared, "refresh_interval": 0.02})
+    both = pool, other = pools(shared), pools({**shared, "refresh_interval": 0.02})
     request = pool.route_request(MODEL)
     channel = pool._shared.keys.channel
     primary = redis_cluster.owner(channel)
@@ -213,16 +213,20 @@ def test_failovers_to_a_replica_are_followed(
     held = pool.try_acquire(request)
     assert isinstance(held, Lease)
 
-    # A planned failover: the old primary hands over and answers MOVED from then on.
+    # A planned failover: the old primary hands over and answers MOVED from then on. (It pauses
+    # its clients for a moment while the replica catches up: a command caught in the pause past
+    # the timeout is a short outage, no failed call.)
     redis_cluster.failover(replica)
     assert redis_cluster.owner(channel) == replica
     lease = pool.try_acquire(request)
     assert isinstance(lease, Lease)
     eventually(lambda: other.status()["instances"]["a"]["active_requests"] == 2)  # the cap is still shared
     pool.finish(lease, None)
-    assert pool.status()["shared_state"]["outages"] == 0
+    eventually(lambda: all(p.status()["shared_state"]["up"] for p in both))
 
     # The new primary dies and the old one takes over: no failed call, then sharing resumes.
+    outages = [p.status()["shared_state"]["outages"] for p in both]
+    caplog.clear()
     caplog.set_level(logging.WARNING, logger="gleitzeit_llm.shared_state")
     redis_cluster.kill(replica)
     try:
@@ -231,19 +235,18 @@ def test_failovers_to_a_replica_are_followed(
             assert isinstance(lease, Lease)
             pool.finish(lease, None)
         redis_cluster.failover(primary, takeover=True)
-        eventually(lambda: pool.status()["shared_state"]["up"])
-        assert pool.status()["shared_state"]["outages"] == 1
+        eventually(lambda: all(p.status()["shared_state"]["up"] for p in both))
         # The lease held throughout was written back to the new primary: the cap holds again.
         eventually(lambda: other.status()["instances"]["a"]["active_requests"] == 1)
     finally:
         redis_cluster.restart(replica)  # back as a replica of the node that took over
     pool.finish(held, None)
-    # One warning per pool (each is a process of its own here), one outage each.
+    # One outage and one warning per pool (each stands for a process of its own here).
+    assert [p.status()["shared_state"]["outages"] for p in both] == [n + 1 for n in outages]
     warnings = [
         r for r in caplog.records if r.name == "gleitzeit_llm.shared_state" and r.levelname == "WARNING"
     ]
     assert len(warnings) == 2, [r.getMessage() for r in warnings]
-    assert [p.status()["shared_state"]["outages"] for p in (pool, other)] == [1, 1]
 
 
 def test_the_cli_reaches_a_cluster(
