@@ -283,3 +283,25 @@ def test_scripts_the_node_forgot_are_loaded_again(redis_cluster: LocalRedisClust
     status = pool.status()
     assert status["instances"]["a"]["active_requests"] == 0
     assert (status["shared_state"]["up"], status["shared_state"]["outages"]) == (True, 0)
+
+
+def test_acquire_and_release_are_one_round_trip_each_on_a_cluster(
+    redis_cluster: LocalRedisCluster, pools: Any
+) -> None:
+    # Left to itself redis-py asks the server for a script's keys (COMMAND GETKEYS) before it
+    # pipelines the script: one more round trip on every release.
+    pool = pools(_shared(redis_cluster, refresh_interval=60))
+    request = pool.route_request(MODEL)
+    pool.finish(pool.try_acquire(request), None)  # the scripts are loaded, the slot map known
+    running = [i for i, node in enumerate(redis_cluster.nodes) if node.running]
+    for i in running:
+        with redis_cluster.admin(i) as admin:
+            admin.config_resetstat()
+    for _ in range(10):
+        pool.finish(pool.try_acquire(request), None)
+    stats = {}
+    for i in running:  # the key lookups would go to the seed node, the scripts to the slot's
+        with redis_cluster.admin(i) as admin:
+            stats[i] = admin.info("commandstats")
+    assert stats[redis_cluster.owner(pool._shared.keys.channel)]["cmdstat_evalsha"]["calls"] == 20
+    assert [(i, name) for i in running for name in stats[i] if name.startswith("cmdstat_command")] == []

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from gleitzeit_llm.state.redis.connection import LINK_ERRORS
+
 __all__ = ["ClusterClient", "DeferredPipeline"]
 
 
@@ -105,9 +107,23 @@ class ClusterClient:
         ``NOSCRIPT`` reply is the store's to handle, as on one server).
         """
         pipe = self.client.pipeline(transaction=False)
-        pipe.evalsha = partial(pipe.execute_command, "EVALSHA")
-        pipe.eval = partial(pipe.execute_command, "EVAL")
+        pipe.evalsha = partial(self._queue_script, pipe, "EVALSHA")
+        pipe.eval = partial(self._queue_script, pipe, "EVAL")
         return pipe
+
+    def _queue_script(self, pipe: Any, command: str, script: str, numkeys: int, *args: Any) -> Any:
+        """Queue ``EVAL``/``EVALSHA`` aimed at the node of its first key. Without a target, redis-py
+        asks the server for a script's keys (``COMMAND GETKEYS``: one more round trip per
+        script); a stale target answers ``MOVED``, which the pipeline follows."""
+        target = None
+        if int(numkeys) > 0:
+            try:
+                target = self.client.get_node_from_key(args[0])
+            except LINK_ERRORS:  # never raise while queueing: execute() routes it, or fails there
+                target = None
+        if target is None:
+            return pipe.execute_command(command, script, numkeys, *args)
+        return pipe.execute_command(command, script, numkeys, *args, target_nodes=target)
 
     def ping(self) -> bool:
         """Whether the node holding the pool's slot serves keys (any node's ``PING`` without a
