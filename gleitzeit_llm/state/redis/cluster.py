@@ -20,7 +20,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from gleitzeit_llm.state.redis.connection import LINK_ERRORS
+from redis.exceptions import RedisClusterException, RedisError
 
 __all__ = ["ClusterClient", "DeferredPipeline"]
 
@@ -119,7 +119,8 @@ class ClusterClient:
         if int(numkeys) > 0:
             try:
                 target = self.client.get_node_from_key(args[0])
-            except LINK_ERRORS:  # never raise while queueing: execute() routes it, or fails there
+            except (RedisError, RedisClusterException, OSError):  # never raise while queueing:
+                # execute() routes it then, or fails inside the store's error handling
                 target = None
         if target is None:
             return pipe.execute_command(command, script, numkeys, *args)
