@@ -49,9 +49,13 @@ def _pool_config(args: argparse.Namespace) -> Any:
 
 
 def _with_shared_state(args: argparse.Namespace, config: Any) -> Any:
-    """``--shared-state URL`` over whatever the pool's configuration says."""
+    """``--shared-state URL`` over the URL the pool's configuration says (its other
+    shared_state settings, such as ``cluster``, stay)."""
     url = getattr(args, "shared_state", None)
-    return config if not url else config.model_copy(update={"shared_state": url})
+    if not url:
+        return config
+    shared = url if config.shared_state is None else {**config.shared_state.model_dump(), "url": url}
+    return config.model_copy(update={"shared_state": shared})
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -719,7 +723,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--shared-state",
         metavar="URL",
         help="share the pool's state with other processes through this Redis (redis://, rediss://, "
-        "unix://; default: shared_state of the config, GLEITZEIT_OLLAMA_SHARED_STATE_URL)",
+        "unix://; default: shared_state of the config, GLEITZEIT_OLLAMA_SHARED_STATE_URL; a Redis "
+        "Cluster node with GLEITZEIT_OLLAMA_SHARED_STATE_CLUSTER=true)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log the pool's decisions to stderr")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -11,6 +11,7 @@ import enum
 import re
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, TypeVar
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -353,6 +354,7 @@ _STORE_SCHEMES = ("redis", "rediss", "unix")
 _STORE_URL_HINT = (
     "e.g. shared_state: {url: redis://localhost:6379/0} (also rediss://, unix:///path/redis.sock)"
 )
+_CLUSTER_URL_HINT = "e.g. shared_state: {url: redis://any-node:6379, cluster: true} (rediss:// for TLS)"
 _NAMESPACE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
 
@@ -382,6 +384,9 @@ class SharedStateConfig(_ConfigModel):
     its staleness is at most this plus one round trip."""
     reconnect_interval: _Seconds = 2.0
     """While Redis is down, how often a background thread tries it again."""
+    cluster: bool = False
+    """The URL names one node of a Redis Cluster (or a Valkey cluster): the client learns the
+    others from it and follows ``MOVED``/``ASK`` redirects. All keys of a pool share one hash slot."""
 
     @_model_validator(mode="before")
     @classmethod
@@ -414,6 +419,28 @@ class SharedStateConfig(_ConfigModel):
                 hint="e.g. namespace: chat-prod (or leave it out: derived from the instances)",
             )
         return value
+
+    @_model_validator(mode="after")
+    def _cluster_url(self) -> SharedStateConfig:
+        if not self.cluster:
+            return self
+        parts = urlsplit(self.url)
+        if parts.scheme == "unix":
+            raise _Invalid(
+                "a Redis Cluster is reached over TCP, not a unix:// socket",
+                hint=_CLUSTER_URL_HINT,
+                sub_loc=("url",),
+                show_value=False,
+            )
+        db = parts.path.strip("/") or dict(parse_qsl(parts.query)).get("db", "0")
+        if db != "0":
+            raise _Invalid(
+                f"a Redis Cluster has only database 0, the URL selects {db!r}",
+                hint=_CLUSTER_URL_HINT,
+                sub_loc=("url",),
+                show_value=False,
+            )
+        return self
 
     def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
         for name, value in super().__repr_args__():

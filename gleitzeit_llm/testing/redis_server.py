@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -65,8 +66,9 @@ def _free_port() -> int:
 class RedisServer:
     """One ``redis-server`` child process on ``127.0.0.1``.
 
-    ``password``: ``requirepass`` (the URL carries it). :meth:`kill` sends SIGKILL,
-    :meth:`stop` shuts it down, :meth:`start` / :meth:`restart` bring it back on the same port.
+    ``password``: ``requirepass`` (the URL carries it). ``extra_args``: more ``redis-server``
+    options. :meth:`kill` sends SIGKILL, :meth:`stop` shuts it down, :meth:`start` /
+    :meth:`restart` bring it back on the same port (and the same working directory).
     """
 
     def __init__(
@@ -76,8 +78,10 @@ class RedisServer:
         password: str | None = None,
         executable: str | None = None,
         startup_timeout: float = 10.0,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.port = port or _free_port()
+        self.extra_args = tuple(extra_args)  # more redis-server options (a cluster node's)
         self.password = password
         self.executable = executable or find_redis_server()
         self.startup_timeout = startup_timeout
@@ -113,6 +117,7 @@ class RedisServer:
         ]  # fmt: skip
         if self.password:
             args += ["--requirepass", self.password]
+        args += self.extra_args
         self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             self._wait_ready()

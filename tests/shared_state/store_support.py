@@ -3,7 +3,6 @@ own store, connections and process token), and polling with a deadline."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -11,21 +10,12 @@ import pytest
 
 from gleitzeit_llm import OllamaPoolManager
 
-MODEL = "llama3.2"
+from .checks import MODEL, eventually
+
+__all__ = ["INSTANCES", "MODEL", "eventually", "pools"]
+
 # No request reaches these: the tests reserve and release slots through the manager.
 INSTANCES = [{"id": "a", "url": "http://127.0.0.1:9", "max_concurrent": 2}]
-
-
-def eventually(condition: Callable[[], Any], timeout: float = 10.0) -> Any:
-    """Poll ``condition`` until it is truthy (its value), failing after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
 
 
 @pytest.fixture

@@ -3,20 +3,17 @@ for processes (each pool has its own store, connections and process token)."""
 
 from __future__ import annotations
 
-import logging
 import os
-import threading
 from typing import Any
 
 import pytest
 import redis
-from prometheus_client import CollectorRegistry
 
-from gleitzeit_llm import OllamaPoolManager, OllamaPoolProvider
+from gleitzeit_llm import OllamaPoolManager
 from gleitzeit_llm.manager import Lease
-from gleitzeit_llm.observability.prometheus import instrument
 from gleitzeit_llm.routing.health import ProbeResult
 
+from .checks import outage_costs_no_call, release_wakes_waiter
 from .store_support import INSTANCES, MODEL, eventually
 
 
@@ -54,22 +51,7 @@ def test_half_open_admits_its_probes_pool_wide_and_the_verdict_holds_for_all(poo
 
 
 def test_a_release_in_one_process_wakes_a_waiter_in_another(pools: Any) -> None:
-    holder, waiter = pools(), pools(refresh_interval=60)  # only the announcement can wake it
-    request = holder.route_request(MODEL)
-    held = [holder.try_acquire(request) for _ in range(2)]
-    assert all(isinstance(lease, Lease) for lease in held)
-    eventually(lambda: waiter._shared._subscriber.subscribed.is_set())
-    got: list[Lease] = []
-    thread = threading.Thread(target=lambda: got.append(waiter.acquire_sync(request, timeout=10)))
-    thread.start()
-    eventually(lambda: waiter.status()["waiting_requests"] == 1)
-
-    holder.finish(held[0], None)
-
-    thread.join(timeout=10)
-    assert len(got) == 1
-    waiter.finish(got[0], None)
-    holder.finish(held[1], None)
+    release_wakes_waiter(pools(), pools(refresh_interval=60))  # only the announcement can wake it
 
 
 def test_redis_restarted_empty_gets_back_the_leases_still_held(pools: Any, redis_server: Any) -> None:
@@ -96,29 +78,7 @@ async def test_redis_down_falls_back_to_local_state_and_sharing_resumes(
 ) -> None:
     (emulator,) = ollama_emulators(1, models=[MODEL], loaded=[MODEL], num_parallel=4)
     shared = {"url": redis_server.url, "reconnect_interval": 0.1}
-    registry = CollectorRegistry()
-    caplog.set_level(logging.WARNING, logger="gleitzeit_llm.shared_state")
-    async with OllamaPoolProvider(
-        instances=[{"id": "a", "url": emulator.url}], shared_state=shared, health_checks=False
-    ) as pool:
-        metrics = instrument(pool, registry)
-        await pool.chat(MODEL, [{"role": "user", "content": "hi"}])
-        assert registry.get_sample_value("gleitzeit_shared_state_up") == 1.0
-
-        redis_server.kill()
-        for _ in range(5):
-            answer = await pool.chat(MODEL, [{"role": "user", "content": "hi"}])
-            assert answer.pool.instance_id == "a"
-        assert pool.status()["shared_state"]["up"] is False
-        assert registry.get_sample_value("gleitzeit_shared_state_up") == 0.0
-        warnings = [r for r in caplog.records if r.name == "gleitzeit_llm.shared_state"]
-        assert len(warnings) == 1
-
-        redis_server.start()
-        eventually(lambda: pool.status()["shared_state"]["up"])
-        await pool.chat(MODEL, [{"role": "user", "content": "hi"}])
-        assert registry.get_sample_value("gleitzeit_shared_state_up") == 1.0
-        metrics.close()
+    await outage_costs_no_call(emulator.url, shared, redis_server.kill, redis_server.start, caplog)
 
 
 def test_a_breaker_tripped_in_one_process_shows_open_in_the_others(pools: Any) -> None:

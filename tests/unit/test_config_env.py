@@ -135,11 +135,12 @@ def test_the_variable_table_maps_every_variable_to_its_field():
     assert ENV_VARIABLES["GLEITZEIT_OLLAMA_MAX_RETRY_AFTER"] == ("load_balancing", "max_retry_after")
     assert ENV_VARIABLES["GLEITZEIT_OLLAMA_SHARED_STATE_URL"] == ("shared_state", "url")
     assert ENV_VARIABLES["GLEITZEIT_OLLAMA_SHARED_STATE_NAMESPACE"] == ("shared_state", "namespace")
+    assert ENV_VARIABLES["GLEITZEIT_OLLAMA_SHARED_STATE_CLUSTER"] == ("shared_state", "cluster")
     assert ENV_VARIABLES["GLEITZEIT_OLLAMA_ADAPTIVE_CONCURRENCY"] == (
         "load_balancing",
         "adaptive_concurrency",
     )
-    assert len(ENV_VARIABLES) == 34
+    assert len(ENV_VARIABLES) == 35
 
 
 def test_docs_list_every_variable():

@@ -42,8 +42,8 @@ def open_shared_state(config: PoolConfig, clock: Callable[[], float] = time.mono
     assert shared is not None
     # Learned facts and the probe leadership ride on the store's round trips (hooks.py); the
     # leadership is a lease like a slot's: a dead leader's runs out after lease_ttl.
-    client = build_client(shared)
     keys = Keys(shared.namespace or default_namespace(config.instances))
+    client = build_client(shared, slot_key=keys.key("leader"))
     election = LeaderElection(ProbeLeader(keys.key("leader"), ttl=shared.lease_ttl), client)
     facts = SharedFacts(keys.key("facts"), clock=clock, election=election)
     # The prompt-prefix index rides on the snapshot refresh (prefixes.py).

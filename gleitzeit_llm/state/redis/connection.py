@@ -19,34 +19,55 @@ _log = logging.getLogger("gleitzeit_llm.shared_state")
 
 
 def _link_errors() -> tuple[type[BaseException], ...]:
-    from redis.exceptions import RedisError
+    from redis.exceptions import RedisClusterException, RedisError
 
-    # RedisError covers connection, timeout, auth, READONLY (a replica after a failover) and
-    # busy-script answers: each means "no shared state right now", never a failed call.
-    return (RedisError, OSError)
+    # RedisError covers connection, timeout, auth, READONLY (a replica after a failover),
+    # CLUSTERDOWN and busy-script answers; RedisClusterException (not a RedisError) a cluster
+    # client that reaches no node or finds a slot unserved. Each means "no shared state right
+    # now", never a failed call.
+    return (RedisError, RedisClusterException, OSError)
 
 
 LINK_ERRORS: tuple[type[BaseException], ...] = _link_errors()
 
 
-def build_client(config: SharedStateConfig) -> Any:
+def build_client(config: SharedStateConfig, slot_key: str | None = None) -> Any:
     """A redis-py client for ``config.url``: socket timeouts from the configuration and no
     retries (redis-py retries with backoff by default; a down Redis must cost one timeout, then
-    the pool runs on local state)."""
+    the pool runs on local state).
+
+    With ``config.cluster`` a :class:`~.cluster.ClusterClient` (redis-py's cluster client, built
+    on first use); ``slot_key``, a key of the pool's namespace, is what its reconnect probe reads.
+    """
     import redis
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    return redis.Redis.from_url(
-        config.url,
-        socket_timeout=config.timeout,
-        socket_connect_timeout=config.connect_timeout,
-        retry=Retry(NoBackoff(), 0),
-        retry_on_timeout=False,
-        health_check_interval=0,
-        decode_responses=True,
-        client_name="gleitzeit-llm",
-    )
+    options: dict[str, Any] = {
+        "socket_timeout": config.timeout,
+        "socket_connect_timeout": config.connect_timeout,
+        "retry": Retry(NoBackoff(), 0),
+        "health_check_interval": 0,
+        "decode_responses": True,
+        "client_name": "gleitzeit-llm",
+    }
+    if config.cluster:
+        from gleitzeit_llm.state.redis.cluster import ClusterClient
+
+        return ClusterClient(lambda: _cluster(config.url, options), slot_key)
+    return redis.Redis.from_url(config.url, retry_on_timeout=False, **options)
+
+
+def _cluster(url: str, options: dict[str, Any]) -> Any:
+    """redis-py's cluster client: no retries at the cluster level either (``retry`` there counts
+    the attempts after a connection error or ``CLUSTERDOWN``; before redis-py 6 that was
+    ``cluster_error_retry_attempts``, 3 by default, with a slot-map reload and backoff each)."""
+    import redis
+    from redis.cluster import RedisCluster
+
+    if int(redis.__version__.split(".")[0]) < 6:
+        options = {**options, "cluster_error_retry_attempts": 0}
+    return RedisCluster.from_url(url, **options)
 
 
 class Link:
@@ -56,6 +77,7 @@ class Link:
     def __init__(self, config: SharedStateConfig, namespace: str) -> None:
         self.url = redact_store_url(config.url)
         self.namespace = namespace
+        self.cluster = config.cluster
         self.reconnect_interval = config.reconnect_interval
         self.is_up = True  # optimistic: the first call finds out
         self.since = time.monotonic()
@@ -105,6 +127,7 @@ class Link:
         """What status() shows: never the credentials."""
         return {
             "backend": "redis",
+            "cluster": self.cluster,
             "up": self.is_up,
             "url": self.url,
             "namespace": self.namespace,

@@ -15,6 +15,7 @@ import select
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from redis import Redis
 from redis.exceptions import NoScriptError, ResponseError
 
 if TYPE_CHECKING:
@@ -26,12 +27,14 @@ __all__ = ["CallLine"]
 class CallLine:
     """One connection made from ``client``'s pool, used by one thread at a time.
 
-    A client without a connection pool of its own (a cluster client) is used as it is.
+    A cluster client is used as it is (its routing is the point of it).
     """
 
     def __init__(self, client: Any) -> None:
         self._client = client
-        self._pool = getattr(client, "connection_pool", None)
+        # A cluster client (state/redis/cluster.py) routes each command to its slot's node itself;
+        # asking it for a pool would also connect it, which it defers to the first command.
+        self._pool = client.connection_pool if isinstance(client, Redis) else None
         self._conn: Any = None
         self._pid = 0  # a forked child must not share the parent's socket
         self._poll: Any = None

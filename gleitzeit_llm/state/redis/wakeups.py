@@ -58,8 +58,10 @@ class Subscriber:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            pubsub = None
             try:
+                # Inside the try: a cluster client connects when it is first used, here perhaps.
+                pubsub = self._client.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(self._channel)
                 self.subscribed.set()
                 while not self._stop.is_set():
@@ -74,6 +76,7 @@ class Subscriber:
                 _log.exception("shared-state subscriber failed; restarting it")
             finally:
                 self.subscribed.clear()
-                with contextlib.suppress(Exception):
-                    pubsub.close()
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        pubsub.close()
             self._stop.wait(self._retry_every)
