@@ -209,3 +209,21 @@ def test_a_forked_child_takes_a_token_of_its_own_and_no_inherited_leadership(r: 
     assert child_leader != leader.token and child_facts != facts.token
     assert child_leading == "0"  # the parent's lease is the parent's
     assert f":{pid}:" in child_leader
+
+
+def test_two_ticks_of_one_process_that_cross_leave_it_knowing_it_leads(r: redis.Redis) -> None:
+    """The first should_probe() tick and the refresh's tick can run at once. The one whose reply
+    is read second must not undo the other: asking for a key this process already holds is a
+    win, not a loss (before, no process probed until the key expired)."""
+    leader = ProbeLeader(KEY, ttl=5)
+    early, late = r.pipeline(transaction=False), r.pipeline(transaction=False)
+    leader.queue(early)
+    leader.queue(late)
+    took = early.execute()[0]  # takes the key
+    again = late.execute()[0]  # asks for the key it holds already
+
+    leader.settle(again)
+    leader.settle(took)
+
+    assert r.get(KEY).decode() == leader.token
+    assert leader.leading

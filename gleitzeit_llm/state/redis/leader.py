@@ -1,7 +1,10 @@
 """Health-probe leadership: one process probes the pool's instances, the others read its results.
 
-One Redis key holds the leader's token. A process that does not lead asks for it with
-``SET key token NX PX ttl`` (one command: it wins only when nobody holds the key); the leader
+One Redis key holds the leader's token. A process that does not lead asks for it with a claim
+script: ``SET key token PX ttl`` when nobody holds the key (``SET NX PX`` in one step), and a win
+too when the key already holds *its* token (a reply it never read, or two of its ticks that
+crossed: a bare ``SET NX`` would call that a loss, and no process would probe until the key
+expired); the leader
 renews it with a compare-and-renew script (``PEXPIRE`` only while the key still holds *its*
 token, so a process that stalled past its lease never extends a successor's) and gives it back
 on close with a compare-and-delete script. A leader that dies (SIGKILL, a lost host) stops
@@ -40,6 +43,20 @@ DEFAULT_LEADER_TTL = 5.0
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
     return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+# SET NX PX, or renew a key that already holds our token: either way this process leads.
+_CLAIM = """
+local holder = redis.call('GET', KEYS[1])
+if not holder then
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+    return 1
+end
+if holder == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return 1
 end
 return 0
 """
@@ -136,7 +153,7 @@ class ProbeLeader:
             pipe.eval(_RENEW, 1, self.key, self.token, self._ttl_ms)
             self._pending = "renew"
         else:
-            pipe.set(self.key, self.token, nx=True, px=self._ttl_ms)
+            pipe.eval(_CLAIM, 1, self.key, self.token, self._ttl_ms)
             self._pending = "acquire"
 
     def settle(self, reply: Any) -> bool:
@@ -149,7 +166,9 @@ class ProbeLeader:
         pending, self._pending = self._pending, None
         if pending is None or isinstance(reply, BaseException):
             return self.leading
-        # SET NX answers True (taken) or None (held by another); the renew script 1 or 0.
+        # The claim and the renew script answer 1 (ours) or 0 (another process holds the key).
+        # Two ticks of this process that crossed share _pending: the one read second is
+        # ignored, and whatever this one got wrong the next tick puts right.
         if reply:
             self._until = self._sent_at + self.ttl
         else:
