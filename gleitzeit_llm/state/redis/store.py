@@ -78,6 +78,12 @@ def _merge(learned: Transitions, change: BreakerTransition) -> Transitions:
     )
 
 
+def _set_pool_counts(inst: OllamaInstance, count: int, models: dict[str, str]) -> None:
+    """The pool-wide counts read from Redis: the lease count and the ``models`` hash."""
+    inst.in_flight = count
+    inst.in_flight_by_model = {m: int(n) for m, n in models.items() if int(n) > 0}
+
+
 def _set_counts(inst: OllamaInstance, model: str | None, count: int, model_count: int) -> None:
     inst.in_flight = count
     if model:
@@ -284,15 +290,12 @@ class RedisState:
         wall = self._wall()
         if not self.link.is_up or self._waiting_until > wall + self.config.refresh_interval:
             return False
-        until = wall + self._waiting_ttl
         instances = list(self._instances())
         pipe = self.client.pipeline(transaction=False)
-        pipe.zadd(self.keys.waiting, {self.held.token: int(until * 1000)})
-        pipe.pexpire(self.keys.waiting, self._ttl_ms)
-        after = f"({int(wall * 1000)}"
+        until = self._register_waiting(pipe, wall)
+        head = len(pipe)
         for inst in instances:
-            pipe.zcount(self.keys.leases(inst.id), after, "+inf")
-            pipe.hgetall(self.keys.models(inst.id))
+            self._queue_counts(pipe, inst.id, wall)
         try:
             replies = pipe.execute()
         except LINK_ERRORS as exc:
@@ -301,11 +304,21 @@ class RedisState:
         self._waiting_until = until
         answered = time.monotonic()
         for k, inst in enumerate(instances):
-            count, models = replies[2 + 2 * k : 4 + 2 * k]
             self._answered[inst.id] = answered
-            inst.in_flight = count
-            inst.in_flight_by_model = {m: int(n) for m, n in models.items() if int(n) > 0}
+            _set_pool_counts(inst, *replies[head + 2 * k : head + 2 * k + 2])
         return True
+
+    def _register_waiting(self, pipe: Any, wall: float) -> float:
+        """Queue this process's registration as waiting on ``pipe``; returns when it lapses."""
+        until = wall + self._waiting_ttl
+        pipe.zadd(self.keys.waiting, {self.held.token: int(until * 1000)})
+        pipe.pexpire(self.keys.waiting, self._ttl_ms)
+        return until
+
+    def _queue_counts(self, pipe: Any, instance_id: str, wall: float) -> None:
+        """Queue the read of one instance's pool-wide counts: live leases, then the models hash."""
+        pipe.zcount(self.keys.leases(instance_id), f"({int(wall * 1000)}", "+inf")
+        pipe.hgetall(self.keys.models(instance_id))
 
     def record_probe(self, inst: OllamaInstance, result: ProbeResult, now: float) -> Transitions:
         learned = self._local.record_probe(inst, result, now)
@@ -424,17 +437,12 @@ class RedisState:
         wall = self._wall()
         pipe = self.client.pipeline(transaction=False)
         if waits:  # stay registered as waiting while callers wait (the registration expires)
-            until = wall + self._waiting_ttl
-            pipe.zadd(self.keys.waiting, {self.held.token: int(until * 1000)})
-            pipe.pexpire(self.keys.waiting, self._ttl_ms)
+            until = self._register_waiting(pipe, wall)
             pipe.zremrangebyscore(self.keys.waiting, "-inf", int(wall * 1000))  # the dead's
         head = len(pipe)
-        after = f"({int(wall * 1000)}"
         for instance_id in ids:
-            leases, models, breaker = self.keys.instance(instance_id)
-            pipe.zcount(leases, after, "+inf")
-            pipe.hgetall(models)
-            pipe.hmget(breaker, "s", "r", "o")
+            self._queue_counts(pipe, instance_id, wall)
+            pipe.hmget(self.keys.breaker(instance_id), "s", "r", "o")
         mine = len(pipe)
         self.facts.read(pipe, ids)
         replies = pipe.execute(raise_on_error=False)
@@ -454,8 +462,7 @@ class RedisState:
                     continue  # a script answered after this read: its counts are newer
                 count, models, (state, retry, open_ms) = replies[head + 3 * k : head + 3 * k + 3]
                 freed = freed or count < inst.in_flight
-                inst.in_flight = count
-                inst.in_flight_by_model = {m: int(n) for m, n in models.items() if int(n) > 0}
+                _set_pool_counts(inst, count, models)
                 moved = self._adopt(inst.breaker, state or "", int(retry or 0), int(open_ms or 0), wall, now)
                 if moved is not None:
                     changes[inst.id] = Transitions((breaker_change(moved),))
